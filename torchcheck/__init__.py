@@ -1,0 +1,21 @@
+"""torchcheck: find the PyTorch training bugs that fail silently.
+
+The static linter needs only libcst; `watch` (the runtime harness) imports torch when used.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "lint_paths"]
+
+
+def lint_paths(paths, config=None, jobs=None):
+    """Lint files or folders; returns a `LintResult` with `.findings`."""
+    from pathlib import Path
+
+    from torchcheck.config import load_config
+    from torchcheck.engine import lint_paths as _lint_paths
+
+    paths = [Path(p) for p in paths]
+    config = config or load_config(paths[0] if paths else Path("."))
+    return _lint_paths(paths, config, jobs)

@@ -1,0 +1,115 @@
+"""Cross-file facts: the linted tree's modules, so that a model defined in `models.py` is known in
+`train.py`. Other files are parsed only when a question reaches them, and once per process."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import libcst as cst
+
+from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
+from torchcheck.analysis.imports import ImportTable
+from torchcheck.analysis.values import Value
+
+
+def module_name(path: Path, root: Path) -> str:
+    try:
+        relative = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        relative = Path(path.name)
+    parts = list(relative.with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+class Project:
+    def __init__(self, files: dict[str, Path] | None = None) -> None:
+        # dotted module name -> file, for every file being linted
+        self.files: dict[str, Path] = dict(files or {})
+        self._analyses: dict[str, FileAnalysis | None] = {}
+        self._mode_dependent: dict[ClassInfo, bool | None] = {}
+
+    def register(self, name: str, analysis: FileAnalysis) -> None:
+        self._analyses[name] = analysis
+
+    def analysis_for(self, name: str) -> FileAnalysis | None:
+        for candidate in self._candidates(name):
+            if candidate not in self._analyses:
+                self._analyses[candidate] = self._load(candidate)
+            if self._analyses[candidate] is not None:
+                return self._analyses[candidate]
+        return None
+
+    def _candidates(self, name: str) -> list[str]:
+        if name in self.files or name in self._analyses:
+            return [name]
+        suffix = "." + name
+        return sorted(m for m in self.files if m.endswith(suffix))[:1]
+
+    def _load(self, name: str) -> FileAnalysis | None:
+        path = self.files.get(name)
+        if path is None:
+            return None
+        try:
+            module = cst.parse_module(path.read_bytes())
+        except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        return FileAnalysis(module, ImportTable(module, name), self, name)
+
+    def _split(self, qualname: str):
+        module, _, name = qualname.rpartition(".")
+        if not module or qualname.startswith(("torch.", "torchvision.")):
+            return None, name
+        return self.analysis_for(module), name
+
+    def find_class(self, qualname: str) -> ClassInfo | None:
+        analysis, name = self._split(qualname)
+        return analysis.classes.get(name) if analysis is not None else None
+
+    def find_function(self, qualname: str) -> FunctionInfo | None:
+        analysis, name = self._split(qualname)
+        return analysis.functions.get(name) if analysis is not None else None
+
+    def mode_dependent(self, cls: ClassInfo) -> bool | None:
+        if cls in self._mode_dependent:
+            return self._mode_dependent[cls]
+        self._mode_dependent[cls] = None  # recursion guard
+        result: bool | None = False
+        code = cls.analysis.module.code_for_node(cls.node)
+        if "training" in code or "dropout" in code or "batch_norm" in code:
+            result = True
+        else:
+            for value in cls.attrs().values():
+                verdict = self._value_mode_dependent(value)
+                if verdict:
+                    result = True
+                    break
+                if verdict is None:
+                    result = None
+        if any(q in api.MODE_DEPENDENT_LAYERS for q in cls.base_qualnames()):
+            result = True
+        for base in cls.base_classes():
+            verdict = self.mode_dependent(base)
+            result = True if verdict or result else (None if verdict is None or result is None else False)
+        self._mode_dependent[cls] = result
+        return result
+
+    def _value_mode_dependent(self, value: Value) -> bool | None:
+        if value.kind == "layer":
+            if value.qualname in api.MODE_DEPENDENT_LAYERS:
+                return True
+            if value.items:
+                verdicts = [self._value_mode_dependent(i) for i in value.items]
+                return True if any(verdicts) else (None if None in verdicts else False)
+            return False if (value.qualname or "").startswith("torch.nn.") else None
+        if value.kind == "model":
+            if isinstance(value.info, ClassInfo):
+                return self.mode_dependent(value.info)
+            return None
+        if value.kind == "tuple":
+            verdicts = [self._value_mode_dependent(i) for i in value.items]
+            return True if any(verdicts) else (None if None in verdicts else False)
+        if value.kind in ("number", "str", "criterion", "tensor", "optimizer"):
+            return False
+        return None

@@ -1,0 +1,208 @@
+"""What torchcheck knows about the torch API, by qualified name. Plain data: no torch import."""
+from __future__ import annotations
+
+# Loss class -> its constructor parameters in order (to find deprecated flags given by position).
+LOSS_CLASSES: dict[str, tuple[str, ...]] = {
+    "BCELoss": ("weight", "size_average", "reduce", "reduction"),
+    "BCEWithLogitsLoss": ("weight", "size_average", "reduce", "reduction", "pos_weight"),
+    "CTCLoss": ("blank", "reduction", "zero_infinity"),
+    "CosineEmbeddingLoss": ("margin", "size_average", "reduce", "reduction"),
+    "CrossEntropyLoss": ("weight", "size_average", "ignore_index", "reduce", "reduction", "label_smoothing"),
+    "GaussianNLLLoss": ("full", "eps", "reduction"),
+    "HingeEmbeddingLoss": ("margin", "size_average", "reduce", "reduction"),
+    "HuberLoss": ("reduction", "delta"),
+    "KLDivLoss": ("size_average", "reduce", "reduction", "log_target"),
+    "L1Loss": ("size_average", "reduce", "reduction"),
+    "MSELoss": ("size_average", "reduce", "reduction"),
+    "MarginRankingLoss": ("margin", "size_average", "reduce", "reduction"),
+    "MultiLabelMarginLoss": ("size_average", "reduce", "reduction"),
+    "MultiLabelSoftMarginLoss": ("weight", "size_average", "reduce", "reduction"),
+    "MultiMarginLoss": ("p", "margin", "weight", "size_average", "reduce", "reduction"),
+    "NLLLoss": ("weight", "size_average", "ignore_index", "reduce", "reduction"),
+    "NLLLoss2d": ("weight", "size_average", "ignore_index", "reduce", "reduction"),
+    "PoissonNLLLoss": ("log_input", "full", "size_average", "eps", "reduce", "reduction"),
+    "SmoothL1Loss": ("size_average", "reduce", "reduction", "beta"),
+    "SoftMarginLoss": ("size_average", "reduce", "reduction"),
+    "TripletMarginLoss": ("margin", "p", "eps", "swap", "size_average", "reduce", "reduction"),
+    "TripletMarginWithDistanceLoss": ("distance_function", "margin", "swap", "reduction"),
+}
+
+# Functional loss -> (the loss class it computes, its parameters in order).
+FUNCTIONAL_LOSSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "binary_cross_entropy": ("BCELoss", ("input", "target", "weight", "size_average", "reduce", "reduction")),
+    "binary_cross_entropy_with_logits": (
+        "BCEWithLogitsLoss",
+        ("input", "target", "weight", "size_average", "reduce", "reduction", "pos_weight"),
+    ),
+    "cosine_embedding_loss": (
+        "CosineEmbeddingLoss",
+        ("input1", "input2", "target", "margin", "size_average", "reduce", "reduction"),
+    ),
+    "cross_entropy": (
+        "CrossEntropyLoss",
+        ("input", "target", "weight", "size_average", "ignore_index", "reduce", "reduction", "label_smoothing"),
+    ),
+    "ctc_loss": ("CTCLoss", ("log_probs", "targets", "input_lengths", "target_lengths", "blank", "reduction")),
+    "gaussian_nll_loss": ("GaussianNLLLoss", ("input", "target", "var", "full", "eps", "reduction")),
+    "hinge_embedding_loss": (
+        "HingeEmbeddingLoss",
+        ("input", "target", "margin", "size_average", "reduce", "reduction"),
+    ),
+    "huber_loss": ("HuberLoss", ("input", "target", "reduction", "delta")),
+    "kl_div": ("KLDivLoss", ("input", "target", "size_average", "reduce", "reduction", "log_target")),
+    "l1_loss": ("L1Loss", ("input", "target", "size_average", "reduce", "reduction")),
+    "margin_ranking_loss": (
+        "MarginRankingLoss",
+        ("input1", "input2", "target", "margin", "size_average", "reduce", "reduction"),
+    ),
+    "mse_loss": ("MSELoss", ("input", "target", "size_average", "reduce", "reduction")),
+    "multi_margin_loss": (
+        "MultiMarginLoss",
+        ("input", "target", "p", "margin", "weight", "size_average", "reduce", "reduction"),
+    ),
+    "multilabel_margin_loss": ("MultiLabelMarginLoss", ("input", "target", "size_average", "reduce", "reduction")),
+    "multilabel_soft_margin_loss": (
+        "MultiLabelSoftMarginLoss",
+        ("input", "target", "weight", "size_average", "reduce", "reduction"),
+    ),
+    "nll_loss": ("NLLLoss", ("input", "target", "weight", "size_average", "ignore_index", "reduce", "reduction")),
+    "poisson_nll_loss": (
+        "PoissonNLLLoss",
+        ("input", "target", "log_input", "full", "size_average", "eps", "reduce", "reduction"),
+    ),
+    "smooth_l1_loss": ("SmoothL1Loss", ("input", "target", "size_average", "reduce", "reduction", "beta")),
+    "soft_margin_loss": ("SoftMarginLoss", ("input", "target", "size_average", "reduce", "reduction")),
+    "triplet_margin_loss": (
+        "TripletMarginLoss",
+        ("anchor", "positive", "negative", "margin", "p", "eps", "swap", "size_average", "reduce", "reduction"),
+    ),
+}
+
+# Losses whose second argument is a target that should not carry a graph.
+TARGET_LOSSES = {
+    "BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "HuberLoss", "KLDivLoss", "L1Loss", "MSELoss",
+    "NLLLoss", "NLLLoss2d", "SmoothL1Loss", "SoftMarginLoss", "MultiLabelSoftMarginLoss", "PoissonNLLLoss",
+    "GaussianNLLLoss",
+}
+
+SOFTMAX_FUNCTIONS = {"torch.softmax", "torch.nn.functional.softmax", "torch.special.softmax"}
+LOG_SOFTMAX_FUNCTIONS = {"torch.log_softmax", "torch.nn.functional.log_softmax", "torch.special.log_softmax"}
+SIGMOID_FUNCTIONS = {"torch.sigmoid", "torch.nn.functional.sigmoid", "torch.special.expit"}
+
+# nn layers by the activation their output carries.
+LAYER_ACTIVATION = {
+    "torch.nn.Softmax": "softmax",
+    "torch.nn.Softmax2d": "softmax",
+    "torch.nn.LogSoftmax": "log_softmax",
+    "torch.nn.Sigmoid": "sigmoid",
+    "torch.nn.Linear": "logits",
+    "torch.nn.LazyLinear": "logits",
+    "torch.nn.Bilinear": "logits",
+}
+# Layers that pass their input's activation through unchanged (shape or regularisation only).
+TRANSPARENT_LAYERS = {
+    "torch.nn.Dropout", "torch.nn.Dropout1d", "torch.nn.Dropout2d", "torch.nn.Dropout3d",
+    "torch.nn.AlphaDropout", "torch.nn.Flatten", "torch.nn.Unflatten", "torch.nn.Identity",
+}
+
+# Layers whose behaviour differs between train() and eval().
+MODE_DEPENDENT_LAYERS = {
+    "torch.nn.Dropout", "torch.nn.Dropout1d", "torch.nn.Dropout2d", "torch.nn.Dropout3d",
+    "torch.nn.AlphaDropout", "torch.nn.FeatureAlphaDropout", "torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d",
+    "torch.nn.BatchNorm3d", "torch.nn.SyncBatchNorm", "torch.nn.LazyBatchNorm1d", "torch.nn.LazyBatchNorm2d",
+    "torch.nn.LazyBatchNorm3d", "torch.nn.InstanceNorm1d", "torch.nn.InstanceNorm2d", "torch.nn.InstanceNorm3d",
+    "torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU", "torch.nn.Transformer", "torch.nn.TransformerEncoder",
+    "torch.nn.TransformerDecoder", "torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer",
+    "torch.nn.MultiheadAttention",
+}
+
+FUNCTIONAL_DROPOUT = {
+    "torch.nn.functional.dropout": 2,
+    "torch.nn.functional.dropout1d": 2,
+    "torch.nn.functional.dropout2d": 2,
+    "torch.nn.functional.dropout3d": 2,
+    "torch.nn.functional.alpha_dropout": 2,
+    "torch.nn.functional.feature_alpha_dropout": 2,
+}  # name -> position of `training`
+
+NO_GRAD_CONTEXTS = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode"}
+ENABLE_GRAD_CONTEXTS = {"torch.enable_grad", "torch.autograd.enable_grad"}
+SET_GRAD_ENABLED = {"torch.set_grad_enabled", "torch.autograd.set_grad_enabled"}
+
+# Tensor constructors: (position of the data/size arguments starts at 0).
+TENSOR_FACTORIES = {
+    "torch.tensor", "torch.as_tensor", "torch.randn", "torch.rand", "torch.zeros", "torch.ones", "torch.empty",
+    "torch.full", "torch.arange", "torch.linspace", "torch.randint", "torch.randperm", "torch.from_numpy",
+    "torch.Tensor", "torch.FloatTensor", "torch.DoubleTensor", "torch.HalfTensor", "torch.LongTensor",
+    "torch.IntTensor", "torch.ShortTensor", "torch.ByteTensor", "torch.BoolTensor", "torch.CharTensor",
+}
+LEGACY_TENSOR_DTYPES = {
+    "torch.Tensor": "float32", "torch.FloatTensor": "float32", "torch.DoubleTensor": "float64",
+    "torch.HalfTensor": "float16", "torch.LongTensor": "int64", "torch.IntTensor": "int32",
+    "torch.ShortTensor": "int16", "torch.ByteTensor": "uint8", "torch.BoolTensor": "bool",
+    "torch.CharTensor": "int8",
+}
+DTYPE_NAMES = {
+    "float": "float32", "float32": "float32", "float64": "float64", "double": "float64", "half": "float16",
+    "float16": "float16", "bfloat16": "bfloat16", "long": "int64", "int64": "int64", "int": "int32",
+    "int32": "int32", "int16": "int16", "short": "int16", "int8": "int8", "uint8": "uint8", "bool": "bool",
+}
+# Tensor methods that convert dtype.
+DTYPE_METHODS = {
+    "float": "float32", "double": "float64", "half": "float16", "bfloat16": "bfloat16", "long": "int64",
+    "int": "int32", "short": "int16", "char": "int8", "byte": "uint8", "bool": "bool",
+}
+# Tensor methods whose result keeps the input's activation, graph and dtype.
+PRESERVING_METHODS = {
+    "view", "reshape", "squeeze", "unsqueeze", "contiguous", "clone", "cuda", "cpu", "to", "flatten",
+    "permute", "transpose", "t", "view_as", "reshape_as", "expand", "expand_as", "type_as", "float", "double",
+    "half", "bfloat16",
+}
+
+# Functions returning an image tensor shaped (C, H, W).
+IMAGE_LOADERS = {
+    "torchvision.transforms.functional.to_tensor", "torchvision.transforms.functional.pil_to_tensor",
+    "torchvision.io.read_image", "torchvision.io.decode_image", "torchvision.io.image.read_image",
+    "torchvision.io.image.decode_image", "torchvision.transforms.v2.functional.to_image",
+    "torchvision.transforms.v2.functional.pil_to_tensor",
+}
+IMAGE_TRANSFORM_CLASSES = {
+    "torchvision.transforms.ToTensor", "torchvision.transforms.PILToTensor", "torchvision.transforms.v2.ToImage",
+    "torchvision.transforms.v2.PILToTensor",
+}
+
+MODULE_BASES = {
+    "torch.nn.Module", "torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict",
+    "lightning.pytorch.LightningModule", "lightning.LightningModule",
+}
+
+
+def loss_class(qualname: str | None) -> str | None:
+    """'CrossEntropyLoss' for torch.nn.CrossEntropyLoss, else None."""
+    if qualname and qualname.startswith("torch.nn.") and qualname.count(".") == 2:
+        name = qualname.rsplit(".", 1)[1]
+        if name in LOSS_CLASSES:
+            return name
+    return None
+
+
+def functional_loss(qualname: str | None) -> str | None:
+    """'cross_entropy' for torch.nn.functional.cross_entropy, else None."""
+    if qualname and qualname.startswith("torch.nn.functional."):
+        name = qualname.rsplit(".", 1)[1]
+        if name in FUNCTIONAL_LOSSES:
+            return name
+    return None
+
+
+def is_optimizer_class(qualname: str | None) -> bool:
+    if not qualname or not qualname.startswith("torch.optim."):
+        return False
+    name = qualname.rsplit(".", 1)[1]
+    return qualname.count(".") == 2 and name[:1].isupper() and name != "Optimizer"
+
+
+def is_torchvision_builder(qualname: str | None) -> bool:
+    from torchcheck.analysis.torchvision_weights import weights_enum
+
+    return bool(qualname) and weights_enum(qualname) is not None

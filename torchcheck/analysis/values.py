@@ -1,0 +1,70 @@
+"""Abstract values: what an expression holds, as far as the rules care."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+# Graph states of a tensor: it carries an autograd graph, it does not, unknown, or it does
+# exactly when the enclosing function's callers run it with grad enabled.
+INHERIT = "inherit"
+
+
+@dataclass(frozen=True)
+class Value:
+    # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
+    # function | instance | tuple | grad_ctx | unknown
+    kind: str = "unknown"
+    qualname: str | None = None  # imported object (ref), loss class (criterion), layer or model class
+    activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | nonneg
+    graph: object = None  # True | False | None | INHERIT
+    is_loss: bool = False
+    source: str | None = None  # the model expression a tensor came out of
+    dtype: str | None = None
+    shape: tuple | None = None
+    image: bool = False
+    items: tuple = ()
+    origin: object = field(default=None, compare=False)  # node that applied the activation
+    info: object = field(default=None, compare=False)  # ClassInfo / FunctionInfo
+    bound: object = field(default=None, compare=False)  # `self` value of a bound method
+
+    def with_(self, **changes) -> Value:
+        return replace(self, **changes)
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.kind == "tensor"
+
+
+UNKNOWN = Value()
+NUMBER = Value(kind="number", graph=False)
+TENSOR = Value(kind="tensor")
+
+
+def join(a: Value, b: Value) -> Value:
+    """Merge the values of two control-flow paths, keeping only what both agree on."""
+    if a is b or a == b:
+        return a
+    if a.kind != b.kind:
+        return UNKNOWN
+    return Value(
+        kind=a.kind,
+        qualname=a.qualname if a.qualname == b.qualname else None,
+        activation=a.activation if a.activation == b.activation else None,
+        graph=a.graph if a.graph == b.graph else (True if True in (a.graph, b.graph) else None),
+        is_loss=a.is_loss and b.is_loss,
+        source=a.source if a.source == b.source else None,
+        dtype=a.dtype if a.dtype == b.dtype else None,
+        shape=a.shape if a.shape == b.shape else None,
+        image=a.image and b.image,
+        origin=a.origin if a.activation == b.activation else None,
+        info=a.info if a.info is b.info else None,
+    )
+
+
+def combine_graph(*graphs) -> object:
+    if True in graphs:
+        return True
+    if INHERIT in graphs:
+        return INHERIT
+    if graphs and all(g is False for g in graphs):
+        return False
+    return None

@@ -1,0 +1,125 @@
+"""`[tool.torchcheck]` in the nearest pyproject.toml, and rule selection."""
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_EXCLUDE = (".*", "__pycache__", ".venv", "venv", "build", "dist", "node_modules", "site-packages")
+KNOWN_KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "per-file-ignores", "rules",
+              "target-version", "jobs", "cache"}
+
+
+class ConfigError(Exception):
+    """A config file or command line a user can fix; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    extend_select: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    per_file_ignores: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    rule_options: dict[str, dict] = field(default_factory=dict)
+    target_version: tuple[int, ...] | None = None
+    root: Path = Path(".")
+    source: Path | None = None
+
+    def fingerprint(self) -> str:
+        """Everything that changes results, for cache keys."""
+        return repr((self.select, self.ignore, self.extend_select, sorted(self.per_file_ignores.items()),
+                     sorted((k, sorted(v.items())) for k, v in self.rule_options.items()), self.target_version))
+
+
+def find_pyproject(start: Path) -> Path | None:
+    start = start.resolve()
+    for directory in [start, *start.parents] if start.is_dir() else [start.parent, *start.parent.parents]:
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _string_list(table: dict, key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: `{key}` must be a list of strings")
+    return tuple(value)
+
+
+def parse_version(text: str, where: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in str(text).split(".")[:3])
+    except ValueError:
+        raise ConfigError(f"{where}: `target-version` must look like \"2.1\", got {text!r}") from None
+
+
+def load_config(start: Path, explicit: Path | None = None) -> Config:
+    path = explicit or find_pyproject(start)
+    if path is None:
+        return Config(root=start.resolve() if start.is_dir() else start.resolve().parent)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    table = data.get("tool", {}).get("torchcheck", {})
+    where = f"{path} [tool.torchcheck]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(table) - KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key `{unknown[0]}` (known: {', '.join(sorted(KNOWN_KEYS))})")
+    per_file = table.get("per-file-ignores", {})
+    if not isinstance(per_file, dict):
+        raise ConfigError(f"{where}: `per-file-ignores` must be a table of glob = [codes]")
+    rules = table.get("rules", {})
+    if not isinstance(rules, dict) or not all(isinstance(v, dict) for v in rules.values()):
+        raise ConfigError(f"{where}: `rules` must be a table of rule-name = {{ option = value }}")
+    from torchcheck.registry import resolve_rule
+
+    for rule_name, options in rules.items():
+        rule = resolve_rule(rule_name)
+        if rule is None:
+            raise ConfigError(f"{where}: `rules.{rule_name}` is not a rule")
+        allowed = rule.options or {}
+        for key in options:
+            if key not in allowed:
+                raise ConfigError(f"{where}: `rules.{rule_name}.{key}` is not an option of {rule.name}"
+                                  f" (options: {', '.join(allowed) or 'none'})")
+    target = table.get("target-version")
+    return Config(
+        select=_string_list(table, "select", where),
+        ignore=_string_list(table, "ignore", where),
+        extend_select=_string_list(table, "extend-select", where),
+        exclude=DEFAULT_EXCLUDE + _string_list(table, "exclude", where) + _string_list(table, "extend-exclude", where),
+        per_file_ignores={k: _string_list(per_file, k, where + ".per-file-ignores") for k in per_file},
+        rule_options={resolve_rule(k).name: dict(v) for k, v in rules.items()},
+        target_version=parse_version(target, where) if target is not None else None,
+        root=path.parent.resolve(),
+        source=path,
+    )
+
+
+def matches(selector: str, code: str, name: str) -> bool:
+    return selector == "ALL" or code.startswith(selector) or selector == name
+
+
+def is_excluded(path: Path, config: Config) -> bool:
+    parts = path.parts
+    for pattern in config.exclude:
+        if any(fnmatch.fnmatch(part, pattern) for part in parts if part not in (".", "..")):
+            return True
+        if fnmatch.fnmatch(path.as_posix(), pattern):
+            return True
+    return False

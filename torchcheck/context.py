@@ -1,0 +1,93 @@
+"""Everything a rule may ask about the file it is visiting, computed once per file and lazily."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from torchcheck.analysis.dataflow import FileAnalysis
+from torchcheck.analysis.imports import ImportTable
+from torchcheck.analysis.values import Value
+
+if TYPE_CHECKING:
+    from torchcheck.analysis.project import Project
+    from torchcheck.config import Config
+    from torchcheck.rule import FixSpec, Rule
+
+
+@dataclass
+class Report:
+    rule: Rule
+    node: cst.CSTNode
+    message: str
+    fix: FixSpec | None
+    statement: cst.CSTNode | None
+
+
+class FileContext:
+    def __init__(self, path: Path, display_path: str, source: str, module: cst.Module, module_name: str,
+                 project: Project, config: Config) -> None:
+        self.path = path
+        self.display_path = display_path
+        self.source = source
+        self.module = module
+        self.module_name = module_name
+        self.project = project
+        self.config = config
+        self.imports = ImportTable(module, module_name)
+        self.reports: list[Report] = []
+        self.statements: list[cst.CSTNode] = []  # enclosing statements during traversal
+        self.functions: list[cst.FunctionDef] = []
+        self.classes: list[cst.ClassDef] = []
+        self._analysis: FileAnalysis | None = None
+
+    @property
+    def analysis(self) -> FileAnalysis:
+        if self._analysis is None:
+            self._analysis = FileAnalysis(self.module, self.imports, self.project, self.module_name)
+            self.project.register(self.module_name, self._analysis)
+        return self._analysis
+
+    def qualname(self, node: cst.CSTNode) -> str | None:
+        return self.imports.qualname(node)
+
+    def value(self, node: cst.CSTNode) -> Value:
+        return self.analysis.value(node)
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node)
+
+    def rule_options(self, name: str) -> dict:
+        return self.config.rule_options.get(name, {})
+
+    def report(self, rule: Rule, node: cst.CSTNode, message: str, fix: FixSpec | None) -> None:
+        if any(r.rule is rule and r.node is node for r in self.reports):
+            return
+        statement = self.statements[-1] if self.statements else None
+        self.reports.append(Report(rule, node, message, fix, statement))
+
+
+class Tracker(cst.CSTVisitor):
+    """Keeps the enclosing statement, function and class of the node being visited."""
+
+    def __init__(self, ctx: FileContext) -> None:
+        self.ctx = ctx
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+            self.ctx.statements.append(node)
+        if isinstance(node, cst.FunctionDef):
+            self.ctx.functions.append(node)
+        elif isinstance(node, cst.ClassDef):
+            self.ctx.classes.append(node)
+        return True
+
+    def on_leave(self, node: cst.CSTNode) -> None:
+        if isinstance(node, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+            self.ctx.statements.pop()
+        if isinstance(node, cst.FunctionDef):
+            self.ctx.functions.pop()
+        elif isinstance(node, cst.ClassDef):
+            self.ctx.classes.pop()

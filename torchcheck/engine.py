@@ -1,0 +1,300 @@
+"""Lint files: parse each once, run every selected rule in one traversal, resolve positions only
+for files with findings, apply suppressions. One bad file never stops the others."""
+from __future__ import annotations
+
+import io
+import os
+import re
+import tokenize
+import traceback
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from torchcheck import registry
+from torchcheck.analysis.project import Project, module_name
+from torchcheck.config import Config, is_excluded
+from torchcheck.context import FileContext, Tracker
+from torchcheck.rule import Rule
+from torchcheck.types import Edit, Finding, Fix
+
+SERIAL_THRESHOLD = 24  # below this many files, process start-up costs more than it saves
+_NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[\w\-]+(?:[\s,]+[\w\-]+)*))?", re.IGNORECASE)
+_IGNORE = re.compile(r"#\s*torchcheck:\s*ignore(?:\[(?P<codes>[^\]]*)\])?", re.IGNORECASE)
+
+
+@dataclass
+class FileResult:
+    path: str
+    findings: list[Finding] = field(default_factory=list)
+    source: str | None = None
+    error: bool = False  # the file could not be read or parsed, or a rule crashed
+
+
+@dataclass
+class LintResult:
+    files: list[FileResult]
+
+    @property
+    def findings(self) -> list[Finding]:
+        return sorted((f for r in self.files for f in r.findings), key=lambda f: f.sort_key)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(r.error for r in self.files)
+
+
+# -- discovery -----------------------------------------------------------------------------------
+def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileResult]]:
+    """Python files under `paths` (explicit files always, directories recursively, minus excludes),
+    plus a result for each path that does not exist."""
+    found: list[Path] = []
+    missing: list[FileResult] = []
+    seen: set = set()
+    for path in paths:
+        if not path.exists():
+            missing.append(_error_result(str(path), "io-error", f"No such file or directory: {path}"))
+            continue
+        if path.is_file():
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                found.append(path)
+            continue
+        for directory, dirnames, filenames in os.walk(path, followlinks=False):
+            rel = Path(directory).relative_to(path)
+            dirnames[:] = sorted(d for d in dirnames if not is_excluded(rel / d, config))
+            for filename in sorted(filenames):
+                file = Path(directory) / filename
+                if filename.endswith((".py", ".pyi")) and not is_excluded(rel / filename, config):
+                    if file.resolve() not in seen:
+                        seen.add(file.resolve())
+                        found.append(file)
+    return found, missing
+
+
+def display_path(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
+    roots = [p if p.is_dir() else p.parent for p in paths if p.exists()]
+    modules: dict[str, Path] = {}
+    for file in files:
+        root = next((r for r in roots if _is_under(file, r)), file.parent)
+        modules[module_name(file, root)] = file
+    return modules
+
+
+def _is_under(file: Path, root: Path) -> bool:
+    try:
+        file.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+# -- one file ------------------------------------------------------------------------------------
+def decode(data: bytes) -> str:
+    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    return data.decode(encoding)
+
+
+def _error_result(path: str, name: str, message: str, line: int = 1, column: int = 1) -> FileResult:
+    rule = registry.resolve_rule(name)
+    finding = Finding(rule.code, rule.name, message, path, line, column, line, column, rule.severity)
+    return FileResult(path, [finding], error=True)
+
+
+def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[type[Rule]], project: Project,
+                name: str | None = None, shown: str | None = None) -> FileResult:
+    shown = shown or display_path(path)
+    try:
+        text = decode(source_bytes)
+    except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
+        return _error_result(shown, "io-error", f"Cannot decode file: {exc}")
+    active = [r for r in rules if not r.needles or any(n in text for n in r.needles)]
+    if not active:
+        return FileResult(shown, source=text)
+    try:
+        module = cst.parse_module(source_bytes)
+    except cst.ParserSyntaxError as exc:
+        return _error_result(shown, "syntax-error", f"Cannot parse file: {exc.message}", exc.raw_line,
+                             exc.raw_column + 1)
+    except (RecursionError, ValueError, MemoryError) as exc:
+        return _error_result(shown, "syntax-error", f"Cannot parse file: {type(exc).__name__}: {exc}")
+    ctx = FileContext(path, shown, text, module, name or module_name(path, path.parent), project, config)
+    result = FileResult(shown, source=text)
+    failed: dict[type[Rule], str] = {}
+    visitors = [rule(ctx) for rule in active]
+    try:
+        module.visit(_Dispatcher(ctx, visitors, failed))
+    except RecursionError:
+        failed[Rule] = "RecursionError: the file nests too deeply to analyse"
+    for rule_class, trace in failed.items():
+        result.error = True
+        result.findings.append(Finding("TC002", "internal-error",
+                                       f"Rule {getattr(rule_class, 'name', 'engine')} crashed on this file: {trace}",
+                                       shown, 1, 1, 1, 1, registry.resolve_rule("internal-error").severity))
+    reports = [r for r in ctx.reports if type(r.rule) not in failed]
+    if reports:
+        result.findings.extend(_findings(ctx, reports, text))
+    return result
+
+
+class _Dispatcher(cst.CSTVisitor):
+    """Calls every rule's visit_/leave_ methods in one traversal; a crashing rule is switched off
+    for this file and reported, and the others go on."""
+
+    def __init__(self, ctx: FileContext, visitors: list[Rule], failed: dict) -> None:
+        self.tracker = Tracker(ctx)
+        self.failed = failed
+        self.visit_table: dict[str, list] = defaultdict(list)
+        self.leave_table: dict[str, list] = defaultdict(list)
+        for visitor in visitors:
+            for method_name, method in visitor.get_visitors().items():
+                table = self.visit_table if method_name.startswith("visit_") else self.leave_table
+                table[method_name.split("_", 1)[1]].append((visitor, method))
+
+    def _call(self, entries, node) -> None:
+        for visitor, method in entries:
+            if type(visitor) in self.failed:
+                continue
+            try:
+                method(node)
+            except Exception as exc:  # a rule bug must not stop the others
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                self.failed[type(visitor)] = f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})"
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.tracker.on_visit(node)
+        entries = self.visit_table.get(type(node).__name__)
+        if entries:
+            self._call(entries, node)
+        return True
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        entries = self.leave_table.get(type(original_node).__name__)
+        if entries:
+            self._call(entries, original_node)
+        self.tracker.on_leave(original_node)
+
+
+def _line_offsets(text: str) -> list[int]:
+    offsets = [0]
+    for line in text.splitlines(keepends=True):
+        offsets.append(offsets[-1] + len(line))
+    return offsets
+
+
+def _findings(ctx: FileContext, reports, text: str) -> list[Finding]:
+    positions = MetadataWrapper(ctx.module, unsafe_skip_copy=True).resolve(PositionProvider)
+    lines = text.splitlines()
+    offsets = _line_offsets(text)
+    ignored = _per_file_ignores(ctx)
+    findings = []
+    for report in reports:
+        rule = report.rule
+        if any(sel in (rule.code, rule.name) or rule.code.startswith(sel) for sel in ignored):
+            continue
+        span = positions[report.node]
+        start_line = positions[report.statement].start.line if report.statement in positions else span.start.line
+        if _suppressed(lines, {span.start.line, start_line}, rule):
+            continue
+        fix = None
+        if report.fix is not None and rule.fix_safety is not None:
+            edits = []
+            for replacement in report.fix.replacements:
+                where = positions[replacement.node]
+                start = offsets[where.start.line - 1] + where.start.column
+                end = start if replacement.insert_before else offsets[where.end.line - 1] + where.end.column
+                text = replacement.text
+                if replacement.insert_before and text.endswith("\n"):
+                    text += lines[where.start.line - 1][: where.start.column]  # keep the node's indentation
+                edits.append(Edit(start, end, text))
+            fix = Fix(report.fix.title, report.fix.safety or rule.fix_safety, tuple(edits))
+        findings.append(Finding(rule.code, rule.name, report.message, ctx.display_path, span.start.line,
+                                span.start.column + 1, span.end.line, span.end.column + 1, rule.severity, fix))
+    return findings
+
+
+def _per_file_ignores(ctx: FileContext) -> set[str]:
+    import fnmatch
+
+    ignored: set[str] = set()
+    for pattern, codes in ctx.config.per_file_ignores.items():
+        if fnmatch.fnmatch(ctx.display_path, pattern) or fnmatch.fnmatch(ctx.path.name, pattern):
+            ignored.update(codes)
+    return ignored
+
+
+def _suppressed(lines: list[str], line_numbers: set[int], rule: type[Rule] | Rule) -> bool:
+    for number in line_numbers:
+        if not 0 < number <= len(lines) or "#" not in lines[number - 1]:
+            continue
+        line = lines[number - 1]
+        for pattern in (_NOQA, _IGNORE):
+            match = pattern.search(line)
+            if match is None:
+                continue
+            codes = match.group("codes")
+            if not codes:
+                return True
+            selectors = {c.strip() for c in re.split(r"[\s,]+", codes) if c.strip()}
+            if any(rule.code.startswith(s) or s == rule.name for s in selectors):
+                return True
+    return False
+
+
+# -- many files ----------------------------------------------------------------------------------
+def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Project, name: str | None = None) -> FileResult:
+    shown = display_path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return _error_result(shown, "io-error", "File disappeared while linting")
+    except IsADirectoryError:
+        return _error_result(shown, "io-error", "Is a directory")
+    except OSError as exc:
+        return _error_result(shown, "io-error", f"Cannot read file: {exc.strerror or exc}")
+    try:
+        return lint_source(data, path, config, rules, project, name, shown)
+    except Exception as exc:  # last resort: never lose the other files
+        return _error_result(shown, "internal-error", f"torchcheck crashed on this file: {type(exc).__name__}: {exc}")
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path]) -> None:
+    _WORKER["config"] = config
+    _WORKER["rules"] = [registry.resolve_rule(c) for c in rule_codes]
+    _WORKER["project"] = Project(modules)
+    _WORKER["names"] = {path: name for name, path in modules.items()}
+
+
+def _lint_in_worker(path: Path) -> FileResult:
+    return lint_file(path, _WORKER["config"], _WORKER["rules"], _WORKER["project"], _WORKER["names"].get(path))
+
+
+def lint_paths(paths: list[Path], config: Config, jobs: int | None = None) -> LintResult:
+    rules = registry.selected_rules(config)
+    files, missing = discover(paths, config)
+    modules = project_modules(files, paths)
+    names = {path: name for name, path in modules.items()}
+    jobs = jobs or os.cpu_count() or 1
+    results: list[FileResult] = list(missing)
+    if jobs > 1 and len(files) >= SERIAL_THRESHOLD:
+        codes = [r.code for r in rules]
+        with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules)) as pool:
+            results.extend(pool.map(_lint_in_worker, files, chunksize=max(1, len(files) // (jobs * 8))))
+    else:
+        project = Project(modules)
+        results.extend(lint_file(f, config, rules, project, names.get(f)) for f in files)
+    return LintResult(results)

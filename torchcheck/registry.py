@@ -1,0 +1,79 @@
+"""All rules, found by scanning `torchcheck.rules`, plus the codes the engine reports itself."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import lru_cache
+
+from torchcheck.rule import PseudoRule, Rule
+from torchcheck.types import Severity
+
+ENGINE_RULES = [
+    PseudoRule("TC001", "syntax-error", "The file cannot be parsed as Python 3.", Severity.ERROR, """
+        The file could not be parsed, so no rule checked it. The message gives the line and the
+        parser's reason. Python 2 files, merge-conflict markers and stray null bytes are the usual
+        causes. The rest of the tree is still linted.
+        """),
+    PseudoRule("TC002", "internal-error", "A rule crashed on this file.", Severity.ERROR, """
+        A rule raised an exception on this file. The other rules' findings for the file, and all other
+        files, are still reported. Please report the message with the file that caused it.
+        """),
+    PseudoRule("TC003", "io-error", "The file cannot be read or decoded.", Severity.ERROR, """
+        The path does not exist, cannot be read (permissions), disappeared while linting, or its bytes
+        are not valid in its declared encoding (PEP 263, UTF-8 by default).
+        """),
+]
+
+
+@lru_cache(maxsize=1)
+def all_rules() -> tuple[type[Rule], ...]:
+    import torchcheck.rules as package
+
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Rule) and getattr(obj, "code", None) and obj.__module__ == module.__name__:
+                found.append(obj)
+    return tuple(sorted(found, key=lambda r: r.code))
+
+
+def catalog() -> list:
+    """Every entry of the rule catalog, static rules and engine codes, sorted by code."""
+    return sorted([*all_rules(), *ENGINE_RULES, *runtime_only_rules()], key=lambda r: r.code)
+
+
+def runtime_only_rules() -> list[PseudoRule]:
+    return []
+
+
+def resolve_rule(selector: str):
+    """A catalog entry by code (TC101) or name (softmax-before-cross-entropy)."""
+    for rule in catalog():
+        if selector.upper() == rule.code or selector == rule.name:
+            return rule
+    return None
+
+
+def _matches(selector: str, rule) -> bool:
+    return selector == "ALL" or rule.code.startswith(selector.upper()) or selector == rule.name
+
+
+def is_known_selector(selector: str) -> bool:
+    return any(_matches(selector, rule) for rule in catalog())
+
+
+def selected_rules(config) -> list[type[Rule]]:
+    chosen = []
+    for rule in all_rules():
+        selected = any(_matches(s, rule) for s in config.select) if config.select else True
+        if any(_matches(s, rule) for s in config.extend_select):
+            selected = True
+        if any(_matches(s, rule) for s in config.ignore):
+            selected = False
+        minimum = getattr(rule, "min_target_version", None)
+        if config.target_version is not None and minimum is not None and config.target_version < minimum:
+            selected = False
+        if selected:
+            chosen.append(rule)
+    return chosen

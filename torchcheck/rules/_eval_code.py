@@ -1,0 +1,55 @@
+"""The visitor both evaluation rules share: it finds model forwards inside evaluation code and
+hands each (scope, call) to the rule once."""
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis.calls import is_model_forward
+from torchcheck.analysis.evaluation import EVAL_FUNCTION, is_eval_function, is_eval_loop
+from torchcheck.rule import Rule
+
+
+class EvalCodeRule(Rule):
+    options = {"eval-function-pattern": EVAL_FUNCTION}
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.scopes: list[cst.CSTNode | None] = []  # the eval function/loop we are in, or None
+        self.reported: set = set()
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        pattern = self.option("eval-function-pattern")
+        self.scopes.append(node if is_eval_function(self.ctx, node, pattern) else None)
+
+    def leave_FunctionDef(self, node) -> None:
+        self.scopes.pop()
+
+    def visit_For(self, node: cst.For) -> None:
+        inside = self.scopes[-1] if self.scopes else None
+        self.scopes.append(inside or (node if is_eval_loop(self.ctx, node) else None))
+
+    def leave_For(self, node) -> None:
+        self.scopes.pop()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        scope = self.scopes[-1] if self.scopes else None
+        if scope is None or not is_model_forward(self.ctx, node):
+            return
+        key = self.report_key(scope, node)
+        if key in self.reported:
+            return
+        if self.check_forward(scope, node):
+            self.reported.add(key)
+
+    def report_key(self, scope, node: cst.Call):
+        return scope
+
+    def check_forward(self, scope, node: cst.Call) -> bool:
+        """Report if needed; True if a finding was made for this scope."""
+        raise NotImplementedError
+
+    @staticmethod
+    def describe(scope) -> str:
+        if isinstance(scope, cst.FunctionDef):
+            return f"evaluation function `{scope.name.value}`"
+        return "this loop over evaluation data"

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis.dataflow import ClassInfo
+from torchcheck.analysis.imports import dotted_name
+from torchcheck.rule import Invalid
+from torchcheck.rules._eval_code import EvalCodeRule
+
+
+class EvalModeMissing(EvalCodeRule):
+    """
+    ## What it does
+    Finds evaluation code — a validation/test/inference function or a loop over evaluation data —
+    that runs a model which was not put in `eval()` mode on the way there: not in the function
+    before the call, and not by every caller before it calls the function
+    (`model.eval(); evaluate(model, loader)` counts). Models whose class is known and contains no
+    Dropout, BatchNorm, InstanceNorm, recurrent or attention layer (so `eval()` changes nothing)
+    are not reported.
+
+    ## Why is this bad?
+    In train mode, Dropout keeps dropping units and BatchNorm normalises with the current batch's
+    statistics *and updates its running statistics* from the evaluation data. Metrics come out
+    noisy and too low, depend on the batch size, and the evaluation pass silently changes the
+    model.
+
+    ## Example
+    ```python
+    def validate(model, loader):
+        with torch.no_grad():
+            for x, y in loader:
+                acc += (model(x).argmax(1) == y).float().mean()
+    ```
+
+    ## Use instead
+    ```python
+    def validate(model, loader):
+        model.eval()
+        with torch.no_grad():
+            for x, y in loader:
+                acc += (model(x).argmax(1) == y).float().mean()
+        model.train()
+    ```
+
+    ## Options
+    `eval-function-pattern`: the regular expression that names evaluation functions.
+
+    ## Fix safety
+    No fix: where to switch back to `train()` needs the author.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.Module.html#torch.nn.Module.eval
+    """
+
+    code = "TC301"
+    name = "eval-mode-missing"
+    summary = "Evaluation code runs a model that is still in training mode"
+    runtime_check = True
+    needles = ("(",)
+
+    def report_key(self, scope, node: cst.Call):
+        return (scope, dotted_name(node.func))
+
+    def check_forward(self, scope, node: cst.Call) -> bool:
+        receiver = dotted_name(node.func)
+        if receiver is None:
+            return False
+        value = self.ctx.value(node.func)
+        if isinstance(value.info, ClassInfo) and value.info.mode_dependent() is False:
+            return False
+        states = self.ctx.analysis.mode_at(node, receiver)
+        if "eval" in states:
+            return False
+        self.report(
+            node,
+            f"`{receiver}` runs in {self.describe(scope)} without `{receiver}.eval()`: Dropout stays active and"
+            " BatchNorm uses batch statistics and updates its running statistics; call"
+            f" `{receiver}.eval()` first",
+        )
+        return True
+
+    VALID = [
+        """
+        import torch
+        def evaluate(model, loader):
+            model.eval()
+            with torch.no_grad():
+                return [model(x) for x, _ in loader]
+        """,
+        """
+        import torch
+        def evaluate(model, loader):
+            with torch.no_grad():
+                return [model(x) for x, _ in loader]
+        def fit(model, loader):
+            model.eval()
+            evaluate(model, loader)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        class MLP(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1 = nn.Linear(784, 128)
+                self.fc2 = nn.Linear(128, 10)
+            def forward(self, x):
+                return self.fc2(torch.relu(self.fc1(x)))
+        model = MLP()
+        def test():
+            with torch.no_grad():
+                for x, y in test_loader:
+                    model(x)
+        """,
+        """
+        import torch
+        class Trainer:
+            def validate(self):
+                self.model.eval()
+                with torch.no_grad():
+                    for x, y in self.val_loader:
+                        self.model(x)
+        """,
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch
+            def validate(model, loader):
+                with torch.no_grad():
+                    for x, y in loader:
+                        out = model(x)
+            """
+        ),
+        Invalid(
+            """
+            import torch
+            import torch.nn as nn
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(10, 10)
+                    self.bn = nn.BatchNorm1d(10)
+                def forward(self, x):
+                    return self.bn(self.fc(x))
+            net = Net()
+            def train_and_eval(train_loader, val_loader, optimizer):
+                for x, y in train_loader:
+                    optimizer.zero_grad()
+                    net(x).sum().backward()
+                    optimizer.step()
+                with torch.no_grad():
+                    for x, y in val_loader:
+                        net(x)
+            """
+        ),
+    ]

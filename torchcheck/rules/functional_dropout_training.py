@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.calls import keyword_arg, with_args
+from torchcheck.analysis.dataflow import argument, literal
+from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
+from torchcheck.types import FixSafety
+
+
+class FunctionalDropoutTraining(Rule):
+    """
+    ## What it does
+    Finds `F.dropout` (and `dropout1d/2d/3d`, `alpha_dropout`, `feature_alpha_dropout`) called in a
+    method of an `nn.Module` without `training=self.training`, or with `training=True`.
+
+    ## Why is this bad?
+    Unlike the `nn.Dropout` layer, the functional form does not know the module's mode: its
+    `training` argument defaults to `True`. `model.eval()` then has no effect on it and the model
+    keeps dropping units at evaluation and inference time: predictions are noisy and accuracy is
+    understated.
+
+    ## Example
+    ```python
+    class Net(nn.Module):
+        def forward(self, x):
+            x = F.dropout(F.relu(self.fc1(x)), p=0.5)
+            return self.fc2(x)
+    ```
+
+    ## Use instead
+    ```python
+    class Net(nn.Module):
+        def forward(self, x):
+            x = F.dropout(F.relu(self.fc1(x)), p=0.5, training=self.training)
+            return self.fc2(x)
+    ```
+    or an `nn.Dropout(0.5)` layer created in `__init__`.
+
+    ## Fix safety
+    The fix passes `training=self.training`. It is unsafe where dropout at evaluation time is
+    deliberate (Monte-Carlo dropout): there, keep `training=True` and suppress the finding.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.functional.dropout.html
+    """
+
+    code = "TC303"
+    name = "functional-dropout-training"
+    summary = "Functional dropout in a module ignores the module's train/eval mode"
+    fix_safety = FixSafety.UNSAFE
+    fix_reason = "Changes evaluation-time behaviour, which is the intent unless dropout at inference is deliberate."
+    runtime_check = True
+    needles = ("dropout",)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        qualname = self.ctx.qualname(node.func)
+        if qualname not in api.FUNCTIONAL_DROPOUT or not self.ctx.functions or not self.ctx.classes:
+            return
+        method = self.ctx.functions[-1]
+        if not _is_method_of(method, self.ctx.classes[-1]) or not self._is_module(self.ctx.classes[-1]):
+            return
+        params = method.params.params
+        if not params:
+            return
+        self_name = params[0].name.value
+        given = argument(node, api.FUNCTIONAL_DROPOUT[qualname], "training")
+        name = qualname.rsplit(".", 1)[1]
+        if given is None:
+            fixed = with_args(node, [*node.args, keyword_arg("training", f"{self_name}.training")])
+            self.report(node, f"`{name}` is called without `training=`, so it keeps dropping after `.eval()`;"
+                              f" pass `training={self_name}.training`",
+                        FixSpec(f"Pass `training={self_name}.training`", (Replacement(node, self.ctx.code(fixed)),)))
+        elif literal(given.value) is True:
+            self.report(given.value, f"`{name}(..., training=True)` drops units even after `.eval()`;"
+                                     f" pass `training={self_name}.training`",
+                        FixSpec(f"Pass `training={self_name}.training`",
+                                (Replacement(given.value, f"{self_name}.training"),)))
+
+    def _is_module(self, cls: cst.ClassDef) -> bool:
+        info = self.ctx.analysis.classes.get(cls.name.value)
+        if info is not None and info.node is cls:
+            return info.is_module()
+        return any("Module" in (self.ctx.code(b.value)) for b in cls.bases)
+
+    VALID = [
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        class Net(nn.Module):
+            def forward(self, x):
+                return F.dropout(x, p=0.5, training=self.training)
+        """,
+        """
+        import torch.nn.functional as F
+        def augment(x):
+            return F.dropout(x, 0.1)  # not in a module: no mode to follow
+        """,
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        class Net(nn.Module):
+            def forward(self, x):
+                return F.dropout(x, 0.5, self.training)
+        """,
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch.nn as nn
+            import torch.nn.functional as F
+            class Net(nn.Module):
+                def forward(self, x):
+                    return F.dropout(x, p=0.5)
+            """,
+            fixed="""
+            import torch.nn as nn
+            import torch.nn.functional as F
+            class Net(nn.Module):
+                def forward(self, x):
+                    return F.dropout(x, p=0.5, training=self.training)
+            """,
+        ),
+        Invalid(
+            """
+            from torch import nn
+            from torch.nn.functional import dropout2d
+            class Block(nn.Module):
+                def forward(self, x):
+                    return dropout2d(x, 0.2, training=True)
+            """
+        ),
+    ]
+
+
+def _is_method_of(function: cst.FunctionDef, cls: cst.ClassDef) -> bool:
+    body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else []
+    return any(stmt is function for stmt in body)

@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis.calls import is_backward, method_name
+from torchcheck.analysis.imports import dotted_name
+from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
+from torchcheck.types import FixSafety
+
+
+class _BackwardNames(cst.CSTVisitor):
+    """Every name that takes part in an expression that is back-propagated in a function."""
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.names: set[str] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if not is_backward(self.ctx, node) and method_name(node) != "backward":
+            return
+        parts = [node.func.value] if isinstance(node.func, cst.Attribute) else []
+        parts += [a.value for a in node.args]
+        for part in parts:
+            collector = _Names()
+            part.visit(collector)
+            self.names |= collector.names
+
+
+class _Names(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_Name(self, node: cst.Name) -> None:
+        self.names.add(node.value)
+
+    def visit_Attribute(self, node: cst.Attribute) -> None:
+        name = dotted_name(node)
+        if name:
+            self.names.add(name)
+
+
+class LossAccumulatedWithoutItem(Rule):
+    """
+    ## What it does
+    Finds loss tensors that still hold their autograd graph being kept past their training step
+    inside a loop: `total += loss`, `total = total + loss`, `losses.append(loss)`,
+    `history[k] = loss`.
+
+    ## Why is this bad?
+    A loss tensor references the whole graph of the forward pass that made it. Keeping it (or a
+    running sum of such tensors) keeps every step's graph and activations alive: memory grows each
+    iteration until the process runs out, and the running sum's own graph grows too. The seeds'
+    MNIST tutorial does this with `losslst.append(loss)`.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        running_loss += loss
+    ```
+
+    ## Use instead
+    ```python
+        running_loss += loss.item()          # a Python float
+        losses.append(loss.detach())         # where a tensor is needed
+    ```
+    Summing loss terms and then calling `backward()` on the sum (one graph, used once) is
+    correct and not reported, and so is accumulating under `torch.no_grad()`.
+
+    ## Fix safety
+    The fix adds `.item()` for sums and `.detach()` for containers. It is unsafe: the
+    accumulator's type changes (float instead of tensor) for code that reads it later.
+
+    ## References
+    - https://pytorch.org/docs/stable/notes/faq.html#my-model-reports-cuda-runtime-error-2-out-of-memory
+    """
+
+    code = "TC202"
+    name = "loss-accumulated-without-item"
+    summary = "A loss tensor that still holds its graph is accumulated across iterations"
+    fix_safety = FixSafety.UNSAFE
+    fix_reason = "The accumulator becomes a float (or a detached tensor), which later code may not expect."
+    runtime_check = True
+    needles = ("loss", "Loss")
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.loops = 0
+        self._backward_names: dict = {}
+
+    def visit_For(self, node) -> None:
+        self.loops += 1
+
+    def leave_For(self, node) -> None:
+        self.loops -= 1
+
+    def visit_While(self, node) -> None:
+        self.loops += 1
+
+    def leave_While(self, node) -> None:
+        self.loops -= 1
+
+    def visit_FunctionDef(self, node) -> None:
+        self._saved = getattr(self, "_saved", []) + [self.loops]
+        self.loops = 0
+
+    def leave_FunctionDef(self, node) -> None:
+        self.loops = self._saved.pop()
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        if isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
+            self._check(node.target, node.value, "item")
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        if len(node.targets) != 1:
+            return
+        target = node.targets[0].target
+        value = node.value
+        if isinstance(target, cst.Subscript):
+            self._check(target.value, value, "detach")
+        elif isinstance(value, cst.BinaryOperation) and isinstance(value.operator, cst.Add):
+            if dotted_name(value.left) == dotted_name(target) and dotted_name(target):
+                self._check(target, value.right, "item")
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if method_name(node) == "append" and len(node.args) == 1 and not node.args[0].keyword:
+            self._check(node.func.value, node.args[0].value, "detach")
+
+    def _check(self, accumulator: cst.CSTNode, added: cst.BaseExpression, method: str) -> None:
+        if not self.loops:
+            return
+        name = dotted_name(accumulator)
+        if name is None:
+            return
+        value = self.ctx.value(added)
+        if not value.is_loss or self.ctx.analysis.has_graph(value, added) is not True:
+            return
+        if name in self._names_backpropagated():
+            return
+        shown = " ".join(self.ctx.code(added).split())
+        replacement = f"{shown}.{method}()" if isinstance(added, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) else f"({shown}).{method}()"
+        self.report(
+            added,
+            f"`{shown}` still holds its autograd graph and is kept in `{name}` across iterations, so every step's"
+            f" graph stays in memory; use `{replacement}`",
+            FixSpec(f"Use `{replacement}`", (Replacement(added, replacement),)),
+        )
+
+    def _names_backpropagated(self) -> set[str]:
+        scope = self.ctx.functions[-1] if self.ctx.functions else self.ctx.module
+        if scope not in self._backward_names:
+            collector = _BackwardNames(self.ctx)
+            scope.visit(collector)
+            self._backward_names[scope] = collector.names
+        return self._backward_names[scope]
+
+    VALID = [
+        """
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+        """,
+        """
+        import torch.nn as nn
+        criterion = nn.CrossEntropyLoss()
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = 0
+            for head in model(x):
+                loss += criterion(head, y)
+            loss.backward()
+            optimizer.step()
+        """,
+        """
+        import torch, torch.nn as nn
+        criterion = nn.CrossEntropyLoss()
+        def validate(model, loader):
+            total = 0
+            with torch.no_grad():
+                for x, y in loader:
+                    total += criterion(model(x), y)
+            return total
+        """,
+        """
+        import torch, torch.nn as nn
+        criterion = nn.MSELoss()
+        for x, y in loader:
+            losses = []
+            for chunk in x.chunk(4):
+                losses.append(criterion(model(chunk), y))
+            torch.stack(losses).mean().backward()
+        """,
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch.nn as nn
+            criterion = nn.CrossEntropyLoss()
+            running_loss = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                running_loss += loss
+            """,
+            fixed="""
+            import torch.nn as nn
+            criterion = nn.CrossEntropyLoss()
+            running_loss = 0.0
+            for x, y in loader:
+                optimizer.zero_grad()
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                running_loss += loss.item()
+            """,
+        ),
+        Invalid(
+            """
+            import torch
+            criterion = torch.nn.CrossEntropyLoss()
+            losslst = []
+            def train(epoch):
+                for batch_idx, data in enumerate(train_loader, 0):
+                    inputs, labels = data
+                    outputs = model(inputs)
+                    loss = criterion(outputs, labels)
+                    losslst.append(loss)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+            """
+        ),
+    ]

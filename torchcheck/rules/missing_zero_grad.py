@@ -1,0 +1,227 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis.calls import is_backward, is_optimizer, method_name, receiver, stepped_optimizer
+from torchcheck.analysis.dataflow import FunctionInfo
+from torchcheck.analysis.imports import dotted_name
+from torchcheck.rule import Invalid, Rule
+
+_CALL_DEPTH = 3
+
+
+class _LoopEvents(cst.CSTVisitor):
+    """Backward calls, optimizer steps and gradient clears in a loop body, following calls into
+    functions of the linted tree (not into nested function definitions, which run elsewhere)."""
+
+    def __init__(self, ctx, depth: int = 0, seen: set | None = None) -> None:
+        self.ctx = ctx
+        self.depth = depth
+        self.seen = seen if seen is not None else set()
+        self.backward = False
+        self.steps: list[tuple[cst.Call, str]] = []  # (call, optimizer text), lexically in the loop
+        self.cleared: set[str] = set()  # receivers of zero_grad()
+        self.clears_any = False  # model.zero_grad(), p.grad = None, ... clear whatever they cover
+
+    def visit_FunctionDef(self, node) -> bool:
+        return False
+
+    def visit_Lambda(self, node) -> bool:
+        return False
+
+    def visit_Call(self, node: cst.Call) -> None:
+        name = method_name(node)
+        if is_backward(self.ctx, node):
+            self.backward = True
+        elif name == "zero_grad":
+            if is_optimizer(self.ctx, node.func.value):
+                self.cleared.add(receiver(node) or "")
+            else:
+                self.clears_any = True
+        elif name in ("zero_", "detach_", "requires_grad_") and _is_grad_expr(node.func.value):
+            self.clears_any = True
+        elif name == "step":
+            optimizer = stepped_optimizer(self.ctx, node)
+            if optimizer is not None and not self.depth:
+                if not _has_closure(node):
+                    self.steps.append((node, optimizer))
+        self._follow(node)
+
+    def _follow(self, node: cst.Call) -> None:
+        if self.depth >= _CALL_DEPTH:
+            return
+        value = self.ctx.value(node.func)
+        info = value.info if value.kind == "function" else None
+        if not isinstance(info, FunctionInfo) or info in self.seen:
+            return
+        self.seen.add(info)
+        inner = _LoopEvents(info.analysis, self.depth + 1, self.seen)
+        info.node.body.visit(inner)
+        self.backward |= inner.backward
+        self.cleared |= inner.cleared
+        self.clears_any |= inner.clears_any
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            if _is_grad_expr(target.target) and _is_none(node.value):
+                self.clears_any = True
+
+
+def _is_grad_expr(node: cst.CSTNode) -> bool:
+    while isinstance(node, cst.Attribute):
+        if node.attr.value == "grad":
+            return True
+        node = node.value
+    return False
+
+
+def _is_none(node: cst.CSTNode) -> bool:
+    return isinstance(node, cst.Name) and node.value == "None"
+
+
+def _has_closure(node: cst.Call) -> bool:
+    return any(arg.keyword is None or arg.keyword.value == "closure" for arg in node.args)
+
+
+class MissingZeroGrad(Rule):
+    """
+    ## What it does
+    Finds a training loop (`for` or `while`) that calls `backward()` and steps an optimizer but
+    never clears that optimizer's gradients: no `optimizer.zero_grad()`, `model.zero_grad()`,
+    `p.grad = None` or `p.grad.zero_()` anywhere in the loop (including in the functions it
+    calls).
+
+    ## Why is this bad?
+    `backward()` *adds* to `.grad`. Without clearing, every step uses the sum of all gradients
+    so far: the effective learning rate grows each step and training diverges or stalls. There is
+    no error.
+
+    ## Example
+    ```python
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+
+    ## Use instead
+    ```python
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+    ```
+    Deliberate gradient accumulation, which clears after every k-th step inside the loop, is
+    correct and not reported; so is a closure passed to `optimizer.step(closure)` (LBFGS).
+    Clearing only once before the loop is reported.
+
+    ## Fix safety
+    No fix: where the clear belongs depends on whether gradients are accumulated.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.optim.Optimizer.zero_grad.html
+    """
+
+    code = "TC201"
+    name = "missing-zero-grad"
+    summary = "A training loop steps an optimizer without ever clearing its gradients"
+    runtime_check = True
+    needles = ("backward",)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._check(node)
+
+    def visit_While(self, node: cst.While) -> None:
+        self._check(node)
+
+    def _check(self, loop) -> None:
+        events = _LoopEvents(self.ctx)
+        loop.body.visit(events)
+        if not events.backward or events.clears_any:
+            return
+        for call, optimizer in events.steps:
+            if optimizer in events.cleared:
+                continue
+            self.report(
+                call,
+                f"`{dotted_name(call.func)}()` runs in a loop that calls backward() but never clears"
+                f" `{optimizer}`'s gradients, so they accumulate across iterations; call"
+                f" `{optimizer}.zero_grad()` each step",
+            )
+
+    VALID = [
+        """
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            optimizer.step()
+        """,
+        """
+        optimizer.zero_grad()
+        for i, (x, y) in enumerate(loader):
+            loss = criterion(model(x), y) / accumulation_steps
+            loss.backward()
+            if (i + 1) % accumulation_steps == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+        """,
+        """
+        for x, y in loader:
+            netD.zero_grad()
+            criterion(netD(x), y).backward()
+            optimizerD.step()
+            netG.zero_grad()
+            criterion(netD(netG(z)), y).backward()
+            optimizerG.step()
+        """,
+        """
+        def closure():
+            optimizer.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            return loss
+        for _ in range(10):
+            optimizer.step(closure)
+        """,
+        """
+        for epoch in range(10):
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                for p in model.parameters():
+                    p.grad = None
+        """,
+    ]
+    INVALID = [
+        Invalid(
+            """
+            for x, y in loader:
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+            """
+        ),
+        Invalid(
+            """
+            optimizer.zero_grad()
+            for epoch in range(100):
+                loss = criterion(model(X), Y)
+                loss.backward()
+                optimizer.step()
+            """
+        ),
+        Invalid(
+            """
+            for x, y in loader:
+                optD.zero_grad()
+                criterion(D(x), y).backward()
+                optD.step()
+                criterion(D(G(z)), y).backward()
+                optG.step()
+            """
+        ),
+    ]

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis.calls import loss_call, short_code
+from torchcheck.rule import Invalid, Rule
+
+_DESCRIPTION = {
+    "softmax": "softmax probabilities",
+    "sigmoid": "sigmoid probabilities",
+    "logits": "raw logits",
+}
+
+
+class NllLossWithoutLogSoftmax(Rule):
+    """
+    ## What it does
+    Finds `nn.NLLLoss` / `F.nll_loss` fed something other than log-probabilities: raw logits (the
+    output of a final `nn.Linear`, or of a torchvision classifier) or softmax/sigmoid probabilities.
+
+    ## Why is this bad?
+    `NLLLoss` expects `log_softmax` output; it only picks `-input[target]`. Given logits it
+    rewards making the target logit large without normalising against the others, so the loss
+    can go to minus infinity; given probabilities it optimises the wrong objective. Training runs
+    and the numbers look plausible.
+
+    ## Example
+    ```python
+    probs = F.softmax(model(x), dim=1)
+    loss = F.nll_loss(probs, y)
+    ```
+
+    ## Use instead
+    ```python
+    loss = F.nll_loss(F.log_softmax(model(x), dim=1), y)
+    # or, simpler and more stable:
+    loss = F.cross_entropy(model(x), y)
+    ```
+
+    ## Fix safety
+    No fix: whether to add `log_softmax` or switch to `cross_entropy` is the author's choice.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.nn.NLLLoss.html
+    """
+
+    code = "TC102"
+    name = "nll-loss-without-log-softmax"
+    summary = "NLLLoss is fed raw logits or probabilities instead of log-probabilities"
+    needles = ("nll_loss", "NLLLoss")
+
+    def visit_Call(self, node: cst.Call) -> None:
+        loss = loss_call(self.ctx, node)
+        if loss is None or loss.loss not in ("NLLLoss", "NLLLoss2d") or loss.input is None:
+            return
+        value = self.ctx.value(loss.input)
+        if value.activation not in _DESCRIPTION:
+            return
+        origin = f" (from `{short_code(self.ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+        self.report(
+            loss.input,
+            f"`{loss.callee_text}` expects log-probabilities but gets {_DESCRIPTION[value.activation]}{origin};"
+            " apply `log_softmax` first, or use `cross_entropy` on the logits",
+        )
+
+    VALID = [
+        """
+        import torch.nn.functional as F
+        def step(model, x, y):
+            return F.nll_loss(F.log_softmax(model(x), dim=1), y)
+        """,
+        """
+        import torch.nn as nn
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(8, 3)
+                self.out = nn.LogSoftmax(dim=1)
+            def forward(self, x):
+                return self.out(self.fc(x))
+        net = Net()
+        loss = nn.NLLLoss()(net(x), y)
+        """,
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch.nn.functional as F
+            def step(model, x, y):
+                probs = F.softmax(model(x), dim=1)
+                return F.nll_loss(probs, y)
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc1 = nn.Linear(8, 8)
+                    self.fc2 = nn.Linear(8, 3)
+                def forward(self, x):
+                    return self.fc2(self.fc1(x).relu())
+            criterion = nn.NLLLoss()
+            net = Net()
+            def step(x, y):
+                return criterion(net(x), y)
+            """
+        ),
+    ]

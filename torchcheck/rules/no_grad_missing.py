@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis.dataflow import GRAD_ON
+from torchcheck.analysis.imports import dotted_name
+from torchcheck.rule import FixSpec, Invalid, Replacement
+from torchcheck.rules._eval_code import EvalCodeRule
+from torchcheck.types import FixSafety
+
+
+class NoGradMissing(EvalCodeRule):
+    """
+    ## What it does
+    Finds evaluation code — a validation/test/inference function (by name, e.g. `validate`,
+    `evaluate`, `test`, `predict`, `val_epoch`) or a loop over evaluation data (`val_loader`,
+    `test_loader`) — that runs a model with autograd enabled: not under `torch.no_grad()` or
+    `torch.inference_mode()`, not decorated with either, and not called only from places that are.
+    Code that calls `backward()`/`step()` is training, not evaluation, and is skipped.
+
+    ## Why is this bad?
+    With grad enabled, every forward pass records a graph and keeps activations for a backward
+    that never comes: evaluation uses several times the memory (often an out-of-memory error on
+    the validation set only) and runs slower. Results are the same, so nobody notices.
+
+    ## Example
+    ```python
+    def evaluate(model, loader):
+        model.eval()
+        for x, y in loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+    ```
+
+    ## Use instead
+    ```python
+    @torch.no_grad()
+    def evaluate(model, loader):
+        model.eval()
+        for x, y in loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+    ```
+
+    ## Options
+    `eval-function-pattern`: the regular expression that names evaluation functions.
+
+    ## Fix safety
+    The fix decorates the evaluation function with `@torch.no_grad()`. It is unsafe: code in the
+    function that needs gradients (saliency maps, test-time adaptation) would stop working.
+
+    ## References
+    - https://pytorch.org/docs/stable/generated/torch.no_grad.html
+    """
+
+    code = "TC302"
+    name = "no-grad-missing"
+    summary = "Evaluation code runs the model with autograd enabled"
+    fix_safety = FixSafety.UNSAFE
+    fix_reason = "Gradients are no longer available inside the function."
+    needles = ("(",)
+
+    def check_forward(self, scope, node: cst.Call) -> bool:
+        analysis = self.ctx.analysis
+        if analysis.grad_of_call(node, analysis.scope.get(node)) != GRAD_ON:
+            return False
+        fix = None
+        if isinstance(scope, cst.FunctionDef):
+            torch_names = self.ctx.imports.local_names_for("torch")
+            if torch_names:
+                fix = FixSpec("Decorate with `@torch.no_grad()`",
+                              (Replacement(scope, f"@{torch_names[0]}.no_grad()\n", insert_before=True),))
+        self.report(
+            node,
+            f"`{dotted_name(node.func)}` runs in {self.describe(scope)} with autograd enabled, so every forward"
+            " pass builds a graph that is never used; wrap it in `torch.no_grad()` (or `torch.inference_mode()`)",
+            fix,
+        )
+        return True
+
+    VALID = [
+        """
+        import torch
+        @torch.no_grad()
+        def evaluate(model, loader):
+            model.eval()
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
+        def validate(model, loader):
+            model.eval()
+            with torch.inference_mode():
+                for x, y in loader:
+                    out = model(x)
+        """,
+        """
+        import torch
+        def test(model, loader):
+            for x, y in loader:
+                out = model(x)
+        def main(model, loader):
+            model.eval()
+            with torch.no_grad():
+                test(model, loader)
+        """,
+        """
+        def train_one_epoch(model, loader, optimizer):
+            for x, y in loader:
+                optimizer.zero_grad()
+                model(x).sum().backward()
+                optimizer.step()
+        """,
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch
+            def evaluate(model, loader):
+                model.eval()
+                for x, y in loader:
+                    out = model(x)
+            """,
+            fixed="""
+            import torch
+            @torch.no_grad()
+            def evaluate(model, loader):
+                model.eval()
+                for x, y in loader:
+                    out = model(x)
+            """,
+        ),
+        Invalid(
+            """
+            import torch
+            model.eval()
+            for images, labels in test_loader:
+                outputs = model(images)
+            """
+        ),
+    ]

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.calls import loss_call, short_code
+from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
+from torchcheck.types import FixSafety
+
+
+class TargetRequiresGrad(Rule):
+    """
+    ## What it does
+    Finds a loss whose *target* carries an autograd graph: it was computed by a model outside
+    `torch.no_grad()` and not detached (a teacher's output in distillation, a target network's
+    output in RL), or it was created with `requires_grad=True`.
+
+    ## Why is this bad?
+    Gradients then flow into the target as well as the prediction: the teacher or target network
+    is trained towards the student, memory for its graph is kept, and the loss can be minimised by
+    moving the target. Older PyTorch versions raised an error for some losses; newer ones train
+    silently.
+
+    ## Example
+    ```python
+    student_logits = student(x)
+    teacher_logits = teacher(x)
+    loss = F.mse_loss(student_logits, teacher_logits)
+    ```
+
+    ## Use instead
+    ```python
+    with torch.no_grad():
+        teacher_logits = teacher(x)
+    loss = F.mse_loss(student_logits, teacher_logits)
+    # or: F.mse_loss(student_logits, teacher_logits.detach())
+    ```
+    A loss between two outputs of the *same* model (a consistency loss) is not reported.
+
+    ## Fix safety
+    The fix appends `.detach()` to the target. It is unsafe: if the gradient into the target was
+    intended, training changes.
+
+    ## References
+    - https://pytorch.org/docs/stable/notes/autograd.html
+    """
+
+    code = "TC105"
+    name = "target-requires-grad"
+    summary = "A loss target carries an autograd graph"
+    fix_safety = FixSafety.UNSAFE
+    fix_reason = "Stops gradients into the target, which changes training if they were intended."
+    runtime_check = True
+    needles = ("loss", "Loss")
+
+    def visit_Call(self, node: cst.Call) -> None:
+        loss = loss_call(self.ctx, node)
+        if loss is None or loss.loss not in api.TARGET_LOSSES or loss.target is None or loss.input is None:
+            return
+        target = self.ctx.value(loss.target)
+        if not target.is_tensor or self.ctx.analysis.has_graph(target, loss.target) is not True:
+            return
+        prediction = self.ctx.value(loss.input)
+        if target.source is not None and target.source == prediction.source:
+            return  # two outputs of one model: a consistency loss, gradients into both are intended
+        if target.source is None and prediction.source is None and target.dtype is None:
+            return  # neither side traced to a model or a requires_grad tensor: not sure enough
+        where = f"an output of `{target.source}`" if target.source else "a tensor created with requires_grad=True"
+        self.report(
+            loss.target,
+            f"The target of `{loss.callee_text}` is {where} that carries an autograd graph; gradients will flow"
+            f" into it — compute it under `torch.no_grad()` or pass `{short_code(self.ctx, loss.target)}.detach()`",
+            FixSpec("Detach the target", (Replacement(loss.target, _detached(self.ctx, loss.target)),)),
+        )
+
+    VALID = [
+        """
+        import torch
+        import torch.nn.functional as F
+        def distill(student, teacher, x):
+            with torch.no_grad():
+                t = teacher(x)
+            return F.kl_div(F.log_softmax(student(x), 1), F.softmax(t, 1), reduction="batchmean")
+        """,
+        """
+        import torch.nn.functional as F
+        def distill(student, teacher, x):
+            return F.mse_loss(student(x), teacher(x).detach())
+        """,
+        """
+        import torch.nn.functional as F
+        def consistency(model, x1, x2):
+            return F.mse_loss(model(x1), model(x2))
+        """,
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch.nn.functional as F
+            def distill(student, teacher, x):
+                s = student(x)
+                t = teacher(x)
+                return F.mse_loss(s, t)
+            """,
+            fixed="""
+            import torch.nn.functional as F
+            def distill(student, teacher, x):
+                s = student(x)
+                t = teacher(x)
+                return F.mse_loss(s, t.detach())
+            """,
+        ),
+        Invalid(
+            """
+            import torch
+            import torch.nn as nn
+            criterion = nn.MSELoss()
+            target = torch.randn(10, requires_grad=True)
+            def step(model, x):
+                return criterion(model(x), target)
+            """
+        ),
+    ]
+
+
+def _detached(ctx, node: cst.BaseExpression) -> str:
+    code = ctx.code(node)
+    if isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
+        return f"{code}.detach()"
+    return f"({code}).detach()"
