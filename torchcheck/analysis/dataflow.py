@@ -216,9 +216,9 @@ class FileAnalysis:
         agreed: dict[str, Value] = {}
         for position, name in enumerate(names[offset:]):
             values = []
-            for call, _caller in sites:
+            for call, _caller, where in sites:
                 arg = _argument(call, position, name)
-                values.append(self.values.get(arg.value, UNKNOWN) if arg is not None else UNKNOWN)
+                values.append(where.values.get(arg.value, UNKNOWN) if arg is not None else UNKNOWN)
             merged = values[0]
             for value in values[1:]:
                 merged = join(merged, value)
@@ -227,8 +227,17 @@ class FileAnalysis:
         return agreed
 
     def sites_of(self, info: FunctionInfo) -> list[tuple[cst.Call, FunctionInfo | None]]:
+        """Calls of a function: in its own file, or, for a top-level function no code in its file
+        calls, in the other files of the tree that mention its name."""
         self.ensure_evaluated()
-        return self.call_sites.get(info, [])
+        sites = self.call_sites.get(info, [])
+        if sites or info.cls is not None or info.parent is not None:
+            return [(call, caller, self) for call, caller in sites]
+        found = []
+        for other in self.project.analyses_mentioning(info.name, exclude=self):
+            other.ensure_evaluated()
+            found.extend((call, caller, other) for call, caller in other.call_sites.get(info, []))
+        return found
 
     def call_function(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame) -> Value:
         """The return value of a project function called with these argument values."""
@@ -273,7 +282,7 @@ class FileAnalysis:
             if info.parent is not None and not sites:
                 result = self.entry_grad(info.parent)
             else:
-                result = GRAD_OFF if sites and all(self.grad_of_call(c, f) == GRAD_OFF for c, f in sites) else GRAD_ON
+                result = GRAD_OFF if sites and all(where.grad_of_call(c, f) == GRAD_OFF for c, f, where in sites) else GRAD_ON
         self._entry_grad[info] = result
         return result
 
@@ -313,7 +322,7 @@ class FileAnalysis:
         if not sites:
             return frozenset({"unknown"})
         result: set = set()
-        for site, _caller in sites:
+        for site, _caller, where in sites:
             if scope.cls is not None and names and head == names[0]:
                 outer = _self_receiver(site)
                 outer_receiver = f"{outer}.{rest}" if outer and rest else outer
@@ -328,7 +337,7 @@ class FileAnalysis:
             if outer_receiver is None:
                 result.add("unknown")
             else:
-                result |= self._mode_at(site, outer_receiver, seen)
+                result |= where._mode_at(site, outer_receiver, seen)
         return frozenset(result)
 
 
@@ -633,8 +642,7 @@ class Frame:
         if left.is_tensor or right.is_tensor:
             return Value(
                 kind="tensor",
-                graph=combine_graph(left.graph, right.graph) if left.graph is not None and right.graph is not None
-                else combine_graph(*(g for g in (left.graph, right.graph) if g is not None)) or None,
+                graph=combine_graph(*(g for g in (left.graph, right.graph) if g is not None)),
                 is_loss=left.is_loss or right.is_loss,
                 source=left.source or right.source,
             )
@@ -759,7 +767,10 @@ class Frame:
         if kind == "criterion":
             return Value(kind="tensor", is_loss=True, graph=_loss_graph(self, args), source=first.source)
         if kind == "layer":
-            return self.apply_layer(callee, first, node)
+            out = self.apply_layer(callee, first, node)
+            if api.has_parameters(callee.qualname) and out.is_tensor:
+                out = out.with_(graph=self.model_output_graph(), source=dotted_name(node.func) or out.source)
+            return out
         if kind == "model":
             source = dotted_name(node.func) if not isinstance(node.func, cst.Attribute) or node.func.attr.value != "forward" else dotted_name(node.func.value)
             out = TENSOR
@@ -795,7 +806,8 @@ class Frame:
             return Value(kind="tensor", image=True, shape=(None, None, None), graph=False)
         activation = api.LAYER_ACTIVATION.get(qualname)
         if activation is not None:
-            return Value(kind="tensor", activation=activation, origin=layer.origin or node, graph=combine_graph(True, value.graph) if activation == "logits" else value.graph, source=value.source)
+            return Value(kind="tensor", activation=activation, origin=layer.origin or node, graph=value.graph,
+                         source=value.source)
         if qualname in api.TRANSPARENT_LAYERS:
             return value
         return Value(kind="tensor", graph=value.graph, source=value.source)

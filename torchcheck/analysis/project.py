@@ -29,6 +29,7 @@ class Project:
         self.files: dict[str, Path] = dict(files or {})
         self._analyses: dict[str, FileAnalysis | None] = {}
         self._mode_dependent: dict[ClassInfo, bool | None] = {}
+        self._mentions: dict[tuple[str, str], bool] = {}
 
     def register(self, name: str, analysis: FileAnalysis) -> None:
         self._analyses[name] = analysis
@@ -56,6 +57,21 @@ class Project:
         except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError):
             return None
         return FileAnalysis(module, ImportTable(module, name), self, name)
+
+    def analyses_mentioning(self, name: str, exclude: FileAnalysis) -> list[FileAnalysis]:
+        """The other files of the tree whose text contains `name` (a cheap filter before parsing)."""
+        found = []
+        for module, path in sorted(self.files.items()):
+            if (module, name) not in self._mentions:
+                try:
+                    self._mentions[(module, name)] = name.encode() in path.read_bytes()
+                except OSError:
+                    self._mentions[(module, name)] = False
+            if self._mentions[(module, name)]:
+                analysis = self.analysis_for(module)
+                if analysis is not None and analysis is not exclude:
+                    found.append(analysis)
+        return found
 
     def _split(self, qualname: str):
         module, _, name = qualname.rpartition(".")

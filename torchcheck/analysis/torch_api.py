@@ -206,3 +206,20 @@ def is_torchvision_builder(qualname: str | None) -> bool:
     from torchcheck.analysis.torchvision_weights import weights_enum
 
     return bool(qualname) and weights_enum(qualname) is not None
+
+_PARAMETER_FREE = (
+    "ReLU", "ReLU6", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softmax",
+    "Softmax2d", "LogSoftmax", "Softmin", "Softplus", "Softsign", "Hardtanh", "Hardsigmoid", "Hardswish",
+    "LogSigmoid", "Tanhshrink", "Threshold", "GLU", "MaxPool", "AvgPool", "AdaptiveMaxPool", "AdaptiveAvgPool",
+    "LPPool", "FractionalMaxPool", "Dropout", "AlphaDropout", "FeatureAlphaDropout", "Flatten", "Unflatten",
+    "Identity", "Upsample", "PixelShuffle", "PixelUnshuffle", "ZeroPad", "ConstantPad", "ReflectionPad",
+    "ReplicationPad", "ChannelShuffle",
+)
+
+
+def has_parameters(qualname: str | None) -> bool:
+    """Does this nn layer hold weights (so its output carries a graph whenever grad is on)?"""
+    if not qualname or not qualname.startswith("torch.nn."):
+        return False
+    name = qualname.rsplit(".", 1)[1]
+    return not name.startswith(_PARAMETER_FREE)

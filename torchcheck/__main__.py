@@ -1,0 +1,5 @@
+import sys
+
+from torchcheck.cli import main
+
+sys.exit(main())

@@ -1,0 +1,93 @@
+"""`--fix` and `--diff`: apply fixes until the file is stable, verify the result still parses,
+write atomically. Unwritable files are reported, never crashed on."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libcst as cst
+
+from torchcheck import registry
+from torchcheck.analysis.project import Project
+from torchcheck.engine import _error_result, decode, lint_source
+from torchcheck.fixes import apply_fixes
+from torchcheck.types import Finding
+
+MAX_PASSES = 10
+
+
+@dataclass
+class FixOutcome:
+    fixed: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    changes: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (before, after)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def fix_source(source: str, path: Path, config, rules, project: Project, unsafe: bool) -> tuple[str, int, list[Finding]]:
+    """Apply fixes pass after pass until none applies. Returns the new text, how many fixes were
+    applied, and the findings that remain."""
+    fixed = 0
+    findings = lint_source(source.encode("utf-8"), path, config, rules, project).findings
+    for _ in range(MAX_PASSES):
+        new_source, applied = apply_fixes(source, findings, unsafe)
+        if not applied:
+            break
+        try:
+            cst.parse_module(new_source)
+        except cst.ParserSyntaxError:
+            break  # never write a fix that breaks the file
+        source, fixed = new_source, fixed + len(applied)
+        findings = lint_source(source.encode("utf-8"), path, config, rules, project).findings
+    return source, fixed, findings
+
+
+def write_atomically(path: Path, text: str, encoding: str) -> None:
+    directory = path.parent
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding=encoding, newline="") as handle:
+            handle.write(text)
+        os.chmod(temp, path.stat().st_mode & 0o7777)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _encoding_of(data: bytes) -> str:
+    import io
+    import tokenize
+
+    return tokenize.detect_encoding(io.BytesIO(data).readline)[0]
+
+
+def fix_files(result, config, unsafe: bool, write: bool) -> FixOutcome:
+    rules = registry.selected_rules(config)
+    project = Project()
+    outcome = FixOutcome()
+    for file in result.files:
+        if not any(f.fix is not None for f in file.findings) or file.source is None:
+            outcome.findings.extend(file.findings)
+            continue
+        path = Path(file.path)
+        new, count, remaining = fix_source(file.source, path, config, rules, project, unsafe)
+        if count and new != file.source:
+            if write:
+                try:
+                    write_atomically(path, new, _encoding_of(path.read_bytes()))
+                except OSError as exc:
+                    outcome.findings.extend(file.findings)
+                    outcome.findings.extend(_error_result(file.path, "io-error", f"Cannot write fixes: {exc.strerror or exc}").findings)
+                    continue
+            outcome.changes[file.path] = (file.source, new)
+            outcome.sources[file.path] = new
+            outcome.fixed += count
+        outcome.findings.extend(remaining if count else file.findings)
+    outcome.findings.sort(key=lambda f: f.sort_key)
+    return outcome
+
+
+__all__ = ["FixOutcome", "decode", "fix_files", "fix_source", "write_atomically"]

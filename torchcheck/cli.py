@@ -1,0 +1,188 @@
+"""The `torchcheck` command: lint, rules, explain (and run, for the runtime harness)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from torchcheck import __version__
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def _console(output: Path | None, stream=None) -> Console:
+    if output is not None:
+        handle = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed by main()
+        return Console(file=handle, color_system=None, force_terminal=False, width=120, highlight=False, soft_wrap=True)
+    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=True)
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    def codes(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    parser.add_argument("--select", type=codes, default=None, metavar="CODES",
+                        help="rules to run, by code, code prefix (TC1) or name; replaces the config's select")
+    parser.add_argument("--ignore", type=codes, default=[], metavar="CODES", help="rules to skip")
+    parser.add_argument("--extend-select", type=codes, default=[], metavar="CODES", help="rules to add to the selection")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from torchcheck.report import FORMATS
+
+    parser = argparse.ArgumentParser(prog="torchcheck", description="Find the PyTorch training bugs that fail silently.")
+    parser.add_argument("--version", action="version", version=f"torchcheck {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    lint = commands.add_parser("lint", help="lint Python files and folders")
+    lint.add_argument("paths", nargs="*", type=Path, default=[Path(".")], metavar="PATH")
+    lint.add_argument("--format", choices=FORMATS, default="text")
+    lint.add_argument("--output", type=Path, help="write the report to this file")
+    _add_selection(lint)
+    lint.add_argument("--config", type=Path, help="pyproject.toml to use (default: the nearest one)")
+    lint.add_argument("--exit-zero", action="store_true", help="exit 0 even if there are findings")
+    lint.add_argument("--fix", action="store_true", help="apply safe fixes in place")
+    lint.add_argument("--unsafe-fixes", action="store_true", help="with --fix or --diff, apply unsafe fixes too")
+    lint.add_argument("--diff", action="store_true", help="show the fixes as a diff instead of writing them")
+    lint.add_argument("--statistics", action="store_true", help="show the number of findings per rule")
+    lint.add_argument("--jobs", "-j", type=int, default=None, help="processes to use (default: all cores)")
+
+    rules = commands.add_parser("rules", help="list every rule")
+    rules.add_argument("--format", choices=("text", "json"), default="text")
+
+    explain = commands.add_parser("explain", help="show a rule's documentation")
+    explain.add_argument("rule", help="code (TC101) or name (softmax-before-cross-entropy)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "lint":
+            return lint_command(args)
+        if args.command == "rules":
+            return rules_command(args)
+        if args.command == "explain":
+            return explain_command(args)
+    except KeyboardInterrupt:
+        print("torchcheck: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_ERROR
+
+
+def _error(message: str) -> int:
+    Console(file=sys.stderr, highlight=False).print(f"[bold red]error[/]: {message}", markup=True, soft_wrap=True)
+    return EXIT_ERROR
+
+
+def resolve_config(args, start: Path):
+    from torchcheck.config import ConfigError, load_config
+    from torchcheck.registry import is_known_selector
+
+    try:
+        config = load_config(start, args.config)
+    except ConfigError as exc:
+        raise SystemExit(_error(str(exc))) from None
+    changes = {}
+    if args.select is not None:
+        changes["select"] = tuple(args.select)
+    changes["ignore"] = config.ignore + tuple(args.ignore)
+    changes["extend_select"] = config.extend_select + tuple(args.extend_select)
+    config = dataclasses.replace(config, **changes)
+    for selector in (*config.select, *config.ignore, *config.extend_select):
+        if not is_known_selector(selector):
+            raise SystemExit(_error(f"unknown rule selector `{selector}` (see `torchcheck rules`)"))
+    return config
+
+
+def lint_command(args) -> int:
+    from torchcheck.engine import lint_paths
+    from torchcheck.report import Summary, render
+    from torchcheck.report.text import render_statistics
+
+    config = resolve_config(args, args.paths[0] if args.paths else Path("."))
+    result = lint_paths(args.paths, config, args.jobs)
+    sources = {r.path: r.source for r in result.files if r.source is not None}
+    fixed = 0
+    findings = result.findings
+    if args.fix or args.diff:
+        from torchcheck.autofix import fix_files
+
+        outcome = fix_files(result, config, unsafe=args.unsafe_fixes, write=args.fix and not args.diff)
+        fixed, findings = outcome.fixed, outcome.findings
+        sources.update(outcome.sources)
+        if args.diff:
+            out = sys.stdout
+            for path, (before, after) in outcome.changes.items():
+                out.writelines(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"a/{path}", f"b/{path}"))
+            return EXIT_FINDINGS if outcome.changes and not args.exit_zero else EXIT_CLEAN
+    console = _console(args.output)
+    try:
+        if args.statistics:
+            render_statistics(findings, console)
+        else:
+            render(Summary(len(result.files), findings, sources, fixed), args.format, console)
+    finally:
+        if args.output is not None:
+            console.file.close()
+    if any(f.code in ("TC001", "TC002", "TC003") for f in findings):
+        return EXIT_ERROR
+    if findings and not args.exit_zero:
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+def rules_command(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from torchcheck.registry import catalog
+
+    entries = catalog()
+    if args.format == "json":
+        data = [{
+            "code": r.code, "name": r.name, "summary": r.summary, "severity": r.severity.value,
+            "fix": r.fix_safety.value if r.fix_safety else None,
+            "static": not _runtime_only(r), "runtime": bool(r.runtime_check),
+        } for r in entries]
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return EXIT_CLEAN
+    table = Table(box=None, highlight=False)
+    for column in ("Code", "Name", "Fix", "Runtime"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("What it finds")
+    for rule in entries:
+        table.add_row(rule.code, rule.name, rule.fix_safety.value if rule.fix_safety else "",
+                      "yes" if rule.runtime_check else "", rule.summary)
+    Console(highlight=False).print(table)
+    return EXIT_CLEAN
+
+
+def _runtime_only(rule) -> bool:
+    from torchcheck.rule import PseudoRule
+
+    return isinstance(rule, PseudoRule) and rule.runtime_check
+
+
+def explain_command(args) -> int:
+    from rich.markdown import Markdown
+
+    from torchcheck.catalog import render_markdown
+    from torchcheck.registry import resolve_rule
+
+    rule = resolve_rule(args.rule)
+    if rule is None:
+        return _error(f"no rule `{args.rule}` (see `torchcheck rules`)")
+    console = Console(highlight=False)
+    if console.is_terminal and not os.environ.get("NO_COLOR"):
+        console.print(Markdown(render_markdown(rule)))
+    else:
+        sys.stdout.write(render_markdown(rule))
+    return EXIT_CLEAN

@@ -1,0 +1,105 @@
+"""The human formats, in the shape of ruff's: code, message, location, source with the span
+marked, help, then a summary line."""
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.markup import escape
+from rich.text import Text
+
+from torchcheck.types import FixSafety
+
+
+def _fix_marker(finding) -> str:
+    return " [*]" if finding.fix is not None and finding.fix.safety == FixSafety.SAFE else ""
+
+
+def _style(finding) -> str:
+    return "bold red" if finding.severity.value == "error" else "bold yellow"
+
+
+def render_text(summary, console) -> None:
+    for finding in summary.findings:
+        head = Text()
+        head.append(finding.code, style=_style(finding))
+        head.append(_fix_marker(finding), style="cyan")
+        head.append(" " + finding.message, style="bold")
+        if finding.count > 1:
+            head.append(f" (x{finding.count})", style="dim")
+        console.print(head)
+        where = f"{finding.path}:{finding.line}:{finding.column}"
+        extra = []
+        if finding.module_path:
+            extra.append(f"module {finding.module_path}")
+        if finding.step is not None:
+            extra.append(f"step {finding.step}")
+        if finding.rank is not None:
+            extra.append(f"rank {finding.rank}")
+        console.print(Text(" --> ", style="blue") + Text(where) + Text(f" ({', '.join(extra)})" if extra else "", style="dim"))
+        _excerpt(finding, summary.sources.get(finding.path), console)
+        if finding.fix is not None:
+            label = "help" if finding.fix.safety == FixSafety.SAFE else "help (unsafe fix)"
+            console.print(Text(f"{label}: ", style="bold cyan") + Text(finding.fix.title))
+        console.print()
+    _summary_line(summary, console)
+
+
+def _excerpt(finding, source: str | None, console) -> None:
+    if not source:
+        return
+    lines = source.splitlines()
+    if not 0 < finding.line <= len(lines):
+        return
+    last = min(finding.end_line, finding.line + 4, len(lines))
+    width = len(str(last))
+    gutter = " " * width + " |"
+    console.print(Text(gutter, style="blue"))
+    for number in range(finding.line, last + 1):
+        line = lines[number - 1].expandtabs(4) if "\t" not in lines[number - 1] else lines[number - 1].replace("\t", " ")
+        console.print(Text(f"{number:>{width}} | ", style="blue") + Text(line))
+        start = finding.column - 1 if number == finding.line else len(line) - len(line.lstrip())
+        end = finding.end_column - 1 if number == finding.end_line else len(line)
+        if end <= start:
+            end = start + 1
+        console.print(Text(gutter + " ", style="blue") + Text(" " * start + "^" * (end - start), style=_style(finding)))
+    console.print(Text(gutter, style="blue"))
+
+
+def _summary_line(summary, console) -> None:
+    findings = summary.findings
+    if summary.fixed:
+        console.print(Text(f"Fixed {summary.fixed} finding{'s' if summary.fixed != 1 else ''}.", style="bold green"))
+    if not findings:
+        if summary.kind == "run":
+            console.print(Text("No findings: the run passed every check.", style="bold green"))
+        else:
+            console.print(Text("All checks passed!", style="bold green"))
+        return
+    files = len({f.path for f in findings})
+    noun = "finding" if len(findings) == 1 else "findings"
+    console.print(Text(f"Found {len(findings)} {noun} in {files} file{'s' if files != 1 else ''}.", style="bold"))
+    safe = sum(1 for f in findings if f.fix is not None and f.fix.safety == FixSafety.SAFE)
+    unsafe = sum(1 for f in findings if f.fix is not None and f.fix.safety == FixSafety.UNSAFE)
+    if safe:
+        console.print(Text(f"[*] {safe} fixable with the `--fix` option."))
+    if unsafe:
+        console.print(Text(f"{unsafe} more fixable with `--fix --unsafe-fixes`.", style="dim"))
+
+
+def render_concise(summary, console) -> None:
+    for finding in summary.findings:
+        line = Text(f"{finding.path}:{finding.line}:{finding.column}: ")
+        line.append(finding.code, style=_style(finding))
+        line.append(_fix_marker(finding), style="cyan")
+        line.append(" " + finding.message)
+        console.print(line)
+    _summary_line(summary, console)
+
+
+def render_statistics(findings, console) -> None:
+    """`--statistics`: one row per rule, most frequent first."""
+    counts = Counter((f.code, f.name) for f in findings)
+    fixable = Counter((f.code, f.name) for f in findings if f.fix is not None and f.fix.safety == FixSafety.SAFE)
+    for (code, name), count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        marker = "[*]" if fixable[(code, name)] else "   "
+        console.print(f"{count:>5}\t{code}\t{marker} {escape(name)}", markup=False, highlight=False)
