@@ -15,6 +15,10 @@ from torchcheck import __version__
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
+class UsageError(Exception):
+    """A mistake on the command line or in the config: reported in one line, exit code 2."""
+
+
 def _console(output: Path | None, stream=None) -> Console:
     if output is not None:
         handle = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed by main()
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             return rules_command(args)
         if args.command == "explain":
             return explain_command(args)
+    except UsageError as exc:
+        return _error(str(exc))
     except KeyboardInterrupt:
         print("torchcheck: interrupted", file=sys.stderr)
         return EXIT_ERROR
@@ -88,7 +94,7 @@ def resolve_config(args, start: Path):
     try:
         config = load_config(start, args.config)
     except ConfigError as exc:
-        raise SystemExit(_error(str(exc))) from None
+        raise UsageError(str(exc)) from None
     changes = {}
     if args.select is not None:
         changes["select"] = tuple(args.select)
@@ -97,7 +103,7 @@ def resolve_config(args, start: Path):
     config = dataclasses.replace(config, **changes)
     for selector in (*config.select, *config.ignore, *config.extend_select):
         if not is_known_selector(selector):
-            raise SystemExit(_error(f"unknown rule selector `{selector}` (see `torchcheck rules`)"))
+            raise UsageError(f"unknown rule selector `{selector}` (see `torchcheck rules`)")
     return config
 
 

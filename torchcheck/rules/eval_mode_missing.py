@@ -56,7 +56,7 @@ class EvalModeMissing(EvalCodeRule):
     name = "eval-mode-missing"
     summary = "Evaluation code runs a model that is still in training mode"
     runtime_check = True
-    needles = ("(",)
+    needles = ("val", "test", "infer", "predict", "score")
 
     def report_key(self, scope, node: cst.Call):
         return (scope, dotted_name(node.func))

@@ -56,7 +56,7 @@ class NoGradMissing(EvalCodeRule):
     summary = "Evaluation code runs the model with autograd enabled"
     fix_safety = FixSafety.UNSAFE
     fix_reason = "Gradients are no longer available inside the function."
-    needles = ("(",)
+    needles = ("val", "test", "infer", "predict", "score")
 
     def check_forward(self, scope, node: cst.Call) -> bool:
         analysis = self.ctx.analysis
