@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import is_backward, method_name
+from torchcheck.analysis.calls import is_backward, method_name, short_code
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
@@ -37,6 +37,29 @@ class _Names(cst.CSTVisitor):
         name = dotted_name(node)
         if name:
             self.names.add(name)
+
+
+class _Assigned(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
+        for name in _target_names(node.target):
+            self.names.add(name)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self.names.update(_target_names(node.target))
+
+    def visit_For(self, node: cst.For) -> None:
+        self.names.update(_target_names(node.target))
+
+
+def _target_names(target: cst.CSTNode) -> list[str]:
+    if isinstance(target, cst.Name):
+        return [target.value]
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for element in target.elements for n in _target_names(element.value)]
+    return []
 
 
 class LossAccumulatedWithoutItem(Rule):
@@ -89,6 +112,7 @@ class LossAccumulatedWithoutItem(Rule):
         super().__init__(ctx)
         self.loops = 0
         self._backward_names: dict = {}
+        self._assigned: dict = {}
 
     def visit_For(self, node) -> None:
         self.loops += 1
@@ -137,9 +161,12 @@ class LossAccumulatedWithoutItem(Rule):
         value = self.ctx.value(added)
         if not value.is_loss or self.ctx.analysis.has_graph(value, added) is not True:
             return
-        if name in self._names_backpropagated():
+        backpropagated = self._names_backpropagated()
+        if name in backpropagated:
             return
-        shown = " ".join(self.ctx.code(added).split())
+        if not backpropagated and not self._outlives_function(name):
+            return  # loss terms collected in a helper and handed back for a backward elsewhere
+        shown = short_code(self.ctx, added)
         replacement = f"{shown}.{method}()" if isinstance(added, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) else f"({shown}).{method}()"
         self.report(
             added,
@@ -147,6 +174,23 @@ class LossAccumulatedWithoutItem(Rule):
             f" graph stays in memory; use `{replacement}`",
             FixSpec(f"Use `{replacement}`", (Replacement(added, replacement),)),
         )
+
+    def _outlives_function(self, name: str) -> bool:
+        """`self.history`, or a name the function never assigns (a global such as the seeds' `losslst`)."""
+        if not self.ctx.functions:
+            return True
+        head = name.split(".")[0]
+        function = self.ctx.functions[-1]
+        if "." in name and function.params.params and head == function.params.params[0].name.value:
+            return True
+        return head not in self._assigned_names(function)
+
+    def _assigned_names(self, function: cst.FunctionDef) -> set[str]:
+        if function not in self._assigned:
+            collector = _Assigned()
+            function.visit(collector)
+            self._assigned[function] = collector.names | {p.name.value for p in function.params.params}
+        return self._assigned[function]
 
     def _names_backpropagated(self) -> set[str]:
         scope = self.ctx.functions[-1] if self.ctx.functions else self.ctx.module
@@ -157,6 +201,14 @@ class LossAccumulatedWithoutItem(Rule):
         return self._backward_names[scope]
 
     VALID = [
+        """
+        import torch.nn.functional as F
+        def compute_loss(preds, targets):
+            terms = []
+            for p, t in zip(preds, targets):
+                terms.append(F.smooth_l1_loss(p, t, reduction="sum"))
+            return sum(terms)
+        """,
         """
         for x, y in loader:
             optimizer.zero_grad()
@@ -197,6 +249,17 @@ class LossAccumulatedWithoutItem(Rule):
         """,
     ]
     INVALID = [
+        Invalid(
+            """
+            import torch.nn.functional as F
+            class Module:
+                def training_step(self, batch):
+                    for x, y in batch:
+                        loss = F.cross_entropy(self.net(x), y)
+                        self.history.append(loss)
+                    return loss
+            """
+        ),
         Invalid(
             """
             import torch.nn as nn
