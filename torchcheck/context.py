@@ -10,6 +10,7 @@ import libcst as cst
 from torchcheck.analysis.dataflow import FileAnalysis
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.values import Value
+from torchcheck.walk import STATEMENT_TYPES
 
 if TYPE_CHECKING:
     from torchcheck.analysis.project import Project
@@ -69,25 +70,26 @@ class FileContext:
         self.reports.append(Report(rule, node, message, fix, statement))
 
 
-class Tracker(cst.CSTVisitor):
+class Tracker:
     """Keeps the enclosing statement, function and class of the node being visited."""
 
     def __init__(self, ctx: FileContext) -> None:
         self.ctx = ctx
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+    def on_visit(self, node: cst.CSTNode) -> None:
+        kind = type(node)
+        if kind in STATEMENT_TYPES:
             self.ctx.statements.append(node)
-        if isinstance(node, cst.FunctionDef):
-            self.ctx.functions.append(node)
-        elif isinstance(node, cst.ClassDef):
-            self.ctx.classes.append(node)
-        return True
+            if kind is cst.FunctionDef:
+                self.ctx.functions.append(node)
+            elif kind is cst.ClassDef:
+                self.ctx.classes.append(node)
 
     def on_leave(self, node: cst.CSTNode) -> None:
-        if isinstance(node, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+        kind = type(node)
+        if kind in STATEMENT_TYPES:
             self.ctx.statements.pop()
-        if isinstance(node, cst.FunctionDef):
-            self.ctx.functions.pop()
-        elif isinstance(node, cst.ClassDef):
-            self.ctx.classes.pop()
+            if kind is cst.FunctionDef:
+                self.ctx.functions.pop()
+            elif kind is cst.ClassDef:
+                self.ctx.classes.pop()

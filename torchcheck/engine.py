@@ -11,6 +11,7 @@ import traceback
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import libcst as cst
@@ -22,6 +23,7 @@ from torchcheck.config import Config, is_excluded
 from torchcheck.context import FileContext, Tracker
 from torchcheck.rule import Rule
 from torchcheck.types import Edit, Finding, Fix
+from torchcheck.walk import walk
 
 SERIAL_THRESHOLD = 24  # below this many files, process start-up costs more than it saves
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[\w\-]+(?:[\s,]+[\w\-]+)*))?", re.IGNORECASE)
@@ -107,6 +109,10 @@ def decode(data: bytes) -> str:
     return data.decode(encoding)
 
 
+def _mentions(text: str, needle) -> bool:
+    return needle in text if isinstance(needle, str) else needle.search(text) is not None
+
+
 def _error_result(path: str, name: str, message: str, line: int = 1, column: int = 1) -> FileResult:
     rule = registry.resolve_rule(name)
     finding = Finding(rule.code, rule.name, message, path, line, column, line, column, rule.severity)
@@ -120,7 +126,7 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
         text = decode(source_bytes)
     except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
         return _error_result(shown, "io-error", f"Cannot decode file: {exc}")
-    active = [r for r in rules if not r.needles or any(n in text for n in r.needles)]
+    active = [r for r in rules if not r.needles or any(_mentions(text, n) for n in r.needles)]
     if not active:
         # No rule can fire here: CPython's own parser (far cheaper than libcst) still checks syntax.
         try:
@@ -142,7 +148,7 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
     failed: dict[type[Rule], str] = {}
     visitors = [rule(ctx) for rule in active]
     try:
-        module.visit(_Dispatcher(ctx, visitors, failed))
+        _Dispatcher(ctx, visitors, failed).run(module)
     except RecursionError:
         failed[Rule] = "RecursionError: the file nests too deeply to analyse"
     for rule_class, trace in failed.items():
@@ -156,7 +162,12 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
     return result
 
 
-class _Dispatcher(cst.CSTVisitor):
+@lru_cache(maxsize=None)
+def _hook_names(rule_class: type) -> tuple[str, ...]:
+    return tuple(name for name in dir(rule_class) if name.startswith(("visit_", "leave_")) and callable(getattr(rule_class, name)))
+
+
+class _Dispatcher:
     """Calls every rule's visit_/leave_ methods in one traversal; a crashing rule is switched off
     for this file and reported, and the others go on."""
 
@@ -166,9 +177,9 @@ class _Dispatcher(cst.CSTVisitor):
         self.visit_table: dict[str, list] = defaultdict(list)
         self.leave_table: dict[str, list] = defaultdict(list)
         for visitor in visitors:
-            for method_name, method in visitor.get_visitors().items():
+            for method_name in _hook_names(type(visitor)):
                 table = self.visit_table if method_name.startswith("visit_") else self.leave_table
-                table[method_name.split("_", 1)[1]].append((visitor, method))
+                table[method_name.split("_", 1)[1]].append((visitor, getattr(visitor, method_name)))
 
     def _call(self, entries, node) -> None:
         for visitor, method in entries:
@@ -180,18 +191,20 @@ class _Dispatcher(cst.CSTVisitor):
                 frame = traceback.extract_tb(exc.__traceback__)[-1]
                 self.failed[type(visitor)] = f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})"
 
-    def on_visit(self, node: cst.CSTNode) -> bool:
+    def run(self, module: cst.Module) -> None:
+        walk(module, self.on_visit, self.on_leave)
+
+    def on_visit(self, node: cst.CSTNode) -> None:
         self.tracker.on_visit(node)
         entries = self.visit_table.get(type(node).__name__)
         if entries:
             self._call(entries, node)
-        return True
 
-    def on_leave(self, original_node: cst.CSTNode) -> None:
-        entries = self.leave_table.get(type(original_node).__name__)
+    def on_leave(self, node: cst.CSTNode) -> None:
+        entries = self.leave_table.get(type(node).__name__)
         if entries:
-            self._call(entries, original_node)
-        self.tracker.on_leave(original_node)
+            self._call(entries, node)
+        self.tracker.on_leave(node)
 
 
 def _line_offsets(text: str) -> list[int]:

@@ -51,8 +51,9 @@ class Rule(cst.BatchableCSTVisitor):
     fix_safety: ClassVar[FixSafety | None] = None  # None: the rule offers no fix
     fix_reason: ClassVar[str] = ""
     runtime_check: ClassVar[bool] = False  # the runtime harness has a check of the same name
-    # Text that must occur in a file for the rule to be able to fire (cheap pre-filter).
-    needles: ClassVar[tuple[str, ...]] = ()
+    # Text (a string or a compiled regular expression) that must occur in a file for the rule to be
+    # able to fire: a cheap pre-filter that spares parsing files no rule can fire on.
+    needles: ClassVar[tuple] = ()
     options: ClassVar[dict[str, object]] = {}
     # The torch version from which the recommended replacement exists; with an older
     # `target-version` in the config, the rule is off.

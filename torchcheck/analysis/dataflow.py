@@ -30,7 +30,7 @@ def is_model_like(dotted: str | None) -> bool:
     if last == "module" and "." in dotted:  # DDP/DataParallel: model.module
         last = dotted.rsplit(".", 2)[-2]
     return bool(_MODEL_NAME.search(last))
-GRAD_ON, GRAD_OFF = "on", "off"
+GRAD_ON, GRAD_OFF, GRAD_UNKNOWN = "on", "off", "unknown"
 
 
 @dataclass(eq=False)
@@ -226,15 +226,19 @@ class FileAnalysis:
                 agreed[name] = merged
         return agreed
 
-    def sites_of(self, info: FunctionInfo) -> list[tuple[cst.Call, FunctionInfo | None]]:
-        """Calls of a function: in its own file, or, for a top-level function no code in its file
-        calls, in the other files of the tree that mention its name."""
+    def sites_of(self, info: FunctionInfo, cross_file: bool = False):
+        """Calls of a function as (call, calling function, its file's analysis). With `cross_file`, a
+        top-level function that nothing in its file calls is looked up in the files that import it;
+        None when too many files do to tell (a library API)."""
         self.ensure_evaluated()
         sites = self.call_sites.get(info, [])
-        if sites or info.cls is not None or info.parent is not None:
+        if sites or not cross_file or info.cls is not None or info.parent is not None:
             return [(call, caller, self) for call, caller in sites]
+        importers = self.project.importers_of(self.module_name, info.name, exclude=self)
+        if importers is None:
+            return None
         found = []
-        for other in self.project.analyses_mentioning(info.name, exclude=self):
+        for other in importers:
             other.ensure_evaluated()
             found.extend((call, caller, other) for call, caller in other.call_sites.get(info, []))
         return found
@@ -278,11 +282,16 @@ class FileAnalysis:
         elif any(q in api.ENABLE_GRAD_CONTEXTS for q in decorators):
             result = GRAD_ON
         else:
-            sites = self.sites_of(info)
-            if info.parent is not None and not sites:
+            sites = self.sites_of(info, cross_file=True)
+            if sites is None:
+                result = GRAD_UNKNOWN
+            elif info.parent is not None and not sites:
                 result = self.entry_grad(info.parent)
+            elif not sites:
+                result = GRAD_ON
             else:
-                result = GRAD_OFF if sites and all(where.grad_of_call(c, f) == GRAD_OFF for c, f, where in sites) else GRAD_ON
+                grads = {where.grad_of_call(c, f) for c, f, where in sites}
+                result = GRAD_OFF if grads == {GRAD_OFF} else GRAD_UNKNOWN if GRAD_UNKNOWN in grads else GRAD_ON
         self._entry_grad[info] = result
         return result
 
@@ -292,7 +301,8 @@ class FileAnalysis:
 
     def has_graph(self, value: Value, node: cst.CSTNode) -> bool | None:
         if value.graph == INHERIT:
-            return self.entry_grad(self.scope.get(node)) == GRAD_ON
+            grad = self.entry_grad(self.scope.get(node))
+            return True if grad == GRAD_ON else False if grad == GRAD_OFF else None
         return value.graph
 
     def qualname(self, node: cst.CSTNode) -> str | None:
@@ -318,7 +328,7 @@ class FileAnalysis:
         seen = seen | {scope}
         head, _, rest = receiver.partition(".")
         names = scope.param_names()
-        sites = self.sites_of(scope)
+        sites = self.sites_of(scope, cross_file=True)
         if not sites:
             return frozenset({"unknown"})
         result: set = set()

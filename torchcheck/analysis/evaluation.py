@@ -8,9 +8,18 @@ import libcst as cst
 
 from torchcheck.analysis.calls import is_backward, method_name
 from torchcheck.analysis.imports import dotted_name
+from torchcheck.walk import descendants
 
-EVAL_FUNCTION = r"^_*(val|valid|validate|validation|eval|evaluate|evaluation|test|testing|infer|inference|predict|score)(_.*)?$|_(val|valid|validate|validation|eval|evaluate|evaluation|test|inference|predict)$"
+_EVAL_WORD = r"(val|valid|validate|validation|eval|evaluate|evaluation|test|testing|infer|inference|predict)"
+# `validate`, `evaluate_model`, `val_epoch`, `run_eval`, `test` — not `validate_args` or `test_shapes`.
+EVAL_FUNCTION = (rf"^_?((run|do|model|epoch)_)?{_EVAL_WORD}(_(epoch|step|one_epoch|loop|model|net|fn|batch|set|data|"
+                 rf"dataset|loader|accuracy|acc|loss|metrics|performance))?$")
 EVAL_DATA = re.compile(r"(^|[^a-z])(val|valid|validation|test|testing|eval|evaluation|dev|holdout)(?![a-z])|(val|test|eval)(loader|_?dl|set|data)", re.IGNORECASE)
+
+
+# A file can hold evaluation code only if it mentions one of these words (`val_loader`, `def test`).
+EVAL_WORDS = re.compile(r"(?<![A-Za-z])(val|valid|validate|validation|eval|evaluate|evaluation|test|testing|infer|"
+                        r"inference|predict|dev|holdout)(?![a-z])")
 
 
 def is_pytest_file(path) -> bool:
@@ -18,22 +27,10 @@ def is_pytest_file(path) -> bool:
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
 
 
-class _TrainingCalls(cst.CSTVisitor):
-    def __init__(self, ctx) -> None:
-        self.ctx = ctx
-        self.found = False
-
-    def visit_Call(self, node: cst.Call) -> bool:
-        if is_backward(self.ctx, node) or method_name(node) in ("step", "zero_grad"):
-            self.found = True
-        return not self.found
-
-
 def trains(ctx, node: cst.CSTNode) -> bool:
     """Does this code call backward(), step() or zero_grad()? Then it is training, not evaluation."""
-    visitor = _TrainingCalls(ctx)
-    node.visit(visitor)
-    return visitor.found
+    return any(isinstance(n, cst.Call) and (is_backward(ctx, n) or method_name(n) in ("step", "zero_grad"))
+               for n in descendants(node))
 
 
 def is_eval_function(ctx, node: cst.FunctionDef, pattern: str) -> bool:

@@ -2,6 +2,8 @@
 `train.py`. Other files are parsed only when a question reaches them, and once per process."""
 from __future__ import annotations
 
+import re
+from collections import OrderedDict
 from pathlib import Path
 
 import libcst as cst
@@ -23,21 +25,34 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+_IMPORT_LINE = re.compile(rb"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w., ]+))", re.MULTILINE)
+CACHE_SIZE = 48  # parsed files kept for cross-file questions; bounds memory on huge trees
+MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
+
+
 class Project:
     def __init__(self, files: dict[str, Path] | None = None) -> None:
         # dotted module name -> file, for every file being linted
         self.files: dict[str, Path] = dict(files or {})
-        self._analyses: dict[str, FileAnalysis | None] = {}
+        self._analyses: OrderedDict[str, FileAnalysis | None] = OrderedDict()
+        self._imports: dict[str, set[str]] = {}
         self._mode_dependent: dict[ClassInfo, bool | None] = {}
-        self._mentions: dict[tuple[str, str], bool] = {}
 
     def register(self, name: str, analysis: FileAnalysis) -> None:
+        self._remember(name, analysis)
+
+    def _remember(self, name: str, analysis: FileAnalysis | None) -> None:
         self._analyses[name] = analysis
+        self._analyses.move_to_end(name)
+        while len(self._analyses) > CACHE_SIZE:
+            self._analyses.popitem(last=False)
 
     def analysis_for(self, name: str) -> FileAnalysis | None:
         for candidate in self._candidates(name):
             if candidate not in self._analyses:
-                self._analyses[candidate] = self._load(candidate)
+                self._remember(candidate, self._load(candidate))
+            else:
+                self._analyses.move_to_end(candidate)
             if self._analyses[candidate] is not None:
                 return self._analyses[candidate]
         return None
@@ -58,20 +73,49 @@ class Project:
             return None
         return FileAnalysis(module, ImportTable(module, name), self, name)
 
-    def analyses_mentioning(self, name: str, exclude: FileAnalysis) -> list[FileAnalysis]:
-        """The other files of the tree whose text contains `name` (a cheap filter before parsing)."""
+    def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
+        """The other files of the tree that import `module` and mention `name`, found from their
+        import lines before anything is parsed; None if more than MAX_IMPORTERS do."""
+        candidates = []
+        for other, path in sorted(self.files.items()):
+            imported = self._imported_modules(other, path)
+            if other == module or (module not in imported and module.rsplit(".", 1)[-1] not in imported):
+                continue
+            try:
+                if name.encode() in path.read_bytes():
+                    candidates.append(other)
+            except OSError:
+                continue
+        if len(candidates) > MAX_IMPORTERS:
+            return None
         found = []
-        for module, path in sorted(self.files.items()):
-            if (module, name) not in self._mentions:
-                try:
-                    self._mentions[(module, name)] = name.encode() in path.read_bytes()
-                except OSError:
-                    self._mentions[(module, name)] = False
-            if self._mentions[(module, name)]:
-                analysis = self.analysis_for(module)
-                if analysis is not None and analysis is not exclude:
-                    found.append(analysis)
+        for other in candidates:
+            analysis = self.analysis_for(other)
+            if analysis is not None and analysis is not exclude:
+                found.append(analysis)
         return found
+
+    def _imported_modules(self, module: str, path: Path) -> set[str]:
+        if module not in self._imports:
+            try:
+                text = path.read_bytes()
+            except OSError:
+                text = b""
+            imported: set[str] = set()
+            package = module.split(".")[:-1]
+            for match in _IMPORT_LINE.finditer(text):
+                if match.group(1):
+                    target = match.group(1).decode()
+                    dots = len(target) - len(target.lstrip("."))
+                    if dots:  # from .models import Net, inside package a.b -> a.b.models
+                        base = package[: len(package) - dots + 1] if dots <= len(package) + 1 else []
+                        target = ".".join([*base, target.lstrip(".")]).strip(".")
+                    imported.add(target)
+                else:
+                    imported.update(part.split()[0] for part in match.group(2).decode().split(",") if part.split())
+            # `from models import Net` names module `models`; so does `from pkg.models import Net`.
+            self._imports[module] = imported | {m.rsplit(".", 1)[-1] for m in imported}
+        return self._imports[module]
 
     def _split(self, qualname: str):
         module, _, name = qualname.rpartition(".")

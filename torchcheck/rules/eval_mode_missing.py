@@ -5,6 +5,7 @@ import libcst as cst
 from torchcheck.analysis.dataflow import ClassInfo
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid
+from torchcheck.analysis.evaluation import EVAL_WORDS
 from torchcheck.rules._eval_code import EvalCodeRule
 
 
@@ -56,7 +57,7 @@ class EvalModeMissing(EvalCodeRule):
     name = "eval-mode-missing"
     summary = "Evaluation code runs a model that is still in training mode"
     runtime_check = True
-    needles = ("val", "test", "infer", "predict", "score")
+    needles = (EVAL_WORDS,)
 
     def report_key(self, scope, node: cst.Call):
         return (scope, dotted_name(node.func))
@@ -86,7 +87,7 @@ class EvalModeMissing(EvalCodeRule):
         info = analysis.scope.get(node)
         if info is None or receiver.split(".")[0] not in info.param_names():
             return False
-        return not analysis.sites_of(info)
+        return not analysis.sites_of(info, cross_file=True)
 
     VALID = [
         """

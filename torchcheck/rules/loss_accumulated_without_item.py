@@ -6,52 +6,31 @@ from torchcheck.analysis.calls import is_backward, method_name, short_code
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
+from torchcheck.walk import descendants
 
 
-class _BackwardNames(cst.CSTVisitor):
-    """Every name that takes part in an expression that is back-propagated in a function."""
-
-    def __init__(self, ctx) -> None:
-        self.ctx = ctx
-        self.names: set[str] = set()
-
-    def visit_Call(self, node: cst.Call) -> None:
-        if not is_backward(self.ctx, node) and method_name(node) != "backward":
-            return
-        parts = [node.func.value] if isinstance(node.func, cst.Attribute) else []
-        parts += [a.value for a in node.args]
-        for part in parts:
-            collector = _Names()
-            part.visit(collector)
-            self.names |= collector.names
+def _backpropagated_names(ctx, scope: cst.CSTNode) -> set[str]:
+    """Every name that takes part in an expression that is back-propagated in `scope`."""
+    names: set[str] = set()
+    for node in descendants(scope):
+        if isinstance(node, cst.Call) and (method_name(node) == "backward" or is_backward(ctx, node)):
+            parts = [node.func.value] if isinstance(node.func, cst.Attribute) else []
+            for part in parts + [a.value for a in node.args]:
+                for inner in (part, *descendants(part)):
+                    name = dotted_name(inner) if isinstance(inner, (cst.Name, cst.Attribute)) else None
+                    if name:
+                        names.add(name)
+    return names
 
 
-class _Names(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def visit_Name(self, node: cst.Name) -> None:
-        self.names.add(node.value)
-
-    def visit_Attribute(self, node: cst.Attribute) -> None:
-        name = dotted_name(node)
-        if name:
-            self.names.add(name)
-
-
-class _Assigned(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def visit_AssignTarget(self, node: cst.AssignTarget) -> None:
-        for name in _target_names(node.target):
-            self.names.add(name)
-
-    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
-        self.names.update(_target_names(node.target))
-
-    def visit_For(self, node: cst.For) -> None:
-        self.names.update(_target_names(node.target))
+def _assigned_names(function: cst.FunctionDef) -> set[str]:
+    names = {p.name.value for p in function.params.params}
+    for node in descendants(function):
+        if isinstance(node, cst.AssignTarget):
+            names.update(_target_names(node.target))
+        elif isinstance(node, (cst.AnnAssign, cst.For)):
+            names.update(_target_names(node.target))
+    return names
 
 
 def _target_names(target: cst.CSTNode) -> list[str]:
@@ -187,17 +166,13 @@ class LossAccumulatedWithoutItem(Rule):
 
     def _assigned_names(self, function: cst.FunctionDef) -> set[str]:
         if function not in self._assigned:
-            collector = _Assigned()
-            function.visit(collector)
-            self._assigned[function] = collector.names | {p.name.value for p in function.params.params}
+            self._assigned[function] = _assigned_names(function)
         return self._assigned[function]
 
     def _names_backpropagated(self) -> set[str]:
         scope = self.ctx.functions[-1] if self.ctx.functions else self.ctx.module
         if scope not in self._backward_names:
-            collector = _BackwardNames(self.ctx)
-            scope.visit(collector)
-            self._backward_names[scope] = collector.names
+            self._backward_names[scope] = _backpropagated_names(self.ctx, scope)
         return self._backward_names[scope]
 
     VALID = [

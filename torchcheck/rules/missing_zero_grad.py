@@ -6,11 +6,12 @@ from torchcheck.analysis.calls import is_backward, is_optimizer, method_name, re
 from torchcheck.analysis.dataflow import FunctionInfo
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid, Rule
+from torchcheck.walk import descendants
 
 _CALL_DEPTH = 3
 
 
-class _LoopEvents(cst.CSTVisitor):
+class _LoopEvents:
     """Backward calls, optimizer steps and gradient clears in a loop body, following calls into
     functions of the linted tree (not into nested function definitions, which run elsewhere)."""
 
@@ -23,11 +24,13 @@ class _LoopEvents(cst.CSTVisitor):
         self.cleared: set[str] = set()  # receivers of zero_grad()
         self.clears_any = False  # model.zero_grad(), p.grad = None, ... clear whatever they cover
 
-    def visit_FunctionDef(self, node) -> bool:
-        return False
-
-    def visit_Lambda(self, node) -> bool:
-        return False
+    def scan(self, body: cst.CSTNode) -> _LoopEvents:
+        for node in descendants(body, prune=lambda n: isinstance(n, (cst.FunctionDef, cst.Lambda, cst.ClassDef))):
+            if isinstance(node, cst.Call):
+                self.visit_Call(node)
+            elif isinstance(node, cst.Assign):
+                self.visit_Assign(node)
+        return self
 
     def visit_Call(self, node: cst.Call) -> None:
         name = method_name(node)
@@ -55,8 +58,7 @@ class _LoopEvents(cst.CSTVisitor):
         if not isinstance(info, FunctionInfo) or info in self.seen:
             return
         self.seen.add(info)
-        inner = _LoopEvents(info.analysis, self.depth + 1, self.seen)
-        info.node.body.visit(inner)
+        inner = _LoopEvents(info.analysis, self.depth + 1, self.seen).scan(info.node.body)
         self.backward |= inner.backward
         self.cleared |= inner.cleared
         self.clears_any |= inner.clears_any
@@ -136,8 +138,7 @@ class MissingZeroGrad(Rule):
         self._check(node)
 
     def _check(self, loop) -> None:
-        events = _LoopEvents(self.ctx)
-        loop.body.visit(events)
+        events = _LoopEvents(self.ctx).scan(loop.body)
         if not events.backward or events.clears_any:
             return
         for call, optimizer in events.steps:

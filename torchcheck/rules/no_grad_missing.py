@@ -5,6 +5,7 @@ import libcst as cst
 from torchcheck.analysis.dataflow import GRAD_ON
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement
+from torchcheck.analysis.evaluation import EVAL_WORDS
 from torchcheck.rules._eval_code import EvalCodeRule
 from torchcheck.types import FixSafety
 
@@ -56,7 +57,7 @@ class NoGradMissing(EvalCodeRule):
     summary = "Evaluation code runs the model with autograd enabled"
     fix_safety = FixSafety.UNSAFE
     fix_reason = "Gradients are no longer available inside the function."
-    needles = ("val", "test", "infer", "predict", "score")
+    needles = (EVAL_WORDS,)
 
     def check_forward(self, scope, node: cst.Call) -> bool:
         analysis = self.ctx.analysis
