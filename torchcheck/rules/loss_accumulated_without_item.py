@@ -9,17 +9,33 @@ from torchcheck.types import FixSafety
 from torchcheck.walk import descendants
 
 
+def _names_in(node: cst.CSTNode) -> set[str]:
+    return {dotted_name(n) for n in (node, *descendants(node)) if isinstance(n, (cst.Name, cst.Attribute))} - {None}
+
+
 def _backpropagated_names(ctx, scope: cst.CSTNode) -> set[str]:
-    """Every name that takes part in an expression that is back-propagated in `scope`."""
-    names: set[str] = set()
+    """Every name whose value flows into an expression that is back-propagated in `scope`:
+    `loss = torch.stack(terms).sum(); loss.backward()` back-propagates `terms` too."""
+    roots: set[str] = set()
+    sources: dict[str, set[str]] = {}
     for node in descendants(scope):
         if isinstance(node, cst.Call) and (method_name(node) == "backward" or is_backward(ctx, node)):
             parts = [node.func.value] if isinstance(node.func, cst.Attribute) else []
             for part in parts + [a.value for a in node.args]:
-                for inner in (part, *descendants(part)):
-                    name = dotted_name(inner) if isinstance(inner, (cst.Name, cst.Attribute)) else None
+                roots |= _names_in(part)
+        elif isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            used = _names_in(node.value)
+            for target in targets:
+                for name in _target_names(target) or [dotted_name(target)]:
                     if name:
-                        names.add(name)
+                        sources.setdefault(name, set()).update(used)
+    names, frontier = set(), list(roots)
+    while frontier:
+        name = frontier.pop()
+        if name not in names:
+            names.add(name)
+            frontier.extend(sources.get(name, ()))
     return names
 
 
@@ -212,6 +228,19 @@ class LossAccumulatedWithoutItem(Rule):
                 for x, y in loader:
                     total += criterion(model(x), y)
             return total
+        """,
+        """
+        import torch
+        import torch.nn.functional as F
+        def finish_episode(model, optimizer, saved_actions, returns):
+            policy_losses, value_losses = [], []
+            for (log_prob, value), R in zip(saved_actions, returns):
+                policy_losses.append(-log_prob * (R - value.item()))
+                value_losses.append(F.smooth_l1_loss(value, torch.tensor([R])))
+            optimizer.zero_grad()
+            loss = torch.stack(policy_losses).sum() + torch.stack(value_losses).sum()
+            loss.backward()
+            optimizer.step()
         """,
         """
         import torch, torch.nn as nn
