@@ -95,8 +95,8 @@ def is_optimizer(ctx, node: cst.CSTNode) -> bool:
 
 def is_model_forward(ctx, node: cst.Call) -> bool:
     """`model(x)`, `self.net(x)`: a call of something that is, or is named like, a model."""
-    if not isinstance(node.func, (cst.Name, cst.Attribute)):
-        return False
+    if not isinstance(node.func, (cst.Name, cst.Attribute)) or not node.args:
+        return False  # a forward takes inputs; `solver.model()` is something else
     if isinstance(node.func, cst.Attribute) and ctx.qualname(node.func) is not None:
         return False  # torch.xxx(...), np.xxx(...): a library function
     value = ctx.value(node.func)

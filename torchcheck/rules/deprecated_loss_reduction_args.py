@@ -80,6 +80,9 @@ class DeprecatedLossReductionArgs(Rule):
         for index, arg in enumerate(positional):
             if index < len(params) and params[index] in _LEGACY:
                 found[params[index]] = arg
+        # A wrapper that forwards its own legacy parameters (`size_average=size_average`) keeps an old
+        # API working for its callers; the deprecated use is at those callers.
+        found = {k: a for k, a in found.items() if not (isinstance(a.value, cst.Name) and a.value.value == k)}
         if not found:
             return
         flags = " and ".join(f"`{k}`" for k in _LEGACY if k in found)
@@ -117,6 +120,11 @@ class DeprecatedLossReductionArgs(Rule):
         import torch.nn.functional as F
         def f(x, y):
             return F.mse_loss(x, y, reduction="none")
+        """,
+        """
+        import torch.nn.functional as F
+        def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+            return F.l1_loss(input, target, size_average=size_average, reduce=reduce, reduction=reduction)
         """,
         """
         def reduce(x, size_average=True):  # not a loss

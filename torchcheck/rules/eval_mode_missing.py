@@ -129,6 +129,10 @@ class EvalModeMissing(EvalCodeRule):
                     model(x)
         """,
         """
+        def _validate(solver, expr):  # a z3 solver's model(), not an nn.Module forward
+            return solver.model().eval(expr)
+        """,
+        """
         import torch
         class Trainer:
             def validate(self):

@@ -23,6 +23,7 @@ class _LoopEvents:
         self.steps: list[tuple[cst.Call, str]] = []  # (call, optimizer text), lexically in the loop
         self.cleared: set[str] = set()  # receivers of zero_grad()
         self.clears_any = False  # model.zero_grad(), p.grad = None, ... clear whatever they cover
+        self.created: set[str] = set()  # optimizers built inside the loop: a fresh one each iteration
 
     def scan(self, body: cst.CSTNode) -> _LoopEvents:
         for node in descendants(body, prune=lambda n: isinstance(n, (cst.FunctionDef, cst.Lambda, cst.ClassDef))):
@@ -67,6 +68,8 @@ class _LoopEvents:
         for target in node.targets:
             if _is_grad_expr(target.target) and _is_none(node.value):
                 self.clears_any = True
+            elif isinstance(node.value, cst.Call) and self.ctx.value(node.value).kind == "optimizer":
+                self.created.add(dotted_name(target.target) or "")
 
 
 def _is_grad_expr(node: cst.CSTNode) -> bool:
@@ -142,7 +145,7 @@ class MissingZeroGrad(Rule):
         if not events.backward or events.clears_any:
             return
         for call, optimizer in events.steps:
-            if optimizer in events.cleared:
+            if optimizer in events.cleared or optimizer in events.created:
                 continue
             self.report(
                 call,
@@ -185,6 +188,13 @@ class MissingZeroGrad(Rule):
             return loss
         for _ in range(10):
             optimizer.step(closure)
+        """,
+        """
+        import torch
+        for trial in range(3):
+            model(x).sum().backward()
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)  # a fresh optimizer per trial
+            opt.step()
         """,
         """
         for epoch in range(10):
