@@ -6,7 +6,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "lint_paths"]
+__all__ = ["IndexCheckError", "Run", "TorchcheckError", "__version__", "lint_paths", "watch"]
+_RUNTIME = {"watch", "Run", "TorchcheckError", "IndexCheckError"}
+
+
+def __getattr__(name: str):
+    """`torchcheck.watch` and friends import the runtime harness (and torch) only when used."""
+    if name in _RUNTIME:
+        from torchcheck import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'torchcheck' has no attribute {name!r}")
 
 
 def lint_paths(paths, config=None, jobs=None):

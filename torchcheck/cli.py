@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="list every rule")
     rules.add_argument("--format", choices=("text", "json"), default="text")
 
+    run = commands.add_parser("run", help="run a training script under the runtime checks (no code change)")
+    run.add_argument("--format", choices=FORMATS, default="text")
+    run.add_argument("--output", type=Path, help="write the report to this file")
+    _add_selection(run)
+    run.add_argument("--mode", choices=("collect", "warn", "raise"), default="collect",
+                     help="collect findings (default), also warn as they happen, or stop at the first")
+    run.add_argument("--exit-zero", action="store_true", help="exit 0 on findings (the script's own failure still counts)")
+    run.add_argument("script", type=Path)
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+
     explain = commands.add_parser("explain", help="show a rule's documentation")
     explain.add_argument("rule", help="code (TC101) or name (softmax-before-cross-entropy)")
     return parser
@@ -74,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return rules_command(args)
         if args.command == "explain":
             return explain_command(args)
+        if args.command == "run":
+            return run_command(args)
     except UsageError as exc:
         return _error(str(exc))
     except KeyboardInterrupt:
@@ -142,6 +154,37 @@ def lint_command(args) -> int:
     if findings and not args.exit_zero:
         return EXIT_FINDINGS
     return EXIT_CLEAN
+
+
+def run_command(args) -> int:
+    from torchcheck.registry import is_known_selector
+    from torchcheck.report import Summary, render
+
+    for selector in (*(args.select or ()), *args.ignore):
+        if not is_known_selector(selector):
+            raise UsageError(f"unknown rule selector `{selector}` (see `torchcheck rules`)")
+    if not args.script.is_file():
+        raise UsageError(f"no such script: {args.script}")
+    try:
+        from torchcheck.runtime.runner import run_script
+    except ImportError as exc:
+        raise UsageError(f"`torchcheck run` needs torch: {exc}") from None
+    exit_code, findings = run_script(args.script, args.args, args.mode, tuple(args.select or ()), tuple(args.ignore))
+    sources = {}
+    for finding in findings:
+        try:
+            sources.setdefault(finding.path, Path(finding.path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass
+    console = _console(args.output, sys.stderr if args.format == "text" and args.output is None else None)
+    try:
+        render(Summary(1, findings, sources, kind="run"), args.format, console)
+    finally:
+        if args.output is not None:
+            console.file.close()
+    if exit_code:
+        return exit_code
+    return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
 
 
 def rules_command(args) -> int:

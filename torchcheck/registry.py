@@ -43,8 +43,68 @@ def catalog() -> list:
     return sorted([*all_rules(), *ENGINE_RULES, *runtime_only_rules()], key=lambda r: r.code)
 
 
+RUNTIME_ONLY_RULES = [
+    PseudoRule("TC203", "non-finite-loss", "A loss or gradient became NaN or Inf", Severity.ERROR, """
+        ## What it does
+        At run time, checks every loss returned by a `torch.nn.functional` loss (and so by every
+        `nn.*Loss` module) and, before each optimizer step, the gradients of the parameters it is
+        about to update. Reports the first step where a NaN or Inf appeared, and the parameter (and
+        so the module) whose gradient it was.
+
+        ## Why is this bad?
+        One NaN in a loss or gradient turns every parameter the optimizer touches into NaN; training
+        goes on "successfully" while the model is destroyed, and the first step where it happened
+        (a too-high learning rate, a `log(0)`, a division by a zero batch statistic) is long gone by
+        the time anyone looks.
+
+        ## Example
+        ```python
+        loss = criterion(torch.log(probs), y)   # log(0) = -inf for a zero probability
+        loss.backward()
+        optimizer.step()
+        ```
+
+        ## Use instead
+        ```python
+        loss = criterion(torch.log(probs.clamp_min(1e-8)), y)   # or log_softmax on the logits
+        ```
+
+        ## Fix safety
+        Runtime only: no fix.
+        """, runtime_check=True),
+    PseudoRule("TC505", "index-select-out-of-bounds",
+               "An `index_select`/`gather`/embedding index is out of bounds or not an integer", Severity.ERROR, """
+        ## What it does
+        At run time, before `torch.index_select`, `Tensor.index_select`, `torch.gather`,
+        `Tensor.gather` and `F.embedding` (so `nn.Embedding`) run, checks that the index is an
+        int64/int32 tensor and that every index lies within the indexed dimension, on every device.
+        A bad index raises `torchcheck.IndexCheckError` (an `IndexError`) naming the sizes, the
+        offending index and the user's line.
+
+        ## Why is this bad?
+        On GPU these ops are not bounds-checked on the host: an out-of-range index triggers an
+        asynchronous device-side assert that surfaces at some later, unrelated line and leaves the
+        CUDA context unusable (the seeds warn about exactly this for `index_select`). Checking
+        first turns it into an immediate, precise error.
+
+        ## Example
+        ```python
+        rows = torch.index_select(table, 0, torch.tensor([0, 5]))   # table has 5 rows
+        ```
+
+        ## Use instead
+        ```python
+        rows = torch.index_select(table, 0, torch.tensor([0, 4]))
+        ```
+
+        ## Fix safety
+        Runtime only: no fix.
+        """, runtime_check=True),
+]
+
+
 def runtime_only_rules() -> list[PseudoRule]:
-    return []
+    return RUNTIME_ONLY_RULES
 
 
 def resolve_rule(selector: str):

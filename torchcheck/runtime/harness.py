@@ -36,19 +36,28 @@ class IndexCheckError(IndexError):
         self.finding = finding
 
 
-def user_frame() -> tuple[str, int, int]:
-    """The first stack frame outside torch and torchcheck: the user's line that caused a finding."""
+def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
+    """The first stack frame outside torch and torchcheck: the user's line that caused a finding.
+    With `outside_modules`, the line that called the outermost module (`model(x)` in the
+    validation loop, not a line inside the model's own forward)."""
     global _TORCH_DIR
     if _TORCH_DIR is None:
         import torch
 
         _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+    frames = []
     frame = sys._getframe(1)
     while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
+    start = 0
+    if outside_modules:
+        calls = [i for i, f in enumerate(frames) if f.f_code.co_name == "_call_impl" and f.f_code.co_filename.startswith(_TORCH_DIR)]
+        start = calls[-1] + 1 if calls else 0
+    for frame in frames[start:]:
         filename = frame.f_code.co_filename
         if not filename.startswith((_TORCH_DIR, _OWN_DIR, "<frozen")) and "/contextlib.py" not in filename:
             return filename, frame.f_lineno, 1
-        frame = frame.f_back
     return "<unknown>", 0, 1
 
 
@@ -164,14 +173,15 @@ class _Session:
         return any(run.wants(name) for run in self.runs)
 
     def report(self, name: str, message: str, *, module_path: str | None = None, step: int | None = None,
-               where: tuple[str, int, int] | None = None, error: type[Exception] | None = None) -> None:
+               where: tuple[str, int, int] | None = None, error: type[Exception] | None = None,
+               outside_modules: bool = False) -> None:
         from torchcheck.registry import resolve_rule
 
         rule = resolve_rule(name)
-        path, line, column = where or user_frame()
-        rank = _rank()
-        finding = Finding(rule.code, rule.name, message, display(path), line, column, line, column,
-                          rule.severity, None, module_path, step, 1, rank)
+        path, line, _ = where or user_frame(outside_modules)
+        column, end_column = _code_span(path, line)
+        finding = Finding(rule.code, rule.name, message, display(path), line, column, line, end_column,
+                          rule.severity, None, module_path, step, 1, _rank())
         new = False
         for run in list(self.runs):
             if run.wants(name):
@@ -187,6 +197,18 @@ class _Session:
             for run in self.runs:
                 if run.mode == "raise" and run.wants(name):
                     raise TorchcheckError(finding)
+
+
+def _code_span(path: str, line: int) -> tuple[int, int]:
+    """The columns of the code on a line (without indentation), to mark it in reports."""
+    import linecache
+
+    text = linecache.getline(path, line).rstrip("\n")
+    stripped = text.lstrip()
+    if not stripped:
+        return 1, 1
+    start = len(text) - len(stripped) + 1
+    return start, len(text) + 1
 
 
 def _rank() -> int | None:

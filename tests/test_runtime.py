@@ -1,0 +1,245 @@
+"""The runtime harness on real training: each check's bug and its correct look-alikes, the
+reference models (clean, and bit-identical with and without the harness), hooks always removed,
+nesting, modes, and `torchcheck run`."""
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import torchcheck  # noqa: E402
+from reference_models import MODELS, evaluate, make_loaders, train  # noqa: E402
+from torchcheck.runtime import IndexCheckError, TorchcheckError, watch  # noqa: E402
+from torchcheck.runtime.runner import run_script  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = ROOT / "fixtures" / "runtime"
+SCRIPTS = sorted(RUNTIME.glob("*.py"))
+MARKER = re.compile(r"#\s*expect:\s*([a-z0-9-]+)")
+
+
+def expected_findings(path: Path) -> set[tuple[str, int]]:
+    found = set()
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        match = MARKER.search(line)
+        if match:
+            found.add((match.group(1), number))
+    return found
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_runtime_fixture(script, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    _, findings = run_script(script, [])
+    assert {(f.name, f.line) for f in findings} == expected_findings(script)
+    assert all(Path(f.path).name == script.name for f in findings)
+    if script.stem.endswith("_ok"):
+        assert not expected_findings(script)
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_reference_model_clean_and_unchanged_by_the_harness(name):
+    build, shape, classes = MODELS[name]
+    steps = 2 if name == "resnet18" else 4
+    results = []
+    for harness in (False, True):
+        torch.manual_seed(0)
+        model = build()
+        train_loader, val_loader = make_loaders(shape, classes, train_samples=64, val_samples=32)
+        torch.manual_seed(1)
+        if harness:
+            with watch(model) as run:
+                losses = train(model, train_loader, steps=steps)
+                accuracy = evaluate(model, val_loader)
+            assert run.findings == []
+        else:
+            losses = train(model, train_loader, steps=steps)
+            accuracy = evaluate(model, val_loader)
+        results.append((_state(model), losses, accuracy))
+    (state_a, losses_a, acc_a), (state_b, losses_b, acc_b) = results
+    assert losses_a == losses_b and acc_a == acc_b
+    assert state_a.keys() == state_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a), "the harness changed training results"
+
+
+def test_reference_model_learns():
+    build, shape, classes = MODELS["bn_dropout_mlp"]
+    torch.manual_seed(0)
+    model = build()
+    train_loader, val_loader = make_loaders(shape, classes)
+    losses = train(model, train_loader, steps=16, epochs=2)
+    assert losses[-1] < losses[0]
+
+
+def _global_state():
+    from torch.nn.modules import module as module_hooks
+    from torch.optim import optimizer as optimizer_hooks
+
+    return (F.cross_entropy, F.dropout, F.interpolate, torch.index_select, torch.Tensor.__dict__.get("__add__"),
+            nn.Module.zero_grad, torch.optim.Optimizer.zero_grad, nn.Module.train,
+            len(module_hooks._global_forward_pre_hooks), len(module_hooks._global_forward_hooks),
+            len(optimizer_hooks._global_optimizer_pre_hooks), len(optimizer_hooks._global_optimizer_post_hooks))
+
+
+def test_everything_is_removed_even_when_the_loop_raises():
+    before = _global_state()
+    model = nn.Linear(4, 2)
+    with pytest.raises(ZeroDivisionError):
+        with watch(model):
+            F.cross_entropy(model(torch.randn(3, 4)), torch.tensor([0, 1, 0]))
+            1 / 0
+    assert _global_state() == before
+    with watch():
+        pass
+    assert _global_state() == before
+
+
+def test_nesting_and_reentry():
+    outer = watch()
+    with outer:
+        with watch() as inner:
+            image = torch.rand(3, 32, 32)
+            F.interpolate(image, size=16)
+        F.interpolate(image, size=8)
+    assert [f.name for f in inner.findings] == ["interpolate-3d-input"]
+    assert len(outer.findings) == 2
+    with pytest.raises(RuntimeError, match="already active"):
+        with outer:
+            with outer:
+                pass
+    with outer:  # re-entering after exit collects into the same run
+        F.interpolate(torch.rand(3, 32, 32), size=8)
+    assert len(outer.findings) == 3
+
+
+def test_modes_warn_and_raise():
+    with pytest.warns(RuntimeWarning, match="interpolate-3d-input"):
+        with watch(mode="warn"):
+            F.interpolate(torch.rand(3, 32, 32), size=16)
+    with pytest.raises(TorchcheckError, match="interpolate-3d-input"):
+        with watch(mode="raise"):
+            F.interpolate(torch.rand(3, 32, 32), size=16)
+    with pytest.raises(ValueError):
+        watch(mode="loud")
+
+
+def test_select_and_ignore():
+    with watch(ignore=["TC504"]) as run:
+        F.interpolate(torch.rand(3, 32, 32), size=16)
+    assert run.findings == []
+    with watch(select=["interpolate-3d-input"]) as run:
+        F.interpolate(torch.rand(3, 32, 32), size=16)
+    assert len(run.findings) == 1
+
+
+def test_index_check_names_sizes_and_line():
+    with watch() as run:
+        with pytest.raises(IndexCheckError, match=r"index 5 is out of bounds for dimension 0 of size 5"):
+            torch.index_select(torch.randn(5, 2), 0, torch.tensor([0, 5]))
+        with pytest.raises(IndexCheckError, match="dtype torch.float32"):
+            torch.randn(5, 2).index_select(0, torch.tensor([0.0]))
+    assert {f.name for f in run.findings} == {"index-select-out-of-bounds"}
+    assert all(f.path.endswith("test_runtime.py") for f in run.findings)
+
+
+def test_findings_are_counted_once():
+    with watch() as run:
+        for _ in range(5):
+            F.interpolate(torch.rand(3, 32, 32), size=16)
+    assert len(run.findings) == 1 and run.findings[0].count == 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_index_error_is_caught_before_the_device_assert():
+    table = torch.randn(5, 2, device="cuda")
+    with watch():
+        with pytest.raises(IndexCheckError, match="device cuda"):
+            torch.index_select(table, 0, torch.tensor([7], device="cuda"))
+    assert torch.index_select(table, 0, torch.tensor([1], device="cuda")).shape == (1, 2)  # context still usable
+
+
+SCRIPT = """
+import sys
+import torch
+import torch.nn.functional as F
+print("argv", sys.argv[1:], "name", __name__)
+F.interpolate(torch.rand(3, 32, 32), size=16)
+if "--fail" in sys.argv:
+    raise RuntimeError("the script failed")
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)
+"""
+
+
+def _torchcheck(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "torchcheck", *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_run_command_behaves_like_python(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    proc = _torchcheck("run", "--format", "json", "--output", "report.json", "train.py", "0", "--lr", "1", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr  # findings
+    assert "argv ['0', '--lr', '1'] name __main__" in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(f["name"], f["path"], f["line"]) for f in report["findings"]] == [("interpolate-3d-input", "train.py", 6)]
+    assert _torchcheck("run", "--exit-zero", "train.py", cwd=tmp_path).returncode == 0
+    assert _torchcheck("run", "train.py", "3", cwd=tmp_path).returncode == 3  # the script's own code wins
+    failed = _torchcheck("run", "--format", "json", "--output", "failed.json", "train.py", "--fail", cwd=tmp_path)
+    assert failed.returncode == 1 and "the script failed" in failed.stderr
+    assert json.loads((tmp_path / "failed.json").read_text())["findings"], "the report is written when the script raises"
+    assert _torchcheck("run", "missing.py", cwd=tmp_path).returncode == 2
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import torch, torch.distributed as dist, torch.nn as nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    import torchcheck
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    model = DDP(nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torchcheck.watch(model, optimizer) as run:
+        for step in range(3):
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(torch.randn(8, 8)), torch.randint(0, 2, (8,)))
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            for _ in range(2):
+                model(torch.randn(8, 8))
+    with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
+        json.dump([finding.to_dict() for finding in run.findings], f)
+    dist.destroy_process_group()
+""")
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_ddp_two_processes_with_torchrun(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                           str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        findings = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert {f["name"] for f in findings} == {"eval-mode-missing"}, findings
+        assert all(f["rank"] == rank for f in findings)
+        assert all(f["module_path"] == "module.1" for f in findings)

@@ -1,0 +1,561 @@
+"""The runtime checks. Mechanisms are chosen for low overhead: global module forward hooks,
+optimizer step hooks, post-accumulate-grad hooks, and wrappers around the few torch functions a
+check needs (never a dispatch mode). Wrappers call the original with the same arguments and
+return its result unchanged; every hook and patch is undone when the session ends."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+import weakref
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules import module as module_hooks
+from torch.optim import optimizer as optimizer_hooks
+
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
+
+from torchcheck.runtime.harness import IndexCheckError
+
+LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div",
+                  "binary_cross_entropy", "binary_cross_entropy_with_logits", "soft_margin_loss",
+                  "multilabel_soft_margin_loss", "poisson_nll_loss", "gaussian_nll_loss")
+DROPOUT_FUNCTIONS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
+STALE_AFTER = 2  # a loss still holding its graph this many optimizer steps after it was made was kept
+
+
+class WeakIdMap:
+    """A weak map keyed by object identity. Tensors cannot be keys of a WeakKeyDictionary or members
+    of a WeakSet: those compare keys with `==`, which is elementwise for tensors."""
+
+    def __init__(self) -> None:
+        self._data: dict[int, tuple[weakref.ref, object]] = {}
+
+    def _entry(self, obj):
+        entry = self._data.get(id(obj))
+        return entry if entry is not None and entry[0]() is obj else None
+
+    def __contains__(self, obj) -> bool:
+        return self._entry(obj) is not None
+
+    def get(self, obj, default=None):
+        entry = self._entry(obj)
+        return entry[1] if entry is not None else default
+
+    def __getitem__(self, obj):
+        entry = self._entry(obj)
+        if entry is None:
+            raise KeyError(id(obj))
+        return entry[1]
+
+    def __setitem__(self, obj, value) -> None:
+        key = id(obj)
+        entry = self._entry(obj)
+        if entry is not None:
+            self._data[key] = (entry[0], value)
+            return
+        data = self._data
+
+        def forget(ref, key=key):
+            if data.get(key, (None,))[0] is ref:
+                del data[key]
+
+        data[key] = (weakref.ref(obj, forget), value)
+
+    def add(self, obj) -> None:
+        self[obj] = True
+
+    def discard(self, obj) -> None:
+        if self._entry(obj) is not None:
+            del self._data[id(obj)]
+
+    __delitem__ = discard
+
+    def items(self) -> list[tuple[object, object]]:
+        return [(obj, value) for ref, value in list(self._data.values()) if (obj := ref()) is not None]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+def patch(stack: contextlib.ExitStack, owner, name: str, make_wrapper) -> None:
+    """Replace owner.name by make_wrapper(original) until the stack closes."""
+    original = getattr(owner, name)
+    had_own = name in vars(owner)
+    wrapper = functools.wraps(original)(make_wrapper(original))
+    setattr(owner, name, wrapper)
+
+    def restore() -> None:
+        if had_own:
+            setattr(owner, name, original)
+        else:
+            delattr(owner, name)
+
+    stack.callback(restore)
+
+
+class State:
+    """What the checks remember during a session: modules in forward, optimizer steps, tagged
+    tensors. Modules, parameters and tensors are held weakly."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.forward_stack: list[nn.Module] = []
+        self.models: weakref.WeakSet = weakref.WeakSet()  # explicit models, and top-level modules seen
+        self.optimizers: weakref.WeakSet = weakref.WeakSet()
+        self.explicit = False
+        self.iteration = 0  # the most optimizer steps any single optimizer has taken
+        self.steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> its steps
+        self.grad_state = WeakIdMap()  # param -> [grad id, version, extra]
+        self.accumulations = WeakIdMap()  # param -> count
+        self.cleared_since_step = WeakIdMap()  # params zero_grad() has cleared
+        self.hooked_params = WeakIdMap()
+        self.nograd_train_forwards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.recalibrating = False  # reset_running_stats() was called: statistics are being re-estimated
+        self.softmax_outputs = WeakIdMap()
+        self.losses = WeakIdMap()  # loss tensor -> (iteration, where)
+        self.nonfinite_reported = False
+        self.stack: contextlib.ExitStack | None = None
+
+    # -- objects ---------------------------------------------------------------------------
+    def watch(self, objects) -> None:
+        for obj in objects:
+            if isinstance(obj, nn.Module):
+                self.models.add(obj)
+                self.explicit = True
+            elif isinstance(obj, torch.optim.Optimizer):
+                self.optimizers.add(obj)
+                self.explicit = True
+                self.hook_params(obj)
+            else:
+                raise TypeError(f"watch() takes models and optimizers, not {type(obj).__name__}")
+
+    def watches_module(self, module: nn.Module) -> bool:
+        if not self.explicit or not self.models:
+            return True
+        return any(module is m or any(module is sub for sub in m.modules()) for m in self.models)
+
+    def watches_optimizer(self, optimizer) -> bool:
+        return not self.explicit or not self.optimizers or optimizer in self.optimizers
+
+    def module_path(self, module: nn.Module) -> str:
+        roots = list(self.models) + ([self.forward_stack[0]] if self.forward_stack else [])
+        for root in roots:
+            for name, sub in root.named_modules():
+                if sub is module:
+                    return name or type(root).__name__
+        return type(module).__name__
+
+    def param_path(self, param) -> str:
+        for root in self.models:
+            for name, p in root.named_parameters():
+                if p is param:
+                    return name
+        return "a parameter"
+
+    def hook_params(self, optimizer) -> None:
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param in self.hooked_params or not param.requires_grad:
+                    continue
+                self.hooked_params.add(param)
+                self.stack.callback(param.register_post_accumulate_grad_hook(self.on_accumulate).remove)
+
+    def report(self, name: str, message: str, **kwargs) -> None:
+        self.session.report(name, message, step=kwargs.pop("step", self.iteration), **kwargs)
+
+    def wants(self, name: str) -> bool:
+        return self.session.wants(name)
+
+    # -- module forwards: eval-mode-missing --------------------------------------------------
+    def on_forward_pre(self, module, args) -> None:
+        if not self.forward_stack and isinstance(module, nn.Module) and not self.explicit:
+            self.models.add(module)
+        self.forward_stack.append(module)
+        if module.training and not torch.is_grad_enabled() and isinstance(module, (_BatchNorm, _DropoutNd)):
+            self.check_train_mode_forward(module)
+
+    def on_forward(self, module, args, output) -> None:
+        if self.forward_stack:
+            self.forward_stack.pop()
+
+    def check_train_mode_forward(self, module) -> None:
+        if not self.wants("eval-mode-missing") or not self.watches_module(module):
+            return
+        if self.recalibrating:
+            return  # re-estimating statistics on purpose (swa_utils.update_bn, a user's recalibration)
+        if isinstance(module, _BatchNorm):
+            if not module.track_running_stats or module.momentum is None:
+                return
+        elif not module.p:
+            return
+        count = self.nograd_train_forwards.get(module, 0) + 1
+        self.nograd_train_forwards[module] = count
+        if count < 2:  # one no-grad forward between steps can be part of training (a GAN's generator)
+            return
+        if _inside("swa_utils.py"):
+            return
+        path = self.module_path(module)
+        kind = type(module).__name__
+        if isinstance(module, _BatchNorm):
+            what = "its running statistics were updated from this data"
+        else:
+            what = "it dropped units"
+        self.report("eval-mode-missing",
+                    f"{kind} `{path}` ran in train mode during a no-grad forward (evaluation or inference):"
+                    f" {what}; call `model.eval()` before evaluating", module_path=path, outside_modules=True)
+
+    # -- optimizer steps: missing-zero-grad, non-finite gradients, kept losses -----------------
+    def on_accumulate(self, param) -> None:
+        self.accumulations[param] = self.accumulations.get(param, 0) + 1
+
+    def on_step_pre(self, optimizer, args, kwargs) -> None:
+        if not self.watches_optimizer(optimizer):
+            return
+        self.hook_params(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if self.wants("missing-zero-grad"):
+            self.check_stale_gradients(optimizer, params)
+        if self.wants("non-finite-loss") and params and not self.nonfinite_reported:
+            self.check_finite_gradients(params)
+
+    def check_stale_gradients(self, optimizer, params) -> None:
+        for param in params:
+            state = self.grad_state.get(param)
+            added = self.accumulations.get(param, 0)
+            if state is None or added == 0 or param in self.cleared_since_step:
+                continue
+            grad_id, version, extra = state
+            if id(param.grad) == grad_id and param.grad._version - version == added + extra:
+                path = self.param_path(param)
+                self.report("missing-zero-grad",
+                            f"`{type(optimizer).__name__}.step()` uses gradients that already fed the previous"
+                            f" step: nothing cleared them (`{path}` accumulated {added} more backward pass"
+                            f"{'es' if added != 1 else ''} on top); call `optimizer.zero_grad()` each step")
+                return
+
+    def check_finite_gradients(self, params) -> None:
+        norms = torch._foreach_norm([p.grad for p in params])
+        finite = torch.isfinite(torch.stack([n.to(norms[0].device) for n in norms]))
+        if bool(finite.all()):
+            return
+        first = int((~finite).nonzero()[0])
+        path = self.param_path(params[first])
+        self.nonfinite_reported = True
+        self.report("non-finite-loss", f"The gradient of `{path}` is NaN or Inf at step {self.iteration}"
+                                       " (the first step where one appeared)", module_path=path.rsplit(".", 1)[0])
+
+    def on_step_post(self, optimizer, args, kwargs) -> None:
+        if not self.watches_optimizer(optimizer):
+            return
+        self.steps[optimizer] = self.steps.get(optimizer, 0) + 1
+        self.iteration = max(self.iteration, self.steps[optimizer])
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    self.grad_state[param] = (id(param.grad), param.grad._version, 0)
+                self.accumulations[param] = 0
+                self.cleared_since_step.discard(param)
+        self.nograd_train_forwards = weakref.WeakKeyDictionary()
+        self.recalibrating = False
+        if self.wants("loss-accumulated-without-item"):
+            self.check_kept_losses()
+
+    def on_zero_grad(self, params) -> None:
+        for param in params:
+            self.cleared_since_step.add(param)
+
+    def on_grad_mutation(self, params, before: dict) -> None:
+        """A clip or unscale changed gradients in place: not a clear, so count it as expected."""
+        for param in params:
+            if param.grad is not None and param in self.grad_state and id(param.grad) in before:
+                grad_id, version, extra = self.grad_state[param]
+                self.grad_state[param] = (grad_id, version, extra + param.grad._version - before[id(param.grad)])
+
+    def check_kept_losses(self) -> None:
+        for tensor, (made, where) in self.losses.items():
+            if tensor.grad_fn is not None and self.iteration - made >= STALE_AFTER:
+                self.report("loss-accumulated-without-item",
+                            f"A loss tensor made at step {made} still holds its autograd graph"
+                            f" {self.iteration - made} steps later: every kept step's graph stays in memory;"
+                            " accumulate `loss.item()` (or `loss.detach()`)", where=where, step=made)
+                del self.losses[tensor]
+
+    # -- losses -------------------------------------------------------------------------------
+    def on_loss(self, name: str, input, target, output) -> None:
+        if name == "cross_entropy" and isinstance(input, torch.Tensor) and input in self.softmax_outputs:
+            if self.wants("softmax-before-cross-entropy"):
+                self.report("softmax-before-cross-entropy",
+                            "`cross_entropy` got softmax probabilities: it applies log-softmax itself; pass the"
+                            " raw logits")
+        if isinstance(target, torch.Tensor) and target.requires_grad and self.wants("target-requires-grad"):
+            self.report("target-requires-grad", f"The target of `{name}` requires grad: gradients flow into it;"
+                                                " detach it or compute it under `torch.no_grad()`")
+        if not isinstance(output, torch.Tensor) or output.grad_fn is None:
+            return
+        if self.wants("loss-accumulated-without-item"):
+            from torchcheck.runtime.harness import user_frame
+
+            self.losses[output] = (self.iteration, user_frame())
+        if self.wants("non-finite-loss") and not self.nonfinite_reported and output.device.type == "cpu":
+            if not bool(torch.isfinite(output).all()):
+                self.nonfinite_reported = True
+                self.report("non-finite-loss", f"`{name}` returned NaN or Inf at step {self.iteration}"
+                                               " (the first step where one appeared)")
+
+    def on_sum(self, result, *operands) -> None:
+        """`total = total + loss` keeps the graph of every loss summed in: tag the sum with the
+        oldest step it reaches back to."""
+        made = [self.losses[o][0] for o in operands if isinstance(o, torch.Tensor) and o in self.losses]
+        if made and isinstance(result, torch.Tensor) and result.grad_fn is not None:
+            oldest = min(made)
+            where = next(self.losses[o][1] for o in operands if isinstance(o, torch.Tensor) and o in self.losses
+                         and self.losses[o][0] == oldest)
+            self.losses[result] = (oldest, where)
+
+    def finish(self) -> None:
+        pass
+
+
+def _inside(filename: str) -> bool:
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith(filename):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _arg(args, kwargs, position: int, name: str):
+    if name in kwargs:
+        return kwargs[name]
+    return args[position] if len(args) > position else None
+
+
+# -- installation --------------------------------------------------------------------------------
+def install_all(state: State, stack: contextlib.ExitStack) -> None:
+    state.stack = stack
+    stack.callback(state.forward_stack.clear)
+    stack.callback(module_hooks.register_module_forward_pre_hook(state.on_forward_pre).remove)
+    stack.callback(module_hooks.register_module_forward_hook(state.on_forward, always_call=True).remove)
+    stack.callback(optimizer_hooks.register_optimizer_step_pre_hook(state.on_step_pre).remove)
+    stack.callback(optimizer_hooks.register_optimizer_step_post_hook(state.on_step_post).remove)
+    _install_zero_grad(state, stack)
+    _install_grad_mutators(state, stack)
+    _install_losses(state, stack)
+    _install_softmax(state, stack)
+    _install_dropout(state, stack)
+    _install_interpolate(state, stack)
+    _install_indexing(state, stack)
+
+    def reset_running_stats(original):
+        def wrapper(self, *args, **kwargs):
+            state.recalibrating = True
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    def train(original):
+        def wrapper(self, mode=True):
+            if mode is False:
+                state.recalibrating = False
+            return original(self, mode)
+
+        return wrapper
+
+    patch(stack, torch.nn.modules.batchnorm._NormBase, "reset_running_stats", reset_running_stats)
+    patch(stack, nn.Module, "train", train)
+
+
+def _install_zero_grad(state: State, stack) -> None:
+    def optimizer_zero_grad(original):
+        def wrapper(self, *args, **kwargs):
+            state.on_zero_grad([p for g in self.param_groups for p in g["params"]])
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    def module_zero_grad(original):
+        def wrapper(self, *args, **kwargs):
+            state.on_zero_grad(list(self.parameters()))
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    patch(stack, torch.optim.Optimizer, "zero_grad", optimizer_zero_grad)
+    patch(stack, nn.Module, "zero_grad", module_zero_grad)
+
+
+def _install_grad_mutators(state: State, stack) -> None:
+    """Clipping and GradScaler.unscale_ change gradients in place; tell the stale-gradient check."""
+
+    def clipping(original):
+        def wrapper(parameters, *args, **kwargs):
+            if not isinstance(parameters, (torch.Tensor, list, tuple)):
+                parameters = list(parameters)  # a generator: read it once, pass the same list on
+            params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+            before = {id(p.grad): p.grad._version for p in params if p.grad is not None}
+            result = original(parameters, *args, **kwargs)
+            state.on_grad_mutation(params, before)
+            return result
+
+        return wrapper
+
+    def unscaling(original):
+        def wrapper(self, optimizer):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            before = {id(p.grad): p.grad._version for p in params if p.grad is not None}
+            result = original(self, optimizer)
+            state.on_grad_mutation(params, before)
+            return result
+
+        return wrapper
+
+    import torch.nn.utils.clip_grad as clip_grad
+
+    for owner in (torch.nn.utils, clip_grad):
+        for name in ("clip_grad_norm_", "clip_grad_value_"):
+            if hasattr(owner, name):
+                patch(stack, owner, name, clipping)
+    patch(stack, torch.amp.GradScaler, "unscale_", unscaling)
+
+
+def _install_losses(state: State, stack) -> None:
+    def loss(name):
+        def make(original):
+            def wrapper(*args, **kwargs):
+                output = original(*args, **kwargs)
+                state.on_loss(name, _arg(args, kwargs, 0, "input"), _arg(args, kwargs, 1, "target"), output)
+                return output
+
+            return wrapper
+
+        return make
+
+    for name in LOSS_FUNCTIONS:
+        patch(stack, F, name, loss(name))
+
+    def summing(original):
+        def wrapper(self, other):
+            result = original(self, other)
+            if state.losses and (self in state.losses or (isinstance(other, torch.Tensor) and other in state.losses)):
+                state.on_sum(result, self, other)
+            return result
+
+        return wrapper
+
+    for name in ("__add__", "__radd__", "__iadd__"):
+        patch(stack, torch.Tensor, name, summing)
+
+
+def _install_softmax(state: State, stack) -> None:
+    def tagging(original):
+        def wrapper(*args, **kwargs):
+            output = original(*args, **kwargs)
+            if isinstance(output, torch.Tensor):
+                state.softmax_outputs.add(output)
+            return output
+
+        return wrapper
+
+    for owner, name in ((F, "softmax"), (F, "log_softmax"), (torch, "softmax"), (torch, "log_softmax"),
+                        (torch.Tensor, "softmax"), (torch.Tensor, "log_softmax")):
+        patch(stack, owner, name, tagging)
+
+
+def _install_dropout(state: State, stack) -> None:
+    def dropout(name):
+        def make(original):
+            def wrapper(*args, **kwargs):
+                training = _arg(args, kwargs, 2, "training")
+                p = _arg(args, kwargs, 1, "p")
+                caller = state.forward_stack[-1] if state.forward_stack else None
+                if (training is None or training is True) and (p is None or p > 0) and caller is not None \
+                        and not caller.training and state.wants("functional-dropout-training"):
+                    path = state.module_path(caller)
+                    state.report("functional-dropout-training",
+                                 f"`F.{name}` dropped units while module `{path}` is in eval mode: pass"
+                                 " `training=self.training`", module_path=path)
+                return original(*args, **kwargs)
+
+            return wrapper
+
+        return make
+
+    for name in DROPOUT_FUNCTIONS:
+        patch(stack, F, name, dropout(name))
+
+
+def _looks_like_image(x: torch.Tensor) -> bool:
+    if x.dim() != 3:
+        return False
+    channels, height, width = x.shape
+    return channels in (1, 3, 4) and height >= 8 and width >= 8 and 0.25 <= height / width <= 4
+
+
+def _install_interpolate(state: State, stack) -> None:
+    def make(original):
+        def wrapper(*args, **kwargs):
+            x = _arg(args, kwargs, 0, "input")
+            size = _arg(args, kwargs, 1, "size")
+            scale = _arg(args, kwargs, 2, "scale_factor")
+            mode = _arg(args, kwargs, 3, "mode") or "nearest"
+            if isinstance(x, torch.Tensor) and _looks_like_image(x) and mode in ("nearest", "nearest-exact", "area") \
+                    and (isinstance(size, int) or isinstance(scale, (int, float))) and state.wants("interpolate-3d-input"):
+                c, h, w = x.shape
+                state.report("interpolate-3d-input",
+                             f"`F.interpolate` got a 3-D tensor of shape ({c}, {h}, {w}) that looks like one (C, H, W)"
+                             f" image: it is read as {c} signals of {h} channels and only the width is resized; use"
+                             " `x.unsqueeze(0)` and size=(H, W)")
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    patch(stack, F, "interpolate", make)
+
+
+def _install_indexing(state: State, stack) -> None:
+    def check(op: str, source: torch.Tensor, dim: int, index) -> None:
+        if not isinstance(index, torch.Tensor) or not isinstance(source, torch.Tensor):
+            return
+        if not state.wants("index-select-out-of-bounds"):
+            return
+        if index.dtype not in (torch.int64, torch.int32):
+            state.report("index-select-out-of-bounds", f"`{op}` got an index of dtype {index.dtype}; it needs"
+                                                       " int64 (or int32)", error=IndexCheckError)
+        if index.numel() == 0:
+            return
+        size = source.shape[dim] if source.dim() else 1
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= size:
+            bad = low if low < 0 else high
+            state.report("index-select-out-of-bounds",
+                         f"`{op}` index {bad} is out of bounds for dimension {dim} of size {size} (source shape"
+                         f" {tuple(source.shape)}, index shape {tuple(index.shape)}, device {source.device})",
+                         error=IndexCheckError)
+
+    def index_select(original, op):
+        def wrapper(source, dim, index, *args, **kwargs):
+            check(op, source, dim if dim >= 0 else dim + source.dim(), index)
+            return original(source, dim, index, *args, **kwargs)
+
+        return wrapper
+
+    def embedding(original):
+        def wrapper(input, weight, *args, **kwargs):
+            check("F.embedding", weight, 0, input)
+            return original(input, weight, *args, **kwargs)
+
+        return wrapper
+
+    patch(stack, torch, "index_select", lambda o: index_select(o, "torch.index_select"))
+    patch(stack, torch.Tensor, "index_select", lambda o: index_select(o, "Tensor.index_select"))
+    patch(stack, torch, "gather", lambda o: index_select(o, "torch.gather"))
+    patch(stack, torch.Tensor, "gather", lambda o: index_select(o, "Tensor.gather"))
+    patch(stack, F, "embedding", embedding)
