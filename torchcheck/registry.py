@@ -38,9 +38,19 @@ def all_rules() -> tuple[type[Rule], ...]:
     return tuple(sorted(found, key=lambda r: r.code))
 
 
+@lru_cache(maxsize=1)
+def _catalog() -> tuple:
+    return tuple(sorted([*all_rules(), *ENGINE_RULES, *runtime_only_rules()], key=lambda r: r.code))
+
+
 def catalog() -> list:
     """Every entry of the rule catalog, static rules and engine codes, sorted by code."""
-    return sorted([*all_rules(), *ENGINE_RULES, *runtime_only_rules()], key=lambda r: r.code)
+    return list(_catalog())
+
+
+@lru_cache(maxsize=None)
+def _by_selector() -> dict:
+    return {key: rule for rule in _catalog() for key in (rule.code, rule.name)}
 
 
 RUNTIME_ONLY_RULES = [
@@ -109,10 +119,8 @@ def runtime_only_rules() -> list[PseudoRule]:
 
 def resolve_rule(selector: str):
     """A catalog entry by code (TC101) or name (softmax-before-cross-entropy)."""
-    for rule in catalog():
-        if selector.upper() == rule.code or selector == rule.name:
-            return rule
-    return None
+    table = _by_selector()
+    return table.get(selector) or table.get(selector.upper())
 
 
 def _matches(selector: str, rule) -> bool:

@@ -1,22 +1,21 @@
-"""The runtime checks. Mechanisms are chosen for low overhead: global module forward hooks,
-optimizer step hooks, post-accumulate-grad hooks, and wrappers around the few torch functions a
-check needs (never a dispatch mode). Wrappers call the original with the same arguments and
+"""The runtime checks. Mechanisms are chosen for low overhead: optimizer step hooks,
+post-accumulate-grad hooks, and wrappers around the few torch functions a check needs
+(`F.batch_norm` and `F.dropout` see every BatchNorm and Dropout layer, so no per-module hook is
+needed; never a dispatch mode). Wrappers call the original with the same arguments and
 return its result unchanged; every hook and patch is undone when the session ends."""
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sys
 import weakref
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.modules import module as module_hooks
-from torch.optim import optimizer as optimizer_hooks
-
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.dropout import _DropoutNd
+from torch.optim import optimizer as optimizer_hooks
 
 from torchcheck.runtime.harness import IndexCheckError
 
@@ -25,6 +24,7 @@ LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1
                   "multilabel_soft_margin_loss", "poisson_nll_loss", "gaussian_nll_loss")
 DROPOUT_FUNCTIONS = ("dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout")
 STALE_AFTER = 2  # a loss still holding its graph this many optimizer steps after it was made was kept
+GRAD_CHECK_EVERY = 16  # gradients are a full pass over the parameters: sampled, while losses are checked every step
 
 
 class WeakIdMap:
@@ -100,27 +100,38 @@ def patch(stack: contextlib.ExitStack, owner, name: str, make_wrapper) -> None:
     stack.callback(restore)
 
 
+class ParamState:
+    """What the stale-gradient check knows of one parameter since the last optimizer step."""
+
+    __slots__ = ("grad_id", "version", "extra", "accumulations", "cleared")
+
+    def __init__(self) -> None:
+        self.grad_id = None  # the .grad tensor the last step consumed
+        self.version = 0
+        self.extra = 0  # in-place changes made by clipping/unscaling, which are not clears
+        self.accumulations = 0  # backward passes accumulated since the last step
+        self.cleared = False
+
+
 class State:
     """What the checks remember during a session: modules in forward, optimizer steps, tagged
     tensors. Modules, parameters and tensors are held weakly."""
 
     def __init__(self, session) -> None:
         self.session = session
-        self.forward_stack: list[nn.Module] = []
         self.models: weakref.WeakSet = weakref.WeakSet()  # explicit models, and top-level modules seen
         self.optimizers: weakref.WeakSet = weakref.WeakSet()
         self.explicit = False
         self.iteration = 0  # the most optimizer steps any single optimizer has taken
         self.steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> its steps
-        self.grad_state = WeakIdMap()  # param -> [grad id, version, extra]
-        self.accumulations = WeakIdMap()  # param -> count
-        self.cleared_since_step = WeakIdMap()  # params zero_grad() has cleared
-        self.hooked_params = WeakIdMap()
+        self.params = WeakIdMap()  # parameter -> ParamState
+        self.records: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> [(param ref, state)]
         self.nograd_train_forwards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.recalibrating = False  # reset_running_stats() was called: statistics are being re-estimated
         self.softmax_outputs = WeakIdMap()
         self.losses = WeakIdMap()  # loss tensor -> (iteration, where)
         self.nonfinite_reported = False
+        self.loss_went_nonfinite = False
         self.stack: contextlib.ExitStack | None = None
 
     # -- objects ---------------------------------------------------------------------------
@@ -145,7 +156,7 @@ class State:
         return not self.explicit or not self.optimizers or optimizer in self.optimizers
 
     def module_path(self, module: nn.Module) -> str:
-        roots = list(self.models) + ([self.forward_stack[0]] if self.forward_stack else [])
+        roots = list(self.models) + [m for m in _modules_being_called() if m is not None][-1:]
         for root in roots:
             for name, sub in root.named_modules():
                 if sub is module:
@@ -159,13 +170,24 @@ class State:
                     return name
         return "a parameter"
 
-    def hook_params(self, optimizer) -> None:
+    def hook_params(self, optimizer) -> list:
+        """The optimizer's parameters with their states, hooking any not seen yet."""
+        records = self.records.get(optimizer)
+        count = sum(len(group["params"]) for group in optimizer.param_groups)
+        if records is not None and len(records) == count:
+            return records
+        records = []
         for group in optimizer.param_groups:
             for param in group["params"]:
-                if param in self.hooked_params or not param.requires_grad:
-                    continue
-                self.hooked_params.add(param)
-                self.stack.callback(param.register_post_accumulate_grad_hook(self.on_accumulate).remove)
+                state = self.params.get(param)
+                if state is None:
+                    state = self.params[param] = ParamState()
+                    if param.requires_grad:
+                        hook = functools.partial(_count_accumulation, state)
+                        self.stack.callback(param.register_post_accumulate_grad_hook(hook).remove)
+                records.append((weakref.ref(param), state))
+        self.records[optimizer] = records
+        return records
 
     def report(self, name: str, message: str, **kwargs) -> None:
         self.session.report(name, message, step=kwargs.pop("step", self.iteration), **kwargs)
@@ -173,27 +195,14 @@ class State:
     def wants(self, name: str) -> bool:
         return self.session.wants(name)
 
-    # -- module forwards: eval-mode-missing --------------------------------------------------
-    def on_forward_pre(self, module, args) -> None:
-        if not self.forward_stack and isinstance(module, nn.Module) and not self.explicit:
-            self.models.add(module)
-        self.forward_stack.append(module)
-        if module.training and not torch.is_grad_enabled() and isinstance(module, (_BatchNorm, _DropoutNd)):
-            self.check_train_mode_forward(module)
-
-    def on_forward(self, module, args, output) -> None:
-        if self.forward_stack:
-            self.forward_stack.pop()
-
-    def check_train_mode_forward(self, module) -> None:
-        if not self.wants("eval-mode-missing") or not self.watches_module(module):
+    # -- layers in train mode under no_grad: eval-mode-missing -------------------------------
+    def on_train_mode_layer(self, module) -> None:
+        """A BatchNorm updating its running statistics, or a dropout dropping, with grad disabled."""
+        if not self.wants("eval-mode-missing") or not isinstance(module, nn.Module) or not self.watches_module(module):
             return
         if self.recalibrating:
             return  # re-estimating statistics on purpose (swa_utils.update_bn, a user's recalibration)
-        if isinstance(module, _BatchNorm):
-            if not module.track_running_stats or module.momentum is None:
-                return
-        elif not module.p:
+        if isinstance(module, _BatchNorm) and module.momentum is None:
             return
         count = self.nograd_train_forwards.get(module, 0) + 1
         self.nograd_train_forwards[module] = count
@@ -203,36 +212,33 @@ class State:
             return
         path = self.module_path(module)
         kind = type(module).__name__
-        if isinstance(module, _BatchNorm):
-            what = "its running statistics were updated from this data"
-        else:
-            what = "it dropped units"
+        what = "its running statistics were updated from this data" if isinstance(module, _BatchNorm) else "it dropped units"
         self.report("eval-mode-missing",
                     f"{kind} `{path}` ran in train mode during a no-grad forward (evaluation or inference):"
                     f" {what}; call `model.eval()` before evaluating", module_path=path, outside_modules=True)
 
     # -- optimizer steps: missing-zero-grad, non-finite gradients, kept losses -----------------
-    def on_accumulate(self, param) -> None:
-        self.accumulations[param] = self.accumulations.get(param, 0) + 1
-
     def on_step_pre(self, optimizer, args, kwargs) -> None:
         if not self.watches_optimizer(optimizer):
             return
-        self.hook_params(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        records = self.hook_params(optimizer)
         if self.wants("missing-zero-grad"):
-            self.check_stale_gradients(optimizer, params)
-        if self.wants("non-finite-loss") and params and not self.nonfinite_reported:
-            self.check_finite_gradients(params)
+            self.check_stale_gradients(optimizer, records)
+        if self.wants("non-finite-loss") and not self.nonfinite_reported and (
+                self.loss_went_nonfinite or self.steps.get(optimizer, 0) % GRAD_CHECK_EVERY == 0):
+            params = [p for ref, _ in records if (p := ref()) is not None and p.grad is not None]
+            if params:
+                self.check_finite_gradients(params)
 
-    def check_stale_gradients(self, optimizer, params) -> None:
-        for param in params:
-            state = self.grad_state.get(param)
-            added = self.accumulations.get(param, 0)
-            if state is None or added == 0 or param in self.cleared_since_step:
+    def check_stale_gradients(self, optimizer, records) -> None:
+        for ref, state in records:
+            if state.grad_id is None or state.accumulations == 0 or state.cleared:
                 continue
-            grad_id, version, extra = state
-            if id(param.grad) == grad_id and param.grad._version - version == added + extra:
+            param = ref()
+            if param is None or param.grad is None:
+                continue
+            added = state.accumulations
+            if id(param.grad) == state.grad_id and param.grad._version - state.version == added + state.extra:
                 path = self.param_path(param)
                 self.report("missing-zero-grad",
                             f"`{type(optimizer).__name__}.step()` uses gradients that already fed the previous"
@@ -241,13 +247,16 @@ class State:
                 return
 
     def check_finite_gradients(self, params) -> None:
+        if params[0].grad.device.type != "cpu":
+            return  # no host-device synchronisation per step: non-CPU losses are checked instead
         norms = torch._foreach_norm([p.grad for p in params])
-        finite = torch.isfinite(torch.stack([n.to(norms[0].device) for n in norms]))
-        if bool(finite.all()):
+        if math.isfinite(torch.stack(norms).sum().item()):
             return
-        first = int((~finite).nonzero()[0])
+        first = next(i for i, n in enumerate(norms) if not math.isfinite(n.item()))
         path = self.param_path(params[first])
         self.nonfinite_reported = True
+        if self.loss_went_nonfinite:
+            return  # the loss was reported already; the gradient check only confirmed it
         self.report("non-finite-loss", f"The gradient of `{path}` is NaN or Inf at step {self.iteration}"
                                        " (the first step where one appeared)", module_path=path.rsplit(".", 1)[0])
 
@@ -256,27 +265,30 @@ class State:
             return
         self.steps[optimizer] = self.steps.get(optimizer, 0) + 1
         self.iteration = max(self.iteration, self.steps[optimizer])
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    self.grad_state[param] = (id(param.grad), param.grad._version, 0)
-                self.accumulations[param] = 0
-                self.cleared_since_step.discard(param)
-        self.nograd_train_forwards = weakref.WeakKeyDictionary()
+        for ref, state in self.hook_params(optimizer):
+            param = ref()
+            grad = param.grad if param is not None else None
+            state.grad_id, state.version = (id(grad), grad._version) if grad is not None else (None, 0)
+            state.extra = state.accumulations = 0
+            state.cleared = False
+        if self.nograd_train_forwards:
+            self.nograd_train_forwards = weakref.WeakKeyDictionary()
         self.recalibrating = False
-        if self.wants("loss-accumulated-without-item"):
+        if self.losses and self.wants("loss-accumulated-without-item"):
             self.check_kept_losses()
 
     def on_zero_grad(self, params) -> None:
         for param in params:
-            self.cleared_since_step.add(param)
+            state = self.params.get(param)
+            if state is not None:
+                state.cleared = True
 
     def on_grad_mutation(self, params, before: dict) -> None:
         """A clip or unscale changed gradients in place: not a clear, so count it as expected."""
         for param in params:
-            if param.grad is not None and param in self.grad_state and id(param.grad) in before:
-                grad_id, version, extra = self.grad_state[param]
-                self.grad_state[param] = (grad_id, version, extra + param.grad._version - before[id(param.grad)])
+            state = self.params.get(param)
+            if param.grad is not None and state is not None and id(param.grad) in before:
+                state.extra += param.grad._version - before[id(param.grad)]
 
     def check_kept_losses(self) -> None:
         for tensor, (made, where) in self.losses.items():
@@ -303,9 +315,9 @@ class State:
             from torchcheck.runtime.harness import user_frame
 
             self.losses[output] = (self.iteration, user_frame())
-        if self.wants("non-finite-loss") and not self.nonfinite_reported and output.device.type == "cpu":
-            if not bool(torch.isfinite(output).all()):
-                self.nonfinite_reported = True
+        if self.wants("non-finite-loss") and not self.loss_went_nonfinite and output.device.type == "cpu":
+            if not math.isfinite(output.sum().item() if output.dim() else output.item()):
+                self.loss_went_nonfinite = True
                 self.report("non-finite-loss", f"`{name}` returned NaN or Inf at step {self.iteration}"
                                                " (the first step where one appeared)")
 
@@ -321,6 +333,27 @@ class State:
 
     def finish(self) -> None:
         pass
+
+
+def _count_accumulation(state: ParamState, param) -> None:
+    state.accumulations += 1
+
+
+def _modules_being_called() -> list:
+    """The modules whose __call__ is on the stack, innermost first (the last is the root model)."""
+    found = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_call_impl":
+            found.append(frame.f_locals.get("self"))
+        frame = frame.f_back
+    return found
+
+
+def _calling_module(depth: int = 2):
+    """`self` of the function that called a wrapped functional (a layer's or a model's forward)."""
+    caller = sys._getframe(depth).f_locals.get("self")
+    return caller if isinstance(caller, nn.Module) else None
 
 
 def _inside(filename: str) -> bool:
@@ -341,9 +374,6 @@ def _arg(args, kwargs, position: int, name: str):
 # -- installation --------------------------------------------------------------------------------
 def install_all(state: State, stack: contextlib.ExitStack) -> None:
     state.stack = stack
-    stack.callback(state.forward_stack.clear)
-    stack.callback(module_hooks.register_module_forward_pre_hook(state.on_forward_pre).remove)
-    stack.callback(module_hooks.register_module_forward_hook(state.on_forward, always_call=True).remove)
     stack.callback(optimizer_hooks.register_optimizer_step_pre_hook(state.on_step_pre).remove)
     stack.callback(optimizer_hooks.register_optimizer_step_post_hook(state.on_step_post).remove)
     _install_zero_grad(state, stack)
@@ -351,6 +381,7 @@ def install_all(state: State, stack: contextlib.ExitStack) -> None:
     _install_losses(state, stack)
     _install_softmax(state, stack)
     _install_dropout(state, stack)
+    _install_batch_norm(state, stack)
     _install_interpolate(state, stack)
     _install_indexing(state, stack)
 
@@ -376,7 +407,8 @@ def install_all(state: State, stack: contextlib.ExitStack) -> None:
 def _install_zero_grad(state: State, stack) -> None:
     def optimizer_zero_grad(original):
         def wrapper(self, *args, **kwargs):
-            state.on_zero_grad([p for g in self.param_groups for p in g["params"]])
+            for _, param_state in state.records.get(self, ()):
+                param_state.cleared = True
             return original(self, *args, **kwargs)
 
         return wrapper
@@ -475,13 +507,16 @@ def _install_dropout(state: State, stack) -> None:
             def wrapper(*args, **kwargs):
                 training = _arg(args, kwargs, 2, "training")
                 p = _arg(args, kwargs, 1, "p")
-                caller = state.forward_stack[-1] if state.forward_stack else None
-                if (training is None or training is True) and (p is None or p > 0) and caller is not None \
-                        and not caller.training and state.wants("functional-dropout-training"):
-                    path = state.module_path(caller)
-                    state.report("functional-dropout-training",
-                                 f"`F.{name}` dropped units while module `{path}` is in eval mode: pass"
-                                 " `training=self.training`", module_path=path)
+                if (training is None or training is True) and (p is None or p > 0):
+                    caller = _calling_module()
+                    if caller is not None and not caller.training:
+                        if state.wants("functional-dropout-training"):
+                            path = state.module_path(caller)
+                            state.report("functional-dropout-training",
+                                         f"`F.{name}` dropped units while module `{path}` is in eval mode: pass"
+                                         " `training=self.training`", module_path=path)
+                    elif caller is not None and not torch.is_grad_enabled():
+                        state.on_train_mode_layer(caller)
                 return original(*args, **kwargs)
 
             return wrapper
@@ -490,6 +525,21 @@ def _install_dropout(state: State, stack) -> None:
 
     for name in DROPOUT_FUNCTIONS:
         patch(stack, F, name, dropout(name))
+
+
+def _install_batch_norm(state: State, stack) -> None:
+    def make(original):
+        def wrapper(*args, **kwargs):
+            if _arg(args, kwargs, 5, "training") and _arg(args, kwargs, 1, "running_mean") is not None \
+                    and not torch.is_grad_enabled():
+                caller = _calling_module()
+                if isinstance(caller, _BatchNorm):
+                    state.on_train_mode_layer(caller)
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    patch(stack, F, "batch_norm", make)
 
 
 def _looks_like_image(x: torch.Tensor) -> bool:

@@ -45,6 +45,14 @@ def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
         import torch
 
         _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+    if not outside_modules:
+        frame = sys._getframe(1)
+        while frame is not None:
+            filename = frame.f_code.co_filename
+            if not filename.startswith((_TORCH_DIR, _OWN_DIR, "<frozen")) and "/contextlib.py" not in filename:
+                return filename, frame.f_lineno, 1
+            frame = frame.f_back
+        return "<unknown>", 0, 1
     frames = []
     frame = sys._getframe(1)
     while frame is not None:
@@ -77,6 +85,7 @@ class Run:
     select: tuple = ()
     ignore: tuple = ()
     _findings: dict = field(default_factory=dict)
+    _wants: dict = field(default_factory=dict)
     _active: bool = False
     _stack: contextlib.ExitStack | None = None
 
@@ -91,11 +100,13 @@ class Run:
         return sorted(found, key=lambda f: (f.path, f.line, f.column, f.code))
 
     def wants(self, name: str) -> bool:
-        from torchcheck.registry import resolve_rule
+        if name not in self._wants:
+            from torchcheck.registry import resolve_rule
 
-        rule = resolve_rule(name)
-        chosen = any(_matches(s, rule) for s in self.select) if self.select else True
-        return chosen and not any(_matches(s, rule) for s in self.ignore)
+            rule = resolve_rule(name)
+            chosen = any(_matches(s, rule) for s in self.select) if self.select else True
+            self._wants[name] = chosen and not any(_matches(s, rule) for s in self.ignore)
+        return self._wants[name]
 
     def __enter__(self) -> Run:
         if self._active:
@@ -139,6 +150,7 @@ class _Session:
         self.stack: contextlib.ExitStack | None = None
         self.state = None
         self.lock = threading.RLock()
+        self._wants: dict[str, bool] = {}  # reset whenever the set of active runs changes
 
     def enter(self, run: Run) -> None:
         with self.lock:
@@ -155,12 +167,14 @@ class _Session:
                     raise
                 self.stack = stack
             self.runs.append(run)
+            self._wants.clear()
             self.state.watch(run.objects)
 
     def exit(self, run: Run) -> None:
         with self.lock:
             if run in self.runs:
                 self.runs.remove(run)
+            self._wants.clear()
             if not self.runs and self.stack is not None:
                 stack, self.stack = self.stack, None
                 try:
@@ -170,7 +184,10 @@ class _Session:
                     stack.close()
 
     def wants(self, name: str) -> bool:
-        return any(run.wants(name) for run in self.runs)
+        wanted = self._wants.get(name)
+        if wanted is None:
+            wanted = self._wants[name] = any(run.wants(name) for run in self.runs)
+        return wanted
 
     def report(self, name: str, message: str, *, module_path: str | None = None, step: int | None = None,
                where: tuple[str, int, int] | None = None, error: type[Exception] | None = None,
