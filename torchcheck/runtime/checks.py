@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import math
 import sys
+import warnings
 import weakref
 
 import torch
@@ -125,6 +127,7 @@ class State:
         self.iteration = 0  # the most optimizer steps any single optimizer has taken
         self.steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> its steps
         self.params = WeakIdMap()  # parameter -> ParamState
+        self.param_names = WeakIdMap()
         self.records: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> [(param ref, state)]
         self.nograd_train_forwards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.recalibrating = False  # reset_running_stats() was called: statistics are being re-estimated
@@ -164,11 +167,16 @@ class State:
         return type(module).__name__
 
     def param_path(self, param) -> str:
-        for root in self.models:
-            for name, p in root.named_parameters():
-                if p is param:
-                    return name
-        return "a parameter"
+        """`features.0.weight`: the parameter's name in its model (found once, when a finding needs it)."""
+        name = self.param_names.get(param)
+        if name is None:
+            with warnings.catch_warnings():  # some torch module objects warn when inspected
+                warnings.simplefilter("ignore")
+                roots = list(self.models) or [o for o in gc.get_objects() if isinstance(o, nn.Module)]
+            candidates = [n for root in roots for n, p in root.named_parameters() if p is param]
+            name = max(candidates, key=lambda n: n.count("."), default="a parameter")
+            self.param_names[param] = name
+        return name
 
     def hook_params(self, optimizer) -> list:
         """The optimizer's parameters with their states, hooking any not seen yet."""

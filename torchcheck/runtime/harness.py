@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import threading
 import warnings
@@ -220,7 +221,7 @@ def _code_span(path: str, line: int) -> tuple[int, int]:
     """The columns of the code on a line (without indentation), to mark it in reports."""
     import linecache
 
-    text = linecache.getline(path, line).rstrip("\n")
+    text = re.sub(r"\s+#[^'\"]*$", "", linecache.getline(path, line).rstrip("\n"))
     stripped = text.lstrip()
     if not stripped:
         return 1, 1
