@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from torchcheck.catalog import catalog_files, rule_table
+from torchcheck.catalog import catalog_files, fix_table, rule_table
 from torchcheck.registry import all_rules, catalog, resolve_rule
 
 SECTIONS = ["What it does", "Why is this bad?", "Example", "Use instead", "Fix safety"]
@@ -64,6 +64,7 @@ def test_rules_folder_is_current(root):
 def test_readme_rule_table_is_current(root):
     readme = (root / "README.md").read_text(encoding="utf-8")
     assert rule_table() in readme, "README rule table is stale: paste `python -c 'from torchcheck.catalog import rule_table; print(rule_table())'`"
+    assert fix_table() in readme, "README fix table is stale: paste `python -c 'from torchcheck.catalog import fix_table; print(fix_table())'`"
 
 
 def test_torchvision_weights_table_matches_installed_torchvision():

@@ -304,3 +304,27 @@ def test_python_dash_m_and_no_torch(tmp_path):
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 1, proc.stderr
     assert "TC101" in proc.stdout and "TC401" in proc.stdout
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_pre_commit_hook_with_zero_one_or_many_files(tmp_path, capsys, monkeypatch, count, root):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "unstaged_buggy.py", BUGGY)  # must not be linted: pre-commit names the files
+    files = [write(tmp_path, f"staged{i}.py", BUGGY if i == 0 else "x = 1\n").name for i in range(count)]
+    entry = _hook_entries(root)["torchcheck"]
+    assert entry[:2] == ["torchcheck", "lint"]
+    code, out, _ = run(capsys, *entry[1:], "--format", "json", *files)
+    findings = json.loads(out)["findings"]
+    assert {f["path"] for f in findings} == ({"staged0.py"} if count else set())
+    assert code == (1 if count else 0)
+
+
+def _hook_entries(root):
+    entries = {}
+    current = None
+    for line in (root / ".pre-commit-hooks.yaml").read_text().splitlines():
+        if line.startswith("- id: "):
+            current = line[6:].strip()
+        elif line.strip().startswith("entry: ") and current:
+            entries[current] = line.split("entry: ", 1)[1].split()
+    return entries

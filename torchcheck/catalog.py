@@ -33,6 +33,15 @@ def rule_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def fix_table() -> str:
+    """Every rule that offers a fix, its safety and why."""
+    lines = ["| Rule | Fix | Why |", "|---|---|---|"]
+    for rule in catalog():
+        if rule.fix_safety is not None:
+            lines.append(f"| `{rule.name}` ({rule.code}) | {rule.fix_safety.value} | {rule.fix_reason} |")
+    return "\n".join(lines) + "\n"
+
+
 def catalog_files() -> dict[str, str]:
     """The files of the `rules/` folder: one document per rule and an index."""
     files = {f"{r.code}-{r.name}.md": render_markdown(r) for r in catalog()}

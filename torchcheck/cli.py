@@ -44,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     lint = commands.add_parser("lint", help="lint Python files and folders")
-    lint.add_argument("paths", nargs="*", type=Path, default=[Path(".")], metavar="PATH")
+    lint.add_argument("paths", nargs="*", type=Path, default=None, metavar="PATH",
+                      help="files and folders (default: the current folder)")
+    lint.add_argument("--force-exclude", action="store_true",
+                      help="apply excludes to files named on the command line too, and lint nothing when none"
+                           " is named (for pre-commit)")
     lint.add_argument("--format", choices=FORMATS, default="text")
     lint.add_argument("--output", type=Path, help="write the report to this file")
     _add_selection(lint)
@@ -120,11 +124,19 @@ def resolve_config(args, start: Path):
 
 
 def lint_command(args) -> int:
+    from torchcheck.config import is_excluded
     from torchcheck.engine import lint_paths
     from torchcheck.report import Summary, render
     from torchcheck.report.text import render_statistics
 
+    if args.paths is None:
+        if args.force_exclude:  # pre-commit with no staged Python file: nothing to do
+            args.paths = []
+        else:
+            args.paths = [Path(".")]
     config = resolve_config(args, args.paths[0] if args.paths else Path("."))
+    if args.force_exclude:
+        args.paths = [p for p in args.paths if not is_excluded(p, config)]
     result = lint_paths(args.paths, config, args.jobs)
     sources = {r.path: r.source for r in result.files if r.source is not None}
     fixed = 0
