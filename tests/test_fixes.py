@@ -131,9 +131,12 @@ def test_unwritable_file_is_reported(tmp_path, capsys, monkeypatch):
     assert path.read_text() == BUGGY
 
 
-def test_fixtures_are_not_modified_by_linting(tmp_path):
+def test_linting_writes_nothing_but_its_cache(tmp_path, capsys):
     copy = tmp_path / "static"
     shutil.copytree(STATIC, copy)
     before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-    main(["lint", str(copy), "--format", "json"])
+    main(["lint", str(copy), "--format", "json", "--no-cache"])
     assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+    main(["lint", str(copy), "--format", "json"])
+    after = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and ".torchcheck_cache" not in p.parts}
+    assert after == before

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--diff", action="store_true", help="show the fixes as a diff instead of writing them")
     lint.add_argument("--statistics", action="store_true", help="show the number of findings per rule")
     lint.add_argument("--jobs", "-j", type=int, default=None, help="processes to use (default: all cores)")
+    lint.add_argument("--no-cache", action="store_true", help="ignore and do not write .torchcheck_cache/")
 
     rules = commands.add_parser("rules", help="list every rule")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -137,7 +138,9 @@ def lint_command(args) -> int:
     config = resolve_config(args, args.paths[0] if args.paths else Path("."))
     if args.force_exclude:
         args.paths = [p for p in args.paths if not is_excluded(p, config)]
-    result = lint_paths(args.paths, config, args.jobs)
+    use_cache = not args.no_cache and config.cache and not (args.fix or args.diff)
+    result = lint_paths(args.paths, config, args.jobs, cache_root=config.root if use_cache else None,
+                        progress=args.format in ("text", "concise") and args.output is None)
     sources = {r.path: r.source for r in result.files if r.source is not None}
     fixed = 0
     findings = result.findings

@@ -13,7 +13,7 @@ else:  # pragma: no cover
 
 DEFAULT_EXCLUDE = (".*", "__pycache__", ".venv", "venv", "build", "dist", "node_modules", "site-packages")
 KNOWN_KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "per-file-ignores", "rules",
-              "target-version", "jobs", "cache"}
+              "target-version", "cache", "max-file-size"}
 
 
 class ConfigError(Exception):
@@ -29,6 +29,8 @@ class Config:
     per_file_ignores: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rule_options: dict[str, dict] = field(default_factory=dict)
     target_version: tuple[int, ...] | None = None
+    cache: bool = True
+    max_file_size: float = 4.0  # MB
     root: Path = Path(".")
     source: Path | None = None
 
@@ -54,6 +56,20 @@ def _string_list(table: dict, key: str, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}: `{key}` must be a list of strings")
     return tuple(value)
+
+
+def _bool(table: dict, key: str, where: str, default: bool = True) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: `{key}` must be true or false")
+    return value
+
+
+def _number(table: dict, key: str, where: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{where}: `{key}` must be a positive number (megabytes)")
+    return float(value)
 
 
 def parse_version(text: str, where: str) -> tuple[int, ...]:
@@ -106,6 +122,8 @@ def load_config(start: Path, explicit: Path | None = None) -> Config:
         per_file_ignores={k: _string_list(per_file, k, where + ".per-file-ignores") for k in per_file},
         rule_options={resolve_rule(k).name: dict(v) for k, v in rules.items()},
         target_version=parse_version(target, where) if target is not None else None,
+        cache=_bool(table, "cache", where),
+        max_file_size=_number(table, "max-file-size", where, 4.0),
         root=path.parent.resolve(),
         source=path,
     )

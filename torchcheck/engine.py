@@ -3,6 +3,7 @@ for files with findings, apply suppressions. One bad file never stops the others
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import os
 import re
@@ -135,7 +136,7 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
             return _error_result(shown, "syntax-error", f"Cannot parse file: {exc.msg}", exc.lineno or 1, exc.offset or 1)
         except (ValueError, RecursionError, MemoryError) as exc:
             return _error_result(shown, "syntax-error", f"Cannot parse file: {type(exc).__name__}: {exc}")
-        return FileResult(shown, source=text)
+        return FileResult(shown)
     try:
         module = cst.parse_module(source_bytes)
     except cst.ParserSyntaxError as exc:
@@ -159,6 +160,8 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
     reports = [r for r in ctx.reports if type(r.rule) not in failed]
     if reports:
         result.findings.extend(_findings(ctx, reports, text))
+    if not result.findings:
+        result.source = None  # kept only for the report's excerpts and for fixes
     return result
 
 
@@ -277,6 +280,11 @@ def _suppressed(lines: list[str], line_numbers: set[int], rule: type[Rule] | Rul
 def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Project, name: str | None = None) -> FileResult:
     shown = display_path(path)
     try:
+        size = path.stat().st_size
+        if size > config.max_file_size * 1_000_000:
+            rule = registry.resolve_rule("file-too-large")
+            return FileResult(shown, [Finding(rule.code, rule.name, f"Skipped: {size / 1e6:.1f} MB is over max-file-size"
+                                              f" ({config.max_file_size:g} MB)", shown, 1, 1, 1, 1, rule.severity)])
         data = path.read_bytes()
     except FileNotFoundError:
         return _error_result(shown, "io-error", "File disappeared while linting")
@@ -304,18 +312,73 @@ def _lint_in_worker(path: Path) -> FileResult:
     return lint_file(path, _WORKER["config"], _WORKER["rules"], _WORKER["project"], _WORKER["names"].get(path))
 
 
-def lint_paths(paths: list[Path], config: Config, jobs: int | None = None) -> LintResult:
+def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache_root: Path | None = None,
+               progress: bool = False) -> LintResult:
+    """Lint files and folders. With `cache_root`, unchanged files (and unchanged neighbours) are
+    answered from `.torchcheck_cache/` there."""
     rules = registry.selected_rules(config)
     files, missing = discover(paths, config)
     modules = project_modules(files, paths)
     names = {path: name for name, path in modules.items()}
+    project = Project(modules)
+    results: dict[Path, FileResult] = {}
+    keys: dict[Path, str] = {}
+    cache = None
+    if cache_root is not None and files:
+        from torchcheck.cache import Cache, content_hashes, dependency_keys
+
+        cache = Cache(cache_root)
+        fingerprint = config.fingerprint() + repr(sorted(r.code for r in rules))
+        keys = dependency_keys(files, content_hashes(files), project, fingerprint)
+        for file in files:
+            cached = cache.get(keys[file])
+            if cached is not None:
+                results[file] = FileResult(display_path(file), cached, error=any(f.code in ERROR_CODES for f in cached))
+    todo = [f for f in files if f not in results]
     jobs = jobs or os.cpu_count() or 1
-    results: list[FileResult] = list(missing)
-    if jobs > 1 and len(files) >= SERIAL_THRESHOLD:
-        codes = [r.code for r in rules]
-        with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules)) as pool:
-            results.extend(pool.map(_lint_in_worker, files, chunksize=max(1, len(files) // (jobs * 8))))
-    else:
-        project = Project(modules)
-        results.extend(lint_file(f, config, rules, project, names.get(f)) for f in files)
-    return LintResult(results)
+    with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance:
+        if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
+            codes = [r.code for r in rules]
+            with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules)) as pool:
+                for file, result in zip(todo, pool.map(_lint_in_worker, todo, chunksize=max(1, len(todo) // (jobs * 8)))):
+                    results[file] = result
+                    advance()
+        else:
+            for file in todo:
+                results[file] = lint_file(file, config, rules, project, names.get(file))
+                advance()
+    if cache is not None:
+        for file in todo:
+            result = results[file]
+            if not any(f.code == "TC003" for f in result.findings):  # unreadable now may be readable later
+                cache.put(keys[file], result.findings)
+    for file, result in results.items():  # sources for the report's excerpts, read only where needed
+        if result.findings and result.source is None:
+            try:
+                result.source = decode(file.read_bytes())
+            except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
+                pass
+    return LintResult(list(missing) + [results[f] for f in files])
+
+
+ERROR_CODES = ("TC001", "TC002", "TC003")
+PROGRESS_THRESHOLD = 200
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int):
+    """A rich progress bar on stderr for long runs on a terminal; nothing otherwise."""
+    if not enabled:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda: None
+        return
+    with Progress(TextColumn("linting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("lint", total=total)
+        yield lambda: bar.advance(task)

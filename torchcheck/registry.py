@@ -18,6 +18,11 @@ ENGINE_RULES = [
         A rule raised an exception on this file. The other rules' findings for the file, and all other
         files, are still reported. Please report the message with the file that caused it.
         """),
+    PseudoRule("TC004", "file-too-large", "The file is larger than `max-file-size` and was skipped.", Severity.WARNING, """
+        Files larger than `max-file-size` (default 4 MB, in `[tool.torchcheck]`) are not analysed:
+        they are almost always generated (tables, vendored bundles), and parsing them costs far more
+        time and memory than all the hand-written files together. Raise the limit to lint them.
+        """),
     PseudoRule("TC003", "io-error", "The file cannot be read or decoded.", Severity.ERROR, """
         The path does not exist, cannot be read (permissions), disappeared while linting, or its bytes
         are not valid in its declared encoding (PEP 263, UTF-8 by default).

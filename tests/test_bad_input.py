@@ -1,0 +1,106 @@
+"""Everything a real tree contains: each case gives a clear per-file diagnostic, the rest of the
+tree is still linted, exit code 2 only for errors, and nothing is written."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from torchcheck.cli import main
+from torchcheck.config import Config
+from torchcheck.engine import lint_file
+from torchcheck.analysis.project import Project
+from torchcheck.registry import all_rules
+
+BUGGY = b"import torch.nn as nn\ncriterion = nn.NLLLoss2d()\n"
+
+
+def lint(capsys, tmp_path, *extra):
+    code = main(["lint", str(tmp_path), "--format", "json", "--no-cache", "--jobs", "1", *extra])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    return code, {(Path(f["path"]).name, f["code"]) for f in findings}, findings
+
+
+@pytest.mark.parametrize("name, data, code", [
+    ("py2.py", b"print 'hello'\nexec 'x = 1'\n", "TC001"),
+    ("syntax.py", b"def f(:\n    pass\n", "TC001"),
+    ("conflict.py", b"<<<<<<< HEAD\nx = 1\n=======\nx = 2\n>>>>>>> branch\n", "TC001"),
+    ("nulls.py", b"x = 1\x00\x00\n", "TC001"),
+    ("latin.py", b"name = 'caf\xe9'\n", "TC003"),
+    ("badcookie.py", b"# -*- coding: klingon -*-\nx = 1\n", "TC003"),
+])
+def test_broken_file_is_reported_and_the_tree_still_linted(tmp_path, capsys, name, data, code):
+    (tmp_path / name).write_bytes(data)
+    (tmp_path / "zz_train.py").write_bytes(BUGGY)
+    exit_code, found, findings = lint(capsys, tmp_path)
+    assert exit_code == 2
+    assert (name, code) in found and ("zz_train.py", "TC403") in found
+    assert next(f for f in findings if f["path"].endswith(name))["message"]
+
+
+def test_bom_and_declared_encoding_are_read(tmp_path, capsys):
+    (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbf" + BUGGY)
+    (tmp_path / "latin.py").write_bytes(b"# -*- coding: latin-1 -*-\n# caf\xe9\n" + BUGGY)
+    exit_code, found, findings = lint(capsys, tmp_path)
+    assert exit_code == 1 and found == {("bom.py", "TC403"), ("latin.py", "TC403")}
+    assert {(Path(f["path"]).name, f["line"], f["column"]) for f in findings} == {("bom.py", 2, 13), ("latin.py", 4, 13)}
+
+
+def test_empty_file(tmp_path, capsys):
+    (tmp_path / "empty.py").write_bytes(b"")
+    assert lint(capsys, tmp_path)[:2] == (0, set())
+
+
+def test_huge_generated_file_is_skipped_with_a_warning(tmp_path, capsys):
+    line = b"TABLE_%d = [" + b", ".join(b"%d" % i for i in range(60)) + b"]  # torch\n"
+    (tmp_path / "generated.py").write_bytes(b"".join(line % n for n in range(50_000)))  # ~10 MB
+    (tmp_path / "train.py").write_bytes(BUGGY)
+    assert (tmp_path / "generated.py").stat().st_size > 10_000_000
+    exit_code, found, _ = lint(capsys, tmp_path)
+    assert exit_code == 1  # a warning, not an error
+    assert found == {("generated.py", "TC004"), ("train.py", "TC403")}
+
+
+def test_directory_symlink_loop(tmp_path, capsys):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_bytes(BUGGY)
+    os.symlink(tmp_path, tmp_path / "pkg" / "loop")
+    exit_code, found, findings = lint(capsys, tmp_path)
+    assert exit_code == 1 and len(findings) == 1
+
+
+def test_unreadable_file(tmp_path, capsys, monkeypatch):
+    (tmp_path / "secret.py").write_bytes(BUGGY)
+    (tmp_path / "ok.py").write_bytes(BUGGY)
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "secret.py":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    exit_code, found, findings = lint(capsys, tmp_path)
+    assert exit_code == 2 and found == {("secret.py", "TC003"), ("ok.py", "TC403")}
+    assert "Permission denied" in next(f["message"] for f in findings if f["code"] == "TC003")
+
+
+def test_file_deleted_while_linting(tmp_path):
+    path = tmp_path / "gone.py"
+    result = lint_file(path, Config(), list(all_rules()), Project())
+    assert result.error and result.findings[0].code == "TC003"
+    assert "disappeared" in result.findings[0].message or "No such file" in result.findings[0].message
+
+
+def test_path_that_does_not_exist_beside_a_good_one(tmp_path, capsys):
+    (tmp_path / "ok.py").write_bytes(BUGGY)
+    code = main(["lint", str(tmp_path / "ok.py"), str(tmp_path / "missing.py"), "--format", "json", "--no-cache"])
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert code == 2 and {f["code"] for f in findings} == {"TC003", "TC403"}
+
+
+def test_deeply_nested_expression(tmp_path, capsys):
+    (tmp_path / "deep.py").write_text("import torch\nx = " + "(" * 200 + "1" + ")" * 200 + "\n")
+    (tmp_path / "ok.py").write_bytes(BUGGY)
+    exit_code, found, _ = lint(capsys, tmp_path)
+    assert ("ok.py", "TC403") in found and exit_code in (1, 2)

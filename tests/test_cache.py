@@ -1,0 +1,64 @@
+"""The result cache: a warm run answers from the cache, a change re-lints the file and the files
+that can see it, results are identical either way."""
+import json
+import shutil
+from pathlib import Path
+
+from torchcheck.cli import main
+
+STATIC = Path(__file__).resolve().parent.parent / "fixtures" / "static"
+
+
+def lint_json(capsys, *args):
+    main(["lint", *map(str, args), "--format", "json", "--jobs", "1"])
+    return json.loads(capsys.readouterr().out)["findings"]
+
+
+def test_warm_run_gives_the_same_findings(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC, copy)
+    monkeypatch.chdir(copy)
+    cold = lint_json(capsys, ".")
+    assert (copy / ".torchcheck_cache").is_dir()
+    import torchcheck.engine as engine
+
+    calls = []
+    original = engine.lint_file
+    monkeypatch.setattr(engine, "lint_file", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    warm = lint_json(capsys, ".")
+    assert warm == cold and calls == []
+
+
+def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    assert [f["code"] for f in lint_json(capsys, ".")] == ["TC101"]
+    models = copy / "models.py"
+    models.write_text(models.read_text().replace("nn.LogSoftmax(dim=1)", "nn.Identity()"))
+    import torchcheck.engine as engine
+
+    calls = []
+    original = engine.lint_file
+    monkeypatch.setattr(engine, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
+    assert lint_json(capsys, ".") == []  # train.py's finding came from models.py: it was re-linted
+    assert sorted(calls) == ["models.py", "train.py"]
+
+
+def test_no_cache_flag_and_config(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text("import torch.nn as nn\nc = nn.NLLLoss2d()\n")
+    lint_json(capsys, "m.py", "--no-cache")
+    assert not (tmp_path / ".torchcheck_cache").exists()
+    (tmp_path / "pyproject.toml").write_text("[tool.torchcheck]\ncache = false\n")
+    lint_json(capsys, "m.py")
+    assert not (tmp_path / ".torchcheck_cache").exists()
+
+
+def test_corrupt_cache_entry_is_ignored(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text("import torch.nn as nn\nc = nn.NLLLoss2d()\n")
+    first = lint_json(capsys, "m.py")
+    for entry in (tmp_path / ".torchcheck_cache").rglob("*.json"):
+        entry.write_text("{not json")
+    assert lint_json(capsys, "m.py") == first
