@@ -1,16 +1,21 @@
-"""Benchmark: lint a large tree of real code and report files/s and peak memory, beside the cost
-of only parsing the same files with libcst in the same number of processes.
+"""Benchmark: lint a large tree of real code, cold, warm (cache) and after one file changed;
+report files/s and peak memory beside the cost of only parsing the same files with libcst in the
+same number of processes; where installed, run TorchFix and torch-preflight on the same tree in the
+same run and print the ratios.
 
-    python bench/lint_bench.py [PATH] [--jobs N]
+    python bench/lint_bench.py [PATH] [--jobs N] [--tools DIR]
 
-PATH defaults to the installed torchvision package. Not a test: numbers go in issue notes.
+PATH defaults to the installed torchvision package; the tree is copied to a temporary folder so
+that the cache and the changed file never touch it. Not a test: numbers go in issue notes.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,55 +35,65 @@ def _parse(path: Path) -> int:
 
     try:
         cst.parse_module(path.read_bytes())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a benchmark of parsing only
         return 0
     return 1
 
 
 def parse_only(files: list[Path], jobs: int) -> float:
     start = time.perf_counter()
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
-            list(pool.map(_parse, files, chunksize=max(1, len(files) // (jobs * 8))))
-    else:
-        for file in files:
-            _parse(file)
+    with ProcessPoolExecutor(jobs) as pool:
+        list(pool.map(_parse, files, chunksize=max(1, len(files) // (jobs * 8))))
     return time.perf_counter() - start
 
 
-def lint_in_subprocess(tree: Path, jobs: int) -> tuple[float, int, float]:
-    """Wall seconds, exit code and peak RSS (MiB, largest process) of `torchcheck lint`."""
-    code = (
-        "import resource, sys, time\n"
-        "from pathlib import Path\n"
-        "from torchcheck.config import load_config\n"
-        "from torchcheck.engine import lint_paths\n"
-        f"tree = Path({str(tree)!r})\n"
+def timed(command: list[str], cwd: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MiB, largest process of the run) and exit code of a command."""
+    wrapper = [sys.executable, "-c", (
+        "import resource, subprocess, sys, time\n"
         "start = time.perf_counter()\n"
-        f"result = lint_paths([tree], load_config(tree), jobs={jobs})\n"
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode\n"
         "elapsed = time.perf_counter() - start\n"
-        "peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-        "print(elapsed, len(result.findings), peak / 1024)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    return float(out[0]), int(out[1]), float(out[2])
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(elapsed, peak, code)\n"), *command]
+    out = subprocess.run(wrapper, capture_output=True, text=True, cwd=cwd, check=True).stdout.split()
+    return float(out[0]), float(out[1]), int(out[2])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", nargs="?", type=Path)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tools", type=Path, help="a folder holding torchfix / torch-preflight executables")
     args = parser.parse_args()
-    tree = args.path or default_tree()
-    files = sorted(tree.rglob("*.py"))
-    lines = sum(p.read_bytes().count(b"\n") for p in files)
-    print(f"tree: {tree}\nfiles: {len(files)}, lines: {lines}, jobs: {args.jobs}")
-    parse_seconds = parse_only(files, args.jobs)
-    print(f"libcst parse only:  {parse_seconds:7.2f} s  ({len(files) / parse_seconds:7.1f} files/s)")
-    seconds, findings, peak = lint_in_subprocess(tree, args.jobs)
-    print(f"torchcheck lint:    {seconds:7.2f} s  ({len(files) / seconds:7.1f} files/s, {findings} findings,"
-          f" peak RSS {peak:.0f} MiB)")
-    print(f"lint / parse ratio: {seconds / parse_seconds:7.2f}")
+    source = args.path or default_tree()
+    with tempfile.TemporaryDirectory() as scratch:
+        tree = Path(scratch) / source.name
+        shutil.copytree(source, tree, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyc", "*.dll"))
+        files = sorted(tree.rglob("*.py"))
+        lines = sum(p.read_bytes().count(b"\n") for p in files)
+        print(f"tree: {source}\nfiles: {len(files)}, lines: {lines}, jobs: {args.jobs}")
+        parse_seconds = parse_only(files, args.jobs)
+        print(f"libcst parse only        {parse_seconds:7.2f} s  ({len(files) / parse_seconds:6.1f} files/s)")
+        lint = [sys.executable, "-m", "torchcheck", "lint", ".", "--exit-zero", "--jobs", str(args.jobs)]
+        cold, peak, _ = timed([*lint, "--no-cache"], tree)
+        print(f"torchcheck cold          {cold:7.2f} s  ({len(files) / cold:6.1f} files/s, peak {peak:.0f} MiB,"
+              f" {cold / parse_seconds:.2f}x parsing)")
+        timed(lint, tree)  # fill the cache
+        warm, peak, _ = timed(lint, tree)
+        print(f"torchcheck warm (cache)  {warm:7.2f} s  (peak {peak:.0f} MiB)")
+        with open(files[len(files) // 2], "a", encoding="utf-8") as handle:
+            handle.write("\n# changed\n")
+        changed, _, _ = timed(lint, tree)
+        print(f"torchcheck one changed   {changed:7.2f} s")
+        tools = {"torchfix": [".", "--select", "ALL"], "torch-preflight": ["check", "."]}
+        for tool, tool_args in tools.items():
+            executable = shutil.which(tool, path=str(args.tools) if args.tools else None)
+            if executable is None:
+                print(f"{tool:24} not installed")
+                continue
+            seconds, peak, _ = timed([executable, *tool_args], tree)
+            print(f"{tool:24} {seconds:7.2f} s  (peak {peak:.0f} MiB; torchcheck cold is {seconds / cold:.1f}x faster)")
 
 
 if __name__ == "__main__":
