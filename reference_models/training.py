@@ -31,7 +31,7 @@ def train(model, loader, steps=8, lr=0.05, epochs=1):
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     losses = []
     step = 0
-    for epoch in range(epochs):
+    for _epoch in range(epochs):
         model.train()
         for inputs, labels in loader:
             optimizer.zero_grad()

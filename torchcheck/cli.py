@@ -173,7 +173,7 @@ def lint_command(args) -> int:
 
 def run_command(args) -> int:
     from torchcheck.registry import is_known_selector
-    from torchcheck.report import Summary, render
+    from torchcheck.report import Summary, read_sources, render
 
     for selector in (*(args.select or ()), *args.ignore):
         if not is_known_selector(selector):
@@ -185,12 +185,7 @@ def run_command(args) -> int:
     except ImportError as exc:
         raise UsageError(f"`torchcheck run` needs torch: {exc}") from None
     exit_code, findings = run_script(args.script, args.args, args.mode, tuple(args.select or ()), tuple(args.ignore))
-    sources = {}
-    for finding in findings:
-        try:
-            sources.setdefault(finding.path, Path(finding.path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            pass
+    sources = read_sources(findings)
     console = _console(args.output, sys.stderr if args.format == "text" and args.output is None else None)
     try:
         render(Summary(1, findings, sources, kind="run"), args.format, console)

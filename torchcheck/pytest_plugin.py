@@ -186,13 +186,9 @@ def pytest_runtest_call(item: pytest.Item):
         findings = run.findings
         item.user_properties.append((PROPERTY, json.dumps([f.code + " " + f.name for f in findings])))
     if findings:
-        sources = {}
-        for finding in findings:
-            try:
-                sources.setdefault(finding.path, Path(finding.path).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError):
-                pass
-        pytest.fail("torchcheck runtime findings:\n" + render_text(findings, sources), pytrace=False)
+        from torchcheck.report import read_sources
+
+        pytest.fail("torchcheck runtime findings:\n" + render_text(findings, read_sources(findings)), pytrace=False)
     return result
 
 

@@ -11,7 +11,7 @@ import libcst as cst
 _NOT_CODE = frozenset({"lpar", "rpar", "leading_lines", "lines_after_decorators", "header", "footer", "newline",
                        "comma", "semicolon", "equal", "dot", "operator", "star", "colon", "default_indent",
                        "default_newline", "encoding", "has_trailing_newline", "indent", "lbracket", "rbracket",
-                       "lbrace", "rbrace", "asynchronous", "first_line", "empty_lines", "semicolon",
+                       "lbrace", "rbrace", "asynchronous", "first_line", "empty_lines",
                        "walrus", "arrow", "star_tok"})
 # Fields visited first, so that a walk stays in source order (decorators and bases precede bodies).
 _FIRST = {"FunctionDef": ("decorators", "name", "params", "returns"), "ClassDef": ("decorators", "name", "bases", "keywords")}

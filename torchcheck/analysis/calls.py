@@ -59,6 +59,11 @@ def short_code(ctx, node: cst.CSTNode, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def origin_note(ctx, value) -> str:
+    """` (from `F.softmax(x, dim=1)`)`: where a tensor got its activation, for messages."""
+    return f" (from `{short_code(ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+
+
 def method_name(node: cst.Call) -> str | None:
     return node.func.attr.value if isinstance(node.func, cst.Attribute) else None
 

@@ -611,13 +611,7 @@ class Frame:
         base = self.eval(node.value)
         attr = node.attr.value
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
-            attrs = base.info.attrs()
-            if attr in attrs:
-                return attrs[attr]
-            method = base.info.method(attr)
-            if method is not None:
-                return Value(kind="function", info=method, bound=base)
-            return UNKNOWN
+            return self.attribute_of(base, attr)
         if base.kind == "layer" and attr == "weight":
             return Value(kind="tensor", graph=True)
         if base.is_tensor:
@@ -708,6 +702,7 @@ class Frame:
         return self.apply(node, callee, args, kwargs)
 
     def attribute_of(self, base: Value, attr: str) -> Value:
+        """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
             attrs = base.info.attrs()
             if attr in attrs:

@@ -22,6 +22,20 @@ class Summary:
     kind: str = "lint"  # lint | run
 
 
+def read_sources(findings: list[Finding]) -> dict[str, str]:
+    """The text of each file with findings, for the source excerpts (unreadable files are skipped)."""
+    from pathlib import Path
+
+    sources: dict[str, str] = {}
+    for finding in findings:
+        if finding.path not in sources:
+            try:
+                sources[finding.path] = Path(finding.path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                sources[finding.path] = ""
+    return sources
+
+
 def render(summary: Summary, fmt: str, console) -> None:
     """Write the report to a rich Console."""
     if fmt == "text":

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import loss_call, short_code
+from torchcheck.analysis.calls import loss_call, origin_note
 from torchcheck.rule import Invalid, Rule
 
 
@@ -50,7 +50,7 @@ class BceOnLogits(Rule):
         if value.activation not in ("logits", "log_softmax"):
             return
         kind = "raw logits" if value.activation == "logits" else "log-probabilities"
-        origin = f" (from `{short_code(self.ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+        origin = origin_note(self.ctx, value)
         self.report(
             loss.input,
             f"`{loss.callee_text}` needs probabilities in [0, 1] but gets {kind}{origin}; use `BCEWithLogitsLoss`"

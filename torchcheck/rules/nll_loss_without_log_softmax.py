@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import loss_call, short_code
+from torchcheck.analysis.calls import loss_call, origin_note
 from torchcheck.rule import Invalid, Rule
 
 _DESCRIPTION = {
@@ -56,7 +56,7 @@ class NllLossWithoutLogSoftmax(Rule):
         value = self.ctx.value(loss.input)
         if value.activation not in _DESCRIPTION:
             return
-        origin = f" (from `{short_code(self.ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+        origin = origin_note(self.ctx, value)
         self.report(
             loss.input,
             f"`{loss.callee_text}` expects log-probabilities but gets {_DESCRIPTION[value.activation]}{origin};"

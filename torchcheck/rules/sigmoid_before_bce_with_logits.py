@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import loss_call, short_code
+from torchcheck.analysis.calls import loss_call, origin_note
 from torchcheck.rule import Invalid, Rule
 
 
@@ -49,7 +49,7 @@ class SigmoidBeforeBceWithLogits(Rule):
         value = self.ctx.value(loss.input)
         if value.activation not in ("sigmoid", "softmax"):
             return
-        origin = f" (from `{short_code(self.ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+        origin = origin_note(self.ctx, value)
         self.report(
             loss.input,
             f"{value.activation.capitalize()} output{origin} is passed to `{loss.callee_text}`, which applies"

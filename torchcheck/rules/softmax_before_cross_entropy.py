@@ -3,7 +3,7 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.calls import loss_call, short_code
+from torchcheck.analysis.calls import loss_call, origin_note
 from torchcheck.analysis.dataflow import argument
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
@@ -62,7 +62,7 @@ class SoftmaxBeforeCrossEntropy(Rule):
         if value.activation not in ("softmax", "log_softmax"):
             return
         what = "log-softmax" if value.activation == "log_softmax" else "softmax"
-        origin = f" (from `{short_code(self.ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+        origin = origin_note(self.ctx, value)
         fix = None
         inner = _softmax_input(self.ctx, loss.input) if value.origin is loss.input else None
         if inner is not None:
