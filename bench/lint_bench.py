@@ -75,7 +75,8 @@ def main() -> None:
         print(f"tree: {source}\nfiles: {len(files)}, lines: {lines}, jobs: {args.jobs}")
         parse_seconds = parse_only(files, args.jobs)
         print(f"libcst parse only        {parse_seconds:7.2f} s  ({len(files) / parse_seconds:6.1f} files/s)")
-        lint = [sys.executable, "-m", "torchcheck", "lint", ".", "--exit-zero", "--jobs", str(args.jobs)]
+        # -P: the tree must not shadow the standard library (torch has signal/ and multiprocessing/ packages)
+        lint = [sys.executable, "-P", "-m", "torchcheck", "lint", ".", "--exit-zero", "--jobs", str(args.jobs)]
         cold, peak, _ = timed([*lint, "--no-cache"], tree)
         print(f"torchcheck cold          {cold:7.2f} s  ({len(files) / cold:6.1f} files/s, peak {peak:.0f} MiB,"
               f" {cold / parse_seconds:.2f}x parsing)")

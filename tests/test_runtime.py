@@ -241,3 +241,17 @@ def test_ddp_two_processes_with_torchrun(tmp_path):
         assert {f["name"] for f in findings} == {"eval-mode-missing"}, findings
         assert all(f["rank"] == rank for f in findings)
         assert all(f["module_path"] == "module.1" for f in findings)
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("mnist_mlp_seed.py", {"loss-accumulated-without-item"}),
+    ("lenet_buggy.py", {"softmax-before-cross-entropy", "missing-zero-grad"}),
+    ("lenet_clean.py", set()),
+    ("cifar10_sequential_clean.py", set()),
+], ids=lambda value: value if isinstance(value, str) else None)
+def test_seed_training_scripts_under_torchcheck_run(script, expected, monkeypatch):
+    """The seeds' own training scripts (fixtures/static, on synthetic data), run unmodified."""
+    monkeypatch.chdir(ROOT)
+    code, findings = run_script(ROOT / "fixtures" / "static" / script, [])
+    assert code == 0
+    assert {f.name for f in findings} == expected
