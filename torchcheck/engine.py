@@ -160,6 +160,7 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
     reports = [r for r in ctx.reports if type(r.rule) not in failed]
     if reports:
         result.findings.extend(_findings(ctx, reports, text))
+    project.forget(ctx.module_name)
     if not result.findings:
         result.source = None  # kept only for the report's excerpts and for fixes
     return result

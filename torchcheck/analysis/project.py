@@ -26,7 +26,7 @@ def module_name(path: Path, root: Path) -> str:
 
 
 _IMPORT_LINE = re.compile(rb"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w., ]+))", re.MULTILINE)
-CACHE_SIZE = 48  # parsed files kept for cross-file questions; bounds memory on huge trees
+CACHE_SIZE = 16  # parsed files kept for cross-file questions; bounds memory on huge trees
 MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
 
 
@@ -40,6 +40,10 @@ class Project:
 
     def register(self, name: str, analysis: FileAnalysis) -> None:
         self._remember(name, analysis)
+
+    def forget(self, name: str) -> None:
+        """Drop a linted file's analysis (its tree and values): other files reload it if they ask."""
+        self._analyses.pop(name, None)
 
     def _remember(self, name: str, analysis: FileAnalysis | None) -> None:
         self._analyses[name] = analysis
