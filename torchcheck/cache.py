@@ -29,24 +29,15 @@ def content_hashes(files: list[Path]) -> dict[Path, str]:
 
 
 def dependency_keys(files: list[Path], hashes: dict[Path, str], project, fingerprint: str) -> dict[Path, str]:
-    """The cache key of every file: itself plus its one-hop neighbours in the import graph."""
+    """The cache key of every file: itself plus its one-hop neighbours in the import graph, the files
+    its cross-file questions can reach."""
     module_of = {path: name for name, path in project.files.items()}
-    imports: dict[Path, set[Path]] = {}
-    by_short: dict[str, list[Path]] = {}
-    for name, path in project.files.items():
-        by_short.setdefault(name.rsplit(".", 1)[-1], []).append(path)
-        by_short.setdefault(name, []).append(path)
-    for file in files:
-        imported = project._imported_modules(module_of.get(file, file.stem), file)
-        imports[file] = {p for m in imported for p in by_short.get(m, ()) if p != file}
-    importers: dict[Path, set[Path]] = {}
-    for file, deps in imports.items():
-        for dep in deps:
-            importers.setdefault(dep, set()).add(file)
     keys = {}
     for file in files:
-        neighbours = sorted(str(hashes.get(p, "")) for p in imports.get(file, set()) | importers.get(file, set()))
-        material = "\0".join([__version__, fingerprint, str(file.resolve()), hashes[file], *neighbours])
+        name = module_of.get(file)
+        neighbours = project.neighbours(name) if name is not None else set()
+        contents = sorted(hashes.get(project.files[m], "") for m in neighbours)
+        material = "\0".join([__version__, fingerprint, str(file.resolve()), hashes[file], *contents])
         keys[file] = hashlib.sha256(material.encode()).hexdigest()
     return keys
 

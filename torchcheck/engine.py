@@ -137,6 +137,19 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
         except (ValueError, RecursionError, MemoryError) as exc:
             return _error_result(shown, "syntax-error", f"Cannot parse file: {type(exc).__name__}: {exc}")
         return FileResult(shown)
+    name = name or module_name(path, path.parent)
+    project.begin(name, source_bytes)
+    try:
+        result = _lint_tree(source_bytes, text, path, shown, name, config, active, project)
+    finally:
+        project.end()
+    if not result.findings:
+        result.source = None  # kept only for the report's excerpts and for fixes
+    return result
+
+
+def _lint_tree(source_bytes: bytes, text: str, path: Path, shown: str, name: str, config: Config,
+               active: list[type[Rule]], project: Project) -> FileResult:
     try:
         module = cst.parse_module(source_bytes)
     except cst.ParserSyntaxError as exc:
@@ -144,7 +157,7 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
                              exc.raw_column + 1)
     except (RecursionError, ValueError, MemoryError) as exc:
         return _error_result(shown, "syntax-error", f"Cannot parse file: {type(exc).__name__}: {exc}")
-    ctx = FileContext(path, shown, text, module, name or module_name(path, path.parent), project, config)
+    ctx = FileContext(path, shown, text, module, name, project, config)
     result = FileResult(shown, source=text)
     failed: dict[type[Rule], str] = {}
     visitors = [rule(ctx) for rule in active]
@@ -160,9 +173,6 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
     reports = [r for r in ctx.reports if type(r.rule) not in failed]
     if reports:
         result.findings.extend(_findings(ctx, reports, text))
-    project.forget(ctx.module_name)
-    if not result.findings:
-        result.source = None  # kept only for the report's excerpts and for fixes
     return result
 
 

@@ -1,9 +1,10 @@
 """Cross-file facts: the linted tree's modules, so that a model defined in `models.py` is known in
-`train.py`. Other files are parsed only when a question reaches them, and once per process."""
+`train.py`. Other files are parsed only when a question reaches them."""
 from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import libcst as cst
@@ -12,6 +13,10 @@ from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.values import Value
+
+
+def count_tokens(source: bytes) -> int:
+    return len(_TOKEN.findall(source))
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -25,68 +30,176 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-_IMPORT_LINE = re.compile(rb"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w., ]+))", re.MULTILINE)
-CACHE_SIZE = 16  # parsed files kept for cross-file questions; bounds memory on huge trees
+_IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
+                          re.MULTILINE)
+_TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MULTILINE)
+_TOKEN = re.compile(rb"\w+|[^\w\s]")
+# libcst needs 1-3.5 KB of memory per token of source (measured on torch's own files, up to 0.7 GB for
+# one file). The trees alive at once, the linted file's, its neighbours' and the cached ones', are
+# kept under this many tokens.
+TREE_TOKENS = 150_000
 MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
 
 
+@dataclass(frozen=True)
+class Outline:
+    """What a file imports and defines at top level, read with two regexes, before any parsing."""
+
+    imported: frozenset[str]
+    defined: frozenset[str]
+
+
 class Project:
+    """The linted tree. Cross-file questions asked while linting a file go one hop: to the files it
+    imports and the files that import it, the same files its cache key covers. Their analyses are
+    built fresh for each linted file (so a file's findings never depend on which files were linted
+    before it in the same process); only their parsed trees are kept, in a small LRU."""
+
     def __init__(self, files: dict[str, Path] | None = None) -> None:
         # dotted module name -> file, for every file being linted
         self.files: dict[str, Path] = dict(files or {})
-        self._analyses: OrderedDict[str, FileAnalysis | None] = OrderedDict()
-        self._imports: dict[str, set[str]] = {}
+        self._outlines: dict[str, Outline] = {}
+        self._importers: dict[str, set[str]] | None = None
+        self._by_suffix: dict[str, str] | None = None
+        self._tokens: dict[str, int] = {}
+        self._trees: OrderedDict[str, tuple[cst.Module, ImportTable] | None] = OrderedDict()  # LRU
+        self._in_use: set[str] = set()  # trees the linted file's questions have reached
+        self._room = TREE_TOKENS  # tokens its questions may still parse
+        self._analyses: dict[str, FileAnalysis | None] = {}
+        self._reachable: set[str] = set()
         self._mode_dependent: dict[ClassInfo, bool | None] = {}
 
+    # -- one linted file -----------------------------------------------------------------------
+    def begin(self, name: str, source: bytes) -> None:
+        """Start linting `name`, before its tree is parsed: only it and its neighbours can answer
+        cross-file questions, and cached trees make room for its own."""
+        self._analyses = {}
+        self._reachable = {name} | self.neighbours(name)
+        self._mode_dependent = {}
+        self._in_use = set()
+        self._room = TREE_TOKENS - count_tokens(source)
+        self._evict()
+
     def register(self, name: str, analysis: FileAnalysis) -> None:
-        self._remember(name, analysis)
-
-    def forget(self, name: str) -> None:
-        """Drop a linted file's analysis (its tree and values): other files reload it if they ask."""
-        self._analyses.pop(name, None)
-
-    def _remember(self, name: str, analysis: FileAnalysis | None) -> None:
         self._analyses[name] = analysis
-        self._analyses.move_to_end(name)
-        while len(self._analyses) > CACHE_SIZE:
-            self._analyses.popitem(last=False)
 
-    def analysis_for(self, name: str) -> FileAnalysis | None:
-        for candidate in self._candidates(name):
-            if candidate not in self._analyses:
-                self._remember(candidate, self._load(candidate))
+    def end(self) -> None:
+        self._analyses = {}
+        self._reachable = set()
+        self._mode_dependent = {}
+        self._in_use = set()
+
+    # -- the import graph, from outlines -------------------------------------------------------
+    def outline(self, name: str) -> Outline:
+        if name not in self._outlines:
+            try:
+                text = self.files[name].read_bytes() if name in self.files else b""
+            except OSError:
+                text = b""
+            self._outlines[name] = Outline(frozenset(self._imported_names(name, text)),
+                                           frozenset(m.decode() for m in _TOP_LEVEL_DEFINITION.findall(text)))
+        return self._outlines[name]
+
+    @staticmethod
+    def _imported_names(module: str, text: bytes) -> set[str]:
+        """Dotted names a file imports: `import a.b` gives a.b; `from .m import x, y`, inside package
+        p, gives p.m, p.m.x and p.m.y (x may be a submodule)."""
+        imported: set[str] = set()
+        package = module.split(".")[:-1]
+        for match in _IMPORT_LINE.finditer(text):
+            if match.group(1):
+                target = match.group(1).decode()
+                dots = len(target) - len(target.lstrip("."))
+                if dots:  # from .models import Net, inside package a.b -> a.b.models
+                    base = package[: len(package) - dots + 1] if dots <= len(package) + 1 else []
+                    target = ".".join([*base, target.lstrip(".")]).strip(".")
+                names = match.group(2).decode().strip("()").replace("\\", " ").split(",")
+                imported.update(f"{target}.{n.split()[0]}".strip(".") for n in names if n.split())
+                if target:
+                    imported.add(target)
             else:
-                self._analyses.move_to_end(candidate)
-            if self._analyses[candidate] is not None:
-                return self._analyses[candidate]
-        return None
+                imported.update(part.split()[0] for part in match.group(3).decode().split(",") if part.split())
+        return imported
 
-    def _candidates(self, name: str) -> list[str]:
-        if name in self.files or name in self._analyses:
-            return [name]
-        suffix = "." + name
-        return sorted(m for m in self.files if m.endswith(suffix))[:1]
+    def resolve(self, dotted: str) -> str | None:
+        """The tree's module for an imported dotted name: itself, or the first module ending with it
+        (`from models import Net` run from the project root names `pkg.models`)."""
+        if self._by_suffix is None:
+            self._by_suffix = {}
+            for module in sorted(self.files, reverse=True):
+                parts = module.split(".")
+                for i in range(len(parts)):
+                    self._by_suffix[".".join(parts[i:])] = module
+            self._by_suffix.update({m: m for m in self.files})
+        return self._by_suffix.get(dotted)
 
-    def _load(self, name: str) -> FileAnalysis | None:
-        path = self.files.get(name)
-        if path is None:
+    def imports_of(self, name: str) -> set[str]:
+        """The tree's modules that `name` imports."""
+        return {m for m in map(self.resolve, self.outline(name).imported) if m is not None and m != name}
+
+    def importers_of_module(self, name: str) -> set[str]:
+        if self._importers is None:
+            self._importers = {}
+            for other in self.files:
+                for module in self.imports_of(other):
+                    self._importers.setdefault(module, set()).add(other)
+        return self._importers.get(name, set())
+
+    def neighbours(self, name: str) -> set[str]:
+        return self.imports_of(name) | self.importers_of_module(name) if name in self.files else set()
+
+    # -- cross-file questions ------------------------------------------------------------------
+    def _analysis(self, name: str) -> FileAnalysis | None:
+        if name not in self._analyses:
+            tree = self._tree(name)
+            self._analyses[name] = FileAnalysis(tree[0], tree[1], self, name) if tree is not None else None
+        return self._analyses[name]
+
+    def _tree(self, name: str) -> tuple[cst.Module, ImportTable] | None:
+        """A neighbour's tree, if the linted file's questions have room left for it. Whether they do
+        depends only on the files involved, never on what was linted before: findings stay the same
+        in any order and any number of processes."""
+        cost = self.tokens(name)
+        if cost > self._room:
             return None
+        self._room -= cost
+        self._in_use.add(name)
+        if name in self._trees:
+            self._trees.move_to_end(name)
+            return self._trees[name]
+        self._evict()
         try:
-            module = cst.parse_module(path.read_bytes())
-        except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError):
+            module = cst.parse_module(self.files[name].read_bytes())
+        except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
+            self._trees[name] = None
             return None
-        return FileAnalysis(module, ImportTable(module, name), self, name)
+        tree = self._trees[name] = (module, ImportTable(module, name))
+        return tree
+
+    def tokens(self, name: str) -> int:
+        if name not in self._tokens:
+            try:
+                self._tokens[name] = count_tokens(self.files[name].read_bytes())
+            except OSError:
+                self._tokens[name] = 0
+        return self._tokens[name]
+
+    def _evict(self) -> None:
+        """Drop least recently used trees, outside the linted file's, until the cached ones fit in
+        the room its questions have left."""
+        for name in list(self._trees):
+            if sum(self.tokens(n) for n in self._trees if n not in self._in_use) <= max(self._room, 0):
+                break
+            if name not in self._in_use:
+                del self._trees[name]
 
     def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
-        """The other files of the tree that import `module` and mention `name`, found from their
-        import lines before anything is parsed; None if more than MAX_IMPORTERS do."""
+        """The neighbours that import `module` and mention `name`, found from their import lines
+        before anything is parsed; None if more than MAX_IMPORTERS do."""
         candidates = []
-        for other, path in sorted(self.files.items()):
-            imported = self._imported_modules(other, path)
-            if other == module or (module not in imported and module.rsplit(".", 1)[-1] not in imported):
-                continue
+        for other in sorted(self.importers_of_module(module) & self._reachable):
             try:
-                if name.encode() in path.read_bytes():
+                if name.encode() in self.files[other].read_bytes():
                     candidates.append(other)
             except OSError:
                 continue
@@ -94,38 +207,21 @@ class Project:
             return None
         found = []
         for other in candidates:
-            analysis = self.analysis_for(other)
+            analysis = self._analysis(other)
             if analysis is not None and analysis is not exclude:
                 found.append(analysis)
         return found
 
-    def _imported_modules(self, module: str, path: Path) -> set[str]:
-        if module not in self._imports:
-            try:
-                text = path.read_bytes()
-            except OSError:
-                text = b""
-            imported: set[str] = set()
-            package = module.split(".")[:-1]
-            for match in _IMPORT_LINE.finditer(text):
-                if match.group(1):
-                    target = match.group(1).decode()
-                    dots = len(target) - len(target.lstrip("."))
-                    if dots:  # from .models import Net, inside package a.b -> a.b.models
-                        base = package[: len(package) - dots + 1] if dots <= len(package) + 1 else []
-                        target = ".".join([*base, target.lstrip(".")]).strip(".")
-                    imported.add(target)
-                else:
-                    imported.update(part.split()[0] for part in match.group(2).decode().split(",") if part.split())
-            # `from models import Net` names module `models`; so does `from pkg.models import Net`.
-            self._imports[module] = imported | {m.rsplit(".", 1)[-1] for m in imported}
-        return self._imports[module]
-
     def _split(self, qualname: str):
-        module, _, name = qualname.rpartition(".")
-        if not module or qualname.startswith(("torch.", "torchvision.")):
+        dotted, _, name = qualname.rpartition(".")
+        if not dotted or qualname.startswith(("torch.", "torchvision.")):
             return None, name
-        return self.analysis_for(module), name
+        module = dotted if dotted in self._analyses else self.resolve(dotted)
+        if module is None or module not in self._reachable:
+            return None, name
+        if module not in self._analyses and name not in self.outline(module).defined:
+            return None, name  # a constant or a re-export: nothing to parse the file for
+        return self._analysis(module), name
 
     def find_class(self, qualname: str) -> ClassInfo | None:
         analysis, name = self._split(qualname)

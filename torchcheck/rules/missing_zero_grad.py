@@ -26,7 +26,7 @@ class _LoopEvents:
         self.created: set[str] = set()  # optimizers built inside the loop: a fresh one each iteration
 
     def scan(self, body: cst.CSTNode) -> _LoopEvents:
-        for node in descendants(body, prune=lambda n: isinstance(n, (cst.FunctionDef, cst.Lambda, cst.ClassDef))):
+        for node in descendants(body, prune=_nested):
             if isinstance(node, cst.Call):
                 self.visit_Call(node)
             elif isinstance(node, cst.Assign):
@@ -70,6 +70,10 @@ class _LoopEvents:
                 self.clears_any = True
             elif isinstance(node.value, cst.Call) and self.ctx.value(node.value).kind == "optimizer":
                 self.created.add(dotted_name(target.target) or "")
+
+
+def _nested(node: cst.CSTNode) -> bool:
+    return isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef))
 
 
 def _is_grad_expr(node: cst.CSTNode) -> bool:
@@ -141,6 +145,8 @@ class MissingZeroGrad(Rule):
         self._check(node)
 
     def _check(self, loop) -> None:
+        if not any(isinstance(n, cst.Call) and method_name(n) == "step" for n in descendants(loop.body, prune=_nested)):
+            return  # only a step written in the loop itself is reported: no need to analyse it
         events = _LoopEvents(self.ctx).scan(loop.body)
         if not events.backward or events.clears_any:
             return
