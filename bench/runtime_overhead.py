@@ -1,7 +1,7 @@
 """Benchmark: per-step cost of the runtime harness on the reference models, beside PyTorch's
 anomaly mode, in the same run.
 
-    python bench/runtime_overhead.py [--steps 100] [--repeats 9] [--models lenet,mnist_mlp,...]
+    python bench/runtime_overhead.py [--steps 100] [--repeats 21] [--models lenet,mnist_mlp,...]
 
 Each configuration trains on the same batch; configurations are interleaved round by round and
 the best of `repeats` timings of `steps` steps is reported, with one intra-op thread by default. Not a test: numbers go in issue notes."""
@@ -61,7 +61,7 @@ def measure(name: str, steps: int, repeats: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--models", default=",".join(sorted(MODELS)))
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads (1 keeps timings steady)")
     args = parser.parse_args()

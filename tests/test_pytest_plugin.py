@@ -50,6 +50,23 @@ def test_config_applies_and_clean_results_are_cached(pytester):
     assert pytester.path.joinpath(".pytest_cache").exists()
 
 
+def test_a_changed_neighbour_invalidates_a_cached_clean_result(pytester):
+    model = "import torch.nn as nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n" \
+            "        self.body = nn.Sequential(nn.Linear(4, 2){})\n\n    def forward(self, x):\n        return self.body(x)\n"
+    pytester.makepyfile(models=model.format(""), train="""\
+        import torch.nn as nn
+        from models import Net
+
+        def loss(x, y):
+            return nn.CrossEntropyLoss()(Net()(x), y)
+        """)
+    pytester.runpytest("--torchcheck", "-k", "torchcheck").assert_outcomes(passed=2)
+    pytester.makepyfile(models=model.format(", nn.Softmax(dim=1)"))
+    result = pytester.runpytest("--torchcheck", "-k", "torchcheck")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*TC101*"])
+
+
 RUNTIME_TEST = """
 import pytest
 import torch

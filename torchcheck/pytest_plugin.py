@@ -2,7 +2,7 @@
 under the runtime harness.
 
 - `pytest --torchcheck`: one lint item per Python file; an item with findings fails with the text
-  `torchcheck lint` prints. Clean results are cached per file content and config.
+  `torchcheck lint` prints. Clean results are cached per file content, its import neighbours' and config.
 - the `torchcheck_watch` fixture (or `--torchcheck-runtime` for every test): the test body runs
   under `torchcheck.watch()`, and the test fails on findings, with the report.
 - `@pytest.mark.torchcheck(select=[...], ignore=[...], mode="collect")` configures the harness.
@@ -72,8 +72,16 @@ class _LintSession:
             self._clean = self.cache.get(CACHE_KEY, {}) if self.cache is not None else {}
         return self._clean
 
-    def key(self, data: bytes) -> str:
-        return hashlib.sha256(data + self.fingerprint.encode()).hexdigest()
+    def key(self, path: Path, data: bytes) -> str:
+        """The file's content, its neighbours' (cross-file facts come from them) and the config."""
+        digest = hashlib.sha256(data + self.fingerprint.encode())
+        name = self.names.get(path.resolve())
+        for neighbour in sorted(self.project.neighbours(name)) if name is not None else ():
+            try:
+                digest.update(hashlib.sha256(self.project.files[neighbour].read_bytes()).digest())
+            except OSError:
+                digest.update(b"unreadable")
+        return digest.hexdigest()
 
     def remember_clean(self, path: Path, key: str) -> None:
         if self.cache is not None:
@@ -115,7 +123,7 @@ class TorchcheckItem(pytest.Item):
             data = path.read_bytes()
         except OSError as exc:
             raise TorchcheckError(f"{path}: cannot read: {exc}") from None
-        key = session.key(data)
+        key = session.key(path, data)
         if session.clean.get(str(path)) == key:
             return  # unchanged and clean last time
         result = lint_source(data, path, session.config, session.rules, session.project,
