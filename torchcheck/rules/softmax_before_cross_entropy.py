@@ -7,6 +7,7 @@ from torchcheck.analysis.calls import loss_call, origin_note
 from torchcheck.analysis.dataflow import argument
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
+from torchcheck.walk import descendants
 
 _TARGET_LOSSES = {"CrossEntropyLoss"}
 
@@ -39,7 +40,8 @@ class SoftmaxBeforeCrossEntropy(Rule):
     Softmax used only for reporting is fine, and so is `log_softmax` followed by `NLLLoss`.
 
     ## Fix safety
-    The fix drops a softmax that is written directly inside the loss call. It is unsafe: the loss
+    The fix drops a softmax written directly inside the loss call, or assigned to a variable whose
+    only use is the loss (`probs = F.softmax(x, 1)` becomes `probs = x`). It is unsafe: the loss
     values and the training result change (which is the point).
 
     ## References
@@ -64,10 +66,11 @@ class SoftmaxBeforeCrossEntropy(Rule):
         what = "log-softmax" if value.activation == "log_softmax" else "softmax"
         origin = origin_note(self.ctx, value)
         fix = None
-        inner = _softmax_input(self.ctx, loss.input) if value.origin is loss.input else None
-        if inner is not None:
-            fix = FixSpec(f"Pass the logits to `{loss.callee_text}` without {what}",
-                          (Replacement(loss.input, self.ctx.code(inner)),))
+        if value.origin is loss.input or _only_use_is(self.ctx, loss.input, value.origin):
+            inner = _softmax_input(self.ctx, value.origin)
+            if inner is not None:
+                fix = FixSpec(f"Pass the logits to `{loss.callee_text}` without {what}",
+                              (Replacement(value.origin, self.ctx.code(inner)),))
         self.report(
             loss.input,
             f"{what.capitalize()} output{origin} is passed to `{loss.callee_text}`, which applies log-softmax itself;"
@@ -126,6 +129,25 @@ class SoftmaxBeforeCrossEntropy(Rule):
                 probs = torch.softmax(out, dim=-1)
                 loss = criterion(probs, y)
                 return loss
+            """,
+            fixed="""
+            import torch
+            from torch import nn
+            criterion = nn.CrossEntropyLoss()
+            def step(model, x, y):
+                out = model(x)
+                probs = out
+                loss = criterion(probs, y)
+                return loss
+            """,
+        ),
+        Invalid(
+            """
+            import torch.nn.functional as F
+            def step(model, x, y):
+                probs = F.softmax(model(x), dim=1)
+                print(probs.max(1))  # used for more than the loss: no fix
+                return F.cross_entropy(probs, y)
             """
         ),
         Invalid(
@@ -151,6 +173,20 @@ class SoftmaxBeforeCrossEntropy(Rule):
             """
         ),
     ]
+
+
+def _only_use_is(ctx, name: cst.CSTNode, origin) -> bool:
+    """`probs = F.softmax(x, 1)` assigned once, in this function, and used only as this loss input."""
+    if not isinstance(name, cst.Name) or not isinstance(origin, cst.Call):
+        return False
+    scope = ctx.functions[-1] if ctx.functions else ctx.module
+    assigns = [n for n in descendants(scope) if isinstance(n, cst.Assign) and n.value is origin]
+    if len(assigns) != 1 or len(assigns[0].targets) != 1:
+        return False
+    target = assigns[0].targets[0].target
+    if not isinstance(target, cst.Name) or target.value != name.value:
+        return False
+    return sum(isinstance(n, cst.Name) and n.value == name.value for n in descendants(scope)) == 2
 
 
 def _softmax_input(ctx, call: cst.CSTNode) -> cst.BaseExpression | None:
