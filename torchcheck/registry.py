@@ -62,9 +62,11 @@ RUNTIME_ONLY_RULES = [
     PseudoRule("TC203", "non-finite-loss", "A loss or gradient became NaN or Inf", Severity.ERROR, """
         ## What it does
         At run time, checks every loss returned by a `torch.nn.functional` loss (and so by every
-        `nn.*Loss` module) and, before each optimizer step, the gradients of the parameters it is
-        about to update. Reports the first step where a NaN or Inf appeared, and the parameter (and
-        so the module) whose gradient it was.
+        `nn.*Loss` module) and, every 16 optimizer steps, the gradients of the parameters about to
+        be updated. Reports the first step where a NaN or Inf appeared, and the parameter (and so
+        the module) whose gradient it was. On an accelerator, losses are copied into a buffer on the
+        device and read together every 16 steps (one synchronisation), so no step waits for the
+        device and the exact first step is still reported.
 
         ## Why is this bad?
         One NaN in a loss or gradient turns every parameter the optimizer touches into NaN; training

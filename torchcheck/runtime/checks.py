@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import optimizer as optimizer_hooks
 
-from torchcheck.runtime.harness import IndexCheckError
+from torchcheck.runtime.harness import IndexCheckError, TorchcheckError
 
 LOSS_FUNCTIONS = ("cross_entropy", "nll_loss", "mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div",
                   "binary_cross_entropy", "binary_cross_entropy_with_logits", "soft_margin_loss",
@@ -128,13 +128,14 @@ class State:
         self.steps: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> its steps
         self.params = WeakIdMap()  # parameter -> ParamState
         self.param_names = WeakIdMap()
-        self.records: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> [(param ref, state)]
+        self.records: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # optimizer -> (params, [(ref, state)])
         self.nograd_train_forwards: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.recalibrating = False  # reset_running_stats() was called: statistics are being re-estimated
         self.softmax_outputs = WeakIdMap()
         self.losses = WeakIdMap()  # loss tensor -> (iteration, where)
         self.nonfinite_reported = False
         self.loss_went_nonfinite = False
+        self.device_losses: dict[torch.device, DeviceLosses] = {}
         self.stack: contextlib.ExitStack | None = None
 
     # -- objects ---------------------------------------------------------------------------
@@ -179,22 +180,25 @@ class State:
         return name
 
     def hook_params(self, optimizer) -> list:
-        """The optimizer's parameters with their states, hooking any not seen yet."""
-        records = self.records.get(optimizer)
+        """The optimizer's sampled parameters with their states, hooking any not seen yet: the first
+        and last trainable parameter of each group. Forgetting zero_grad() leaves every gradient
+        stale and a partial clear leaves one end stale, so two per group find it, at a per-step cost
+        (one hook call per backward each) that does not grow with the model."""
         count = sum(len(group["params"]) for group in optimizer.param_groups)
-        if records is not None and len(records) == count:
-            return records
+        known = self.records.get(optimizer)
+        if known is not None and known[0] == count:
+            return known[1]
         records = []
         for group in optimizer.param_groups:
-            for param in group["params"]:
+            trainable = [p for p in group["params"] if p.requires_grad]
+            for param in dict.fromkeys(trainable[:1] + trainable[-1:]):
                 state = self.params.get(param)
                 if state is None:
                     state = self.params[param] = ParamState()
-                    if param.requires_grad:
-                        hook = functools.partial(_count_accumulation, state)
-                        self.stack.callback(param.register_post_accumulate_grad_hook(hook).remove)
+                    hook = functools.partial(_count_accumulation, state)
+                    self.stack.callback(param.register_post_accumulate_grad_hook(hook).remove)
                 records.append((weakref.ref(param), state))
-        self.records[optimizer] = records
+        self.records[optimizer] = (count, records)
         return records
 
     def report(self, name: str, message: str, **kwargs) -> None:
@@ -234,7 +238,8 @@ class State:
             self.check_stale_gradients(optimizer, records)
         if self.wants("non-finite-loss") and not self.nonfinite_reported and (
                 self.loss_went_nonfinite or self.steps.get(optimizer, 0) % GRAD_CHECK_EVERY == 0):
-            params = [p for ref, _ in records if (p := ref()) is not None and p.grad is not None]
+            self.check_device_losses()
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
             if params:
                 self.check_finite_gradients(params)
 
@@ -255,8 +260,6 @@ class State:
                 return
 
     def check_finite_gradients(self, params) -> None:
-        if params[0].grad.device.type != "cpu":
-            return  # no host-device synchronisation per step: non-CPU losses are checked instead
         norms = torch._foreach_norm([p.grad for p in params])
         if math.isfinite(torch.stack(norms).sum().item()):
             return
@@ -319,15 +322,33 @@ class State:
                                                 " detach it or compute it under `torch.no_grad()`")
         if not isinstance(output, torch.Tensor) or output.grad_fn is None:
             return
-        if self.wants("loss-accumulated-without-item"):
-            from torchcheck.runtime.harness import user_frame
+        from torchcheck.runtime.harness import user_frame
 
-            self.losses[output] = (self.iteration, user_frame())
-        if self.wants("non-finite-loss") and not self.loss_went_nonfinite and output.device.type == "cpu":
-            if not math.isfinite(output.sum().item() if output.dim() else output.item()):
-                self.loss_went_nonfinite = True
-                self.report("non-finite-loss", f"`{name}` returned NaN or Inf at step {self.iteration}"
-                                               " (the first step where one appeared)")
+        where = user_frame()
+        if self.wants("loss-accumulated-without-item"):
+            self.losses[output] = (self.iteration, where)
+        if self.wants("non-finite-loss") and not self.loss_went_nonfinite:
+            if output.device.type == "cpu":
+                if not math.isfinite(output.sum().item() if output.dim() else output.item()):
+                    self.report_non_finite_loss(self.iteration, name, where)
+                return
+            losses = self.device_losses.get(output.device)
+            if losses is None:
+                losses = self.device_losses[output.device] = DeviceLosses(output.device)
+            if losses.add(output, (self.iteration, name, where)):
+                self.check_device_losses()  # the buffer is full: read it now
+
+    def check_device_losses(self) -> None:
+        """Read the losses held on devices (one synchronisation each): report the first non-finite one."""
+        for losses in self.device_losses.values():
+            first = losses.first_non_finite()
+            if first is not None and not self.loss_went_nonfinite:
+                self.report_non_finite_loss(*first)
+
+    def report_non_finite_loss(self, step: int, name: str, where) -> None:
+        self.loss_went_nonfinite = True
+        self.report("non-finite-loss", f"`{name}` returned NaN or Inf at step {step} (the first step where one"
+                                       " appeared)", where=where, step=step)
 
     def on_sum(self, result, *operands) -> None:
         """`total = total + loss` keeps the graph of every loss summed in: tag the sum with the
@@ -340,7 +361,41 @@ class State:
             self.losses[result] = (oldest, where)
 
     def finish(self) -> None:
-        pass
+        """Checks whose results wait on the device are read once more when a run ends."""
+        if self.device_losses and self.wants("non-finite-loss"):
+            try:
+                self.check_device_losses()
+            except TorchcheckError:
+                raise
+            except RuntimeError:  # a device error (e.g. an assert in the user's code) already ended the run
+                pass
+
+
+class DeviceLosses:
+    """Loss values on an accelerator, copied into a buffer on the device (one copy kernel per loss,
+    never waiting for the device) and read in one synchronisation when gradients are sampled, when
+    the buffer is full and when the run ends: the first non-finite loss is found at its exact step."""
+
+    SIZE = 64
+
+    def __init__(self, device: torch.device) -> None:
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # float64: a finite loss stays finite
+        self.buffer = torch.zeros(self.SIZE, dtype=dtype, device=device)
+        self.entries: list[tuple] = []  # what each filled slot holds: (step, loss name, user line)
+
+    def add(self, output: torch.Tensor, entry: tuple) -> bool:
+        """Hold one loss; True when the buffer is full and must be read."""
+        with torch.no_grad():
+            self.buffer[len(self.entries)].copy_(output.sum() if output.dim() else output)
+        self.entries.append(entry)
+        return len(self.entries) == self.SIZE
+
+    def first_non_finite(self) -> tuple | None:
+        if not self.entries:
+            return None
+        finite = torch.isfinite(self.buffer[: len(self.entries)]).tolist()
+        entries, self.entries = self.entries, []
+        return next((entry for entry, ok in zip(entries, finite) if not ok), None)
 
 
 def _count_accumulation(state: ParamState, param) -> None:
@@ -415,7 +470,7 @@ def install_all(state: State, stack: contextlib.ExitStack) -> None:
 def _install_zero_grad(state: State, stack) -> None:
     def optimizer_zero_grad(original):
         def wrapper(self, *args, **kwargs):
-            for _, param_state in state.records.get(self, ()):
+            for _, param_state in state.records.get(self, (0, ()))[1]:
                 param_state.cleared = True
             return original(self, *args, **kwargs)
 

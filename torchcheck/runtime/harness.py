@@ -116,9 +116,9 @@ class Run:
         self._active = True
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self._active = False
-        _SESSION.exit(self)
+        _SESSION.exit(self, failed=exc_type is not None)
 
     def _record(self, finding: Finding) -> bool:
         """Count the finding; True if this run had not seen it before."""
@@ -171,16 +171,20 @@ class _Session:
             self._wants.clear()
             self.state.watch(run.objects)
 
-    def exit(self, run: Run) -> None:
+    def exit(self, run: Run, failed: bool) -> None:
         with self.lock:
-            if run in self.runs:
-                self.runs.remove(run)
-            self._wants.clear()
-            if not self.runs and self.stack is not None:
-                stack, self.stack = self.stack, None
-                try:
-                    self.state.finish()
-                finally:
+            try:
+                if self.state is not None and run in self.runs:
+                    self.state.finish()  # the run leaving still receives what the device held back
+            except TorchcheckError:
+                if not failed:  # mode="raise"; never hide the exception the block raised
+                    raise
+            finally:
+                if run in self.runs:
+                    self.runs.remove(run)
+                self._wants.clear()
+                if not self.runs and self.stack is not None:
+                    stack, self.stack = self.stack, None
                     self.state = None
                     stack.close()
 
