@@ -1,0 +1,283 @@
+"""One abstract evaluation of a function body or module body: statements and expressions. What
+calls do is in `semantics`."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
+from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
+from torchcheck.analysis.semantics import CallSemantics
+from torchcheck.analysis.structure import ClassInfo, FunctionInfo
+from torchcheck.analysis.syntax import literal
+from torchcheck.analysis.values import INHERIT, NUMBER, UNKNOWN, Value, combine_graph, join
+
+if TYPE_CHECKING:
+    from torchcheck.analysis.dataflow import FileAnalysis
+
+MAX_CALL_DEPTH = 4
+
+
+class Frame(CallSemantics):
+    """One evaluation of a function body (or the module body)."""
+
+    def __init__(self, analysis: FileAnalysis, func: FunctionInfo | None, record: bool, depth: int = 0, grad=None):
+        self.fa = analysis
+        self.func = func
+        self.record = record
+        self.depth = depth
+        self.env: dict[str, Value] = {}
+        self.returns: list[Value] = []
+        self.modes: dict[str, frozenset] = {}
+        if grad is not None:
+            self.grad = grad
+        elif func is None:
+            self.grad = GRAD_ON
+        else:
+            decorators = func.decorator_qualnames()
+            self.grad = (
+                GRAD_OFF
+                if any(q in api.NO_GRAD_CONTEXTS for q in decorators)
+                else GRAD_ON
+                if any(q in api.ENABLE_GRAD_CONTEXTS for q in decorators)
+                else INHERIT
+            )
+
+    def run(self) -> None:
+        body = self.fa.module if self.func is None else self.func.node.body
+        self.exec_block(body)
+
+    # -- statements ----------------------------------------------------------------------------
+    def exec_block(self, block) -> None:
+        for stmt in iter_statements(block):
+            self.exec(stmt)
+
+    def exec(self, stmt: cst.CSTNode) -> None:
+        if isinstance(stmt, cst.Assign):
+            value = self.eval(stmt.value)
+            for target in stmt.targets:
+                self.bind(target.target, value)
+        elif isinstance(stmt, cst.AnnAssign):
+            if stmt.value is not None:
+                self.bind(stmt.target, self.eval(stmt.value))
+        elif isinstance(stmt, cst.AugAssign):
+            current = self.eval(stmt.target)
+            self.bind(stmt.target, self.binop(current, self.eval(stmt.value)))
+        elif isinstance(stmt, cst.Expr):
+            self.eval(stmt.value)
+        elif isinstance(stmt, cst.Return):
+            self.returns.append(self.eval(stmt.value) if stmt.value is not None else UNKNOWN)
+        elif isinstance(stmt, (cst.If, cst.Try, cst.Match)) or type(stmt).__name__ == "TryStar":
+            if isinstance(stmt, cst.If):
+                self.eval(stmt.test)
+            self.exec_branches(child_blocks(stmt), exhaustive=isinstance(stmt, cst.If) and stmt.orelse is not None)
+        elif isinstance(stmt, (cst.For, cst.While)):
+            if isinstance(stmt, cst.For):
+                self.bind(stmt.target, self.element_of(self.eval(stmt.iter)))
+            else:
+                self.eval(stmt.test)
+            for block in child_blocks(stmt):
+                self.exec_block(block)
+        elif isinstance(stmt, cst.With):
+            self.exec_with(stmt)
+        elif isinstance(stmt, cst.FunctionDef):
+            info = self.fa.function_of_node.get(stmt)
+            self.env[stmt.name.value] = Value(kind="function", info=info)
+        elif isinstance(stmt, cst.Assert):
+            self.eval(stmt.test)
+        elif isinstance(stmt, cst.Del):
+            pass
+
+    def exec_branches(self, blocks, exhaustive: bool) -> None:
+        start_env, start_modes = dict(self.env), dict(self.modes)
+        ends = []
+        for block in blocks:
+            self.env, self.modes = dict(start_env), dict(start_modes)
+            self.exec_block(block)
+            ends.append((self.env, self.modes))
+        if not exhaustive:
+            ends.append((start_env, start_modes))
+        env, modes = ends[0]
+        for other_env, other_modes in ends[1:]:
+            env = {k: join(v, other_env[k]) for k, v in env.items() if k in other_env}
+            modes = {k: v | other_modes.get(k, frozenset({"unknown"})) for k, v in modes.items()} | {
+                k: v | frozenset({"unknown"}) for k, v in other_modes.items() if k not in modes
+            }
+        self.env, self.modes = env, modes
+
+    def exec_with(self, stmt: cst.With) -> None:
+        saved = self.grad
+        for item in stmt.items:
+            value = self.eval(item.item)
+            if value.kind == "grad_ctx":
+                self.grad = value.qualname if value.qualname in (GRAD_ON, GRAD_OFF) else saved
+            elif value.kind == "unknown_grad_ctx":
+                self.grad = GRAD_OFF  # set_grad_enabled(<expr>): the train/val phase pattern; trust it
+            if item.asname is not None:
+                self.bind(item.asname.name, UNKNOWN)
+        self.exec_block(stmt.body)
+        self.grad = saved
+
+    def bind(self, target: cst.CSTNode, value: Value) -> None:
+        if isinstance(target, cst.Name):
+            self.env[target.value] = value
+        elif isinstance(target, cst.Attribute):
+            name = dotted_name(target)
+            if name is not None:
+                self.env[name] = value
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            elements = target.elements
+            for i, element in enumerate(elements):
+                if isinstance(element, cst.StarredElement):
+                    self.bind(element.value, UNKNOWN)
+                    continue
+                item = value.items[i] if value.kind == "tuple" and i < len(value.items) else UNKNOWN
+                self.bind(element.value, item)
+        if self.record:
+            self.fa.values[target] = value
+            self.fa.scope[target] = self.func
+
+    def element_of(self, iterable: Value) -> Value:
+        if iterable.kind == "tuple" and iterable.items:
+            merged = iterable.items[0]
+            for item in iterable.items[1:]:
+                merged = join(merged, item)
+            return merged
+        return UNKNOWN
+
+    # -- expressions ---------------------------------------------------------------------------
+    def eval(self, node: cst.CSTNode | None) -> Value:
+        if node is None:
+            return UNKNOWN
+        value = self._eval(node)
+        if self.record:
+            self.fa.values[node] = value
+            self.fa.scope[node] = self.func
+        return value
+
+    def _eval(self, node: cst.CSTNode) -> Value:
+        if isinstance(node, cst.Name):
+            return self.lookup(node)
+        if isinstance(node, cst.Attribute):
+            return self.attribute(node)
+        if isinstance(node, cst.Call):
+            return self.call(node)
+        if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary)):
+            return NUMBER
+        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
+            return Value(kind="str")
+        if isinstance(node, (cst.Tuple, cst.List)):
+            items = []
+            for element in node.elements:
+                item = self.eval(element.value)
+                items.append(UNKNOWN if isinstance(element, cst.StarredElement) else item)
+            return Value(kind="tuple", items=tuple(items))
+        if isinstance(node, cst.BinaryOperation):
+            return self.binop(self.eval(node.left), self.eval(node.right))
+        if isinstance(node, cst.UnaryOperation):
+            inner = self.eval(node.expression)
+            return inner.with_(activation=None, origin=None) if inner.is_tensor else inner
+        if isinstance(node, cst.Subscript):
+            return self.subscript(node)
+        if isinstance(node, cst.IfExp):
+            self.eval(node.test)
+            return join(self.eval(node.body), self.eval(node.orelse))
+        if isinstance(node, cst.Await):
+            return self.eval(node.expression)
+        if not isinstance(node, cst.Lambda):
+            self.eval_children(node)  # comprehensions, comparisons, f-strings...: record the calls inside
+        return UNKNOWN
+
+    def eval_children(self, node: cst.CSTNode) -> None:
+        for child in node.children:
+            if isinstance(child, cst.BaseExpression):
+                self.eval(child)
+            elif not isinstance(child, (cst.BaseStatement, cst.BaseSuite)):
+                self.eval_children(child)
+
+    def lookup(self, node: cst.Name) -> Value:
+        name = node.value
+        if name in self.env:
+            return self.env[name]
+        if name in ("True", "False", "None"):
+            return NUMBER
+        if self.func is not None and name in self.fa.module_env:
+            return self.fa.module_env[name]
+        if name in self.fa.classes:
+            return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
+        if name in self.fa.functions:
+            return Value(kind="function", info=self.fa.functions[name])
+        return self.imported(node)
+
+    def imported(self, node: cst.CSTNode) -> Value:
+        qualname = self.fa.imports.qualname(node)
+        if qualname is None:
+            return UNKNOWN
+        info = self.fa.project.find_class(qualname)
+        if info is not None:
+            return Value(kind="class", qualname=info.key, info=info)
+        function = self.fa.project.find_function(qualname)
+        if function is not None:
+            return Value(kind="function", info=function)
+        return Value(kind="ref", qualname=qualname)
+
+    def attribute(self, node: cst.Attribute) -> Value:
+        dotted = dotted_name(node)
+        if dotted is not None:
+            if dotted in self.env:
+                return self.env[dotted]
+            head = dotted.split(".")[0]
+            if head not in self.env and (self.func is None or head not in self.fa.module_env):
+                if head not in self.fa.classes and head not in self.fa.functions:
+                    if head in self.fa.imports.aliases:
+                        return self.imported(node)
+        base = self.eval(node.value)
+        attr = node.attr.value
+        if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
+            return self.attribute_of(base, attr)
+        if base.kind == "layer" and attr == "weight":
+            return Value(kind="tensor", graph=True)
+        if base.is_tensor:
+            if attr == "data":
+                return base.with_(graph=False, is_loss=False)
+            if attr in ("T", "mT", "real"):
+                return base
+        return UNKNOWN
+
+    def subscript(self, node: cst.Subscript) -> Value:
+        base = self.eval(node.value)
+        indices = []
+        for element in node.slice:
+            if isinstance(element.slice, cst.Index):
+                self.eval(element.slice.value)
+                indices.append(literal(element.slice.value) if isinstance(element.slice.value, cst.Integer) else None)
+            else:
+                indices.append(None)
+        if base.kind == "tuple" and len(indices) == 1 and isinstance(indices[0], int):
+            i = indices[0]
+            return base.items[i] if -len(base.items) <= i < len(base.items) else UNKNOWN
+        if base.is_tensor:
+            shape = base.shape
+            if shape is not None and len(indices) == 1 and isinstance(indices[0], int):
+                shape = shape[1:]
+            else:
+                shape = None
+            return base.with_(shape=shape, image=False, is_loss=False)
+        return UNKNOWN
+
+    def binop(self, left: Value, right: Value) -> Value:
+        if left.is_tensor or right.is_tensor:
+            return Value(
+                kind="tensor",
+                graph=combine_graph(*(g for g in (left.graph, right.graph) if g is not None)),
+                is_loss=left.is_loss or right.is_loss,
+                source=left.source or right.source,
+            )
+        if left.kind == "number" and right.kind == "number":
+            return NUMBER
+        return UNKNOWN
+
+    def model_output_graph(self) -> object:
+        return True if self.grad == GRAD_ON else False if self.grad == GRAD_OFF else INHERIT

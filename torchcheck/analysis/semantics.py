@@ -1,0 +1,273 @@
+"""What calls do to abstract values: torch functions, layers, criteria, models, tensor methods."""
+from __future__ import annotations
+
+import libcst as cst
+
+from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
+from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
+from torchcheck.analysis.syntax import infer_literal_dtype, literal
+from torchcheck.analysis.values import NUMBER, TENSOR, UNKNOWN, Value, combine_graph
+
+
+class CallSemantics:
+    """Mixed into `Frame`: the call half of the interpreter."""
+
+    def call(self, node: cst.Call) -> Value:
+        func = node.func
+        method_base = None
+        if isinstance(func, cst.Attribute):
+            dotted = dotted_name(func)
+            head = dotted.split(".")[0] if dotted else None
+            if dotted is not None and head not in self.env and head in self.fa.imports.aliases and (
+                self.func is None or head not in self.fa.module_env
+            ):
+                callee = self.eval(func)
+            else:
+                method_base = self.eval(func.value)
+                callee = self.attribute_of(method_base, func.attr.value)
+                if self.record:
+                    self.fa.values[func] = callee
+        else:
+            callee = self.eval(func)
+        args, kwargs = [], {}
+        for arg in node.args:
+            value = self.eval(arg.value)
+            if arg.star:
+                continue
+            if arg.keyword is not None:
+                kwargs[arg.keyword.value] = value
+            else:
+                args.append(value)
+        if self.record:
+            self.fa.grad_at[node] = self.grad
+            self.fa.scope[node] = self.func
+        if isinstance(func, cst.Attribute) and method_base is not None:
+            self.track_mode(node, func)
+        if self.record:
+            self.fa.modes_at[node] = self.modes
+        if callee.kind == "function" and isinstance(callee.info, FunctionInfo):
+            if self.record:
+                self.fa.call_sites.setdefault(callee.info, []).append((node, self.func))
+            return self.fa.call_function(callee.info, args, kwargs, callee.bound, self)
+        if method_base is not None and callee.kind == "unknown" and not (
+            not method_base.is_tensor and is_model_like(dotted_name(func))
+        ):
+            return self.method_call(node, method_base, func.attr.value, args, kwargs)
+        return self.apply(node, callee, args, kwargs)
+
+    def attribute_of(self, base: Value, attr: str) -> Value:
+        """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
+        if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
+            attrs = base.info.attrs()
+            if attr in attrs:
+                return attrs[attr]
+            method = base.info.method(attr)
+            if method is not None:
+                return Value(kind="function", info=method, bound=base)
+        return UNKNOWN
+
+    def track_mode(self, node: cst.Call, func: cst.Attribute) -> None:
+        receiver = dotted_name(func.value)
+        if receiver is None:
+            return
+        if func.attr.value == "eval" and not node.args:
+            state = frozenset({"eval"})
+        elif func.attr.value == "train":
+            flag = literal(node.args[0].value) if node.args else True
+            state = frozenset({"eval" if flag is False else "train" if flag is True else "unknown"})
+        else:
+            return
+        # A new dict, never mutated: `modes_at` shares it between calls.
+        self.modes = {k: v for k, v in self.modes.items() if not k.startswith(receiver + ".")} | {receiver: state}
+
+    def method_call(self, node: cst.Call, base: Value, name: str, args, kwargs) -> Value:
+        if base.kind in ("model", "criterion", "layer") and name in ("to", "cuda", "cpu", "float", "double", "half", "train", "eval", "requires_grad_"):
+            return base
+        if base.kind in ("model", "criterion", "layer") and name == "forward":
+            return self.apply(node, base, args, kwargs)
+        if base.kind in ("ref", "class", "function", "optimizer", "scheduler", "str", "number"):
+            return UNKNOWN
+        graph = base.graph if base.is_tensor else None
+        if name in ("softmax", "log_softmax", "sigmoid"):
+            return Value(kind="tensor", activation=name, origin=node, graph=graph, source=base.source)
+        if name == "exp" and base.activation == "log_softmax":
+            return base.with_(activation="softmax", origin=node)
+        if name == "log" and base.activation == "softmax":
+            return base.with_(activation="log_softmax", origin=node)
+        if not base.is_tensor:
+            return UNKNOWN
+        if name == "detach":
+            return base.with_(graph=False)
+        if name in ("item", "tolist", "numpy"):
+            return NUMBER
+        if name in api.DTYPE_METHODS:
+            return base.with_(dtype=api.DTYPE_METHODS[name])
+        if name in api.PRESERVING_METHODS:
+            dtype = base.dtype
+            if name in ("to", "type") and args and args[0].kind == "ref":
+                dtype = api.DTYPE_NAMES.get((args[0].qualname or "").rsplit(".", 1)[-1], dtype)
+            keep_shape = name in ("cuda", "cpu", "to", "contiguous", "clone")
+            return base.with_(dtype=dtype, shape=base.shape if keep_shape else None, image=base.image and keep_shape)
+        if name in ("sum", "mean"):
+            return Value(kind="tensor", graph=graph, is_loss=base.is_loss, source=base.source)
+        if name in ("requires_grad_",):
+            return base.with_(graph=True)
+        return Value(kind="tensor", graph=graph)
+
+    def apply(self, node: cst.Call, callee: Value, args, kwargs) -> Value:
+        first = args[0] if args else kwargs.get("input", UNKNOWN)
+        kind = callee.kind
+        if kind == "ref":
+            return self.call_ref(node, callee.qualname or "", args, kwargs)
+        if kind == "class" and isinstance(callee.info, ClassInfo):
+            if callee.info.is_module():
+                return Value(kind="model", qualname=callee.info.key, info=callee.info)
+            return Value(kind="instance", qualname=callee.info.key, info=callee.info)
+        if kind == "criterion":
+            return Value(kind="tensor", is_loss=True, graph=_loss_graph(self, args), source=first.source)
+        if kind == "layer":
+            out = self.apply_layer(callee, first, node)
+            if api.has_parameters(callee.qualname) and out.is_tensor:
+                out = out.with_(graph=self.model_output_graph(), source=dotted_name(node.func) or out.source)
+            return out
+        if kind == "model":
+            source = dotted_name(node.func) if not isinstance(node.func, cst.Attribute) or node.func.attr.value != "forward" else dotted_name(node.func.value)
+            out = TENSOR
+            if isinstance(callee.info, ClassInfo):
+                forward = callee.info.method("forward")
+                if forward is not None:
+                    out = self.fa.call_function(forward, args, kwargs, callee, self)
+                    if out.kind == "unknown":
+                        out = TENSOR
+            elif callee.qualname and api.is_torchvision_builder(callee.qualname):
+                out = Value(kind="tensor", activation="logits")
+            graph = self.model_output_graph()
+            if out.kind == "tuple":
+                return out.with_(items=tuple(i.with_(graph=graph, source=source) if i.is_tensor else i for i in out.items))
+            return out.with_(graph=graph, source=source, is_loss=out.is_loss)
+        if kind == "unknown" and isinstance(node.func, (cst.Name, cst.Attribute)):
+            # An unknown callable named like a model, or fed tensors, gives a tensor of unknown kind.
+            if is_model_like(dotted_name(node.func)):
+                return Value(kind="tensor", graph=self.model_output_graph(), source=dotted_name(node.func))
+            if any(a.is_tensor for a in args):
+                return Value(kind="tensor", graph=None)
+        return UNKNOWN
+
+    def apply_layer(self, layer: Value, value: Value, node) -> Value:
+        qualname = layer.qualname or ""
+        if qualname in ("torch.nn.Sequential",):
+            for item in layer.items:
+                value = self.apply_layer(item, value, node) if item.kind in ("layer", "model") else Value(kind="tensor")
+            return value
+        if layer.kind == "model":
+            return self.apply(node, layer, [value], {})
+        if qualname in api.IMAGE_TRANSFORM_CLASSES or qualname == "torchvision.transforms.Compose" and layer.image:
+            return Value(kind="tensor", image=True, shape=(None, None, None), graph=False)
+        activation = api.LAYER_ACTIVATION.get(qualname)
+        if activation is not None:
+            return Value(kind="tensor", activation=activation, origin=layer.origin or node, graph=value.graph,
+                         source=value.source)
+        if qualname in api.TRANSPARENT_LAYERS:
+            return value
+        return Value(kind="tensor", graph=value.graph, source=value.source)
+
+    def call_ref(self, node: cst.Call, qualname: str, args, kwargs) -> Value:
+        first = args[0] if args else kwargs.get("input", UNKNOWN)
+        if qualname in api.SOFTMAX_FUNCTIONS:
+            return Value(kind="tensor", activation="softmax", origin=node, graph=first.graph, source=first.source)
+        if qualname in api.LOG_SOFTMAX_FUNCTIONS:
+            return Value(kind="tensor", activation="log_softmax", origin=node, graph=first.graph, source=first.source)
+        if qualname in api.SIGMOID_FUNCTIONS:
+            return Value(kind="tensor", activation="sigmoid", origin=node, graph=first.graph, source=first.source)
+        if qualname == "torch.exp" and first.activation == "log_softmax":
+            return first.with_(activation="softmax", origin=node)
+        if qualname == "torch.log" and first.activation == "softmax":
+            return first.with_(activation="log_softmax", origin=node)
+        if qualname.startswith("torch.nn.functional."):
+            name = api.functional_loss(qualname)
+            if name is not None:
+                return Value(kind="tensor", is_loss=True, graph=_loss_graph(self, args), source=first.source)
+            if qualname.rsplit(".", 1)[1] in ("relu", "relu6", "elu", "gelu", "dropout", "linear", "leaky_relu"):
+                activation = "logits" if qualname.endswith(".linear") else None
+                return Value(kind="tensor", activation=activation, graph=first.graph, source=first.source)
+        if api.loss_class(qualname):
+            return Value(kind="criterion", qualname=api.loss_class(qualname))
+        if api.is_optimizer_class(qualname):
+            return Value(kind="optimizer", qualname=qualname)
+        if qualname.startswith("torch.optim.lr_scheduler."):
+            return Value(kind="scheduler", qualname=qualname)
+        if qualname.endswith("GradScaler"):
+            return Value(kind="scaler", qualname=qualname)
+        if qualname in api.NO_GRAD_CONTEXTS:
+            return Value(kind="grad_ctx", qualname=GRAD_OFF)
+        if qualname in api.ENABLE_GRAD_CONTEXTS:
+            return Value(kind="grad_ctx", qualname=GRAD_ON)
+        if qualname in api.SET_GRAD_ENABLED:
+            flag = literal(node.args[0].value) if node.args else None
+            if flag is True or flag is False:
+                return Value(kind="grad_ctx", qualname=GRAD_ON if flag else GRAD_OFF)
+            return Value(kind="unknown_grad_ctx")
+        if qualname == "torch.nn.Sequential":
+            items = args
+            if len(args) == 1 and args[0].kind == "tuple" and args[0].items and all(i.kind == "tuple" for i in args[0].items):
+                items = [i.items[1] if len(i.items) > 1 else UNKNOWN for i in args[0].items]  # OrderedDict
+            return Value(kind="layer", qualname=qualname, items=tuple(items))
+        if qualname in ("collections.OrderedDict",) and args:
+            return args[0]
+        if qualname == "torchvision.transforms.Compose":
+            items = args[0].items if args and args[0].kind == "tuple" else ()
+            return Value(kind="layer", qualname=qualname, image=any(i.qualname in api.IMAGE_TRANSFORM_CLASSES for i in items))
+        if qualname in api.IMAGE_LOADERS:
+            return Value(kind="tensor", image=True, shape=(None, None, None), graph=False)
+        if api.is_torchvision_builder(qualname) or qualname == "torch.optim.swa_utils.AveragedModel":
+            return Value(kind="model", qualname=qualname)
+        if qualname in api.TENSOR_FACTORIES:
+            return self.tensor_factory(node, qualname, args, kwargs)
+        if qualname in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
+            return Value(kind="tensor", graph=True)
+        if qualname in ("torch.stack", "torch.cat", "torch.sum", "torch.mean"):
+            items = first.items if first.kind == "tuple" else (first,)
+            return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))
+        if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
+            return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname in ("sum",):
+            items = first.items if first.kind == "tuple" else ()
+            return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))
+        if qualname.startswith("torch.") and first.is_tensor:
+            return Value(kind="tensor", graph=first.graph)
+        return UNKNOWN
+
+    def tensor_factory(self, node: cst.Call, qualname: str, args, kwargs) -> Value:
+        dtype = api.LEGACY_TENSOR_DTYPES.get(qualname)
+        dtype_arg = next((a for a in node.args if a.keyword is not None and a.keyword.value == "dtype"), None)
+        if dtype_arg is not None:
+            name = dotted_name(dtype_arg.value) or ""
+            dtype = api.DTYPE_NAMES.get(name.rsplit(".", 1)[-1])
+        elif qualname in ("torch.tensor", "torch.as_tensor") and node.args:
+            dtype = infer_literal_dtype(node.args[0].value)
+        elif qualname in ("torch.arange", "torch.randint", "torch.randperm"):
+            positional = [a for a in node.args if a.keyword is None]
+            literals = [literal(a.value) for a in positional[:3]] if qualname == "torch.arange" else [0]
+            dtype = "int64" if all(isinstance(v, int) and not isinstance(v, bool) for v in literals) else None
+        elif qualname in ("torch.randn", "torch.rand", "torch.zeros", "torch.ones", "torch.empty", "torch.linspace"):
+            dtype = "float32"
+        shape = None
+        if qualname in ("torch.randn", "torch.rand", "torch.zeros", "torch.ones", "torch.empty"):
+            dims = [literal(a.value) for a in node.args if a.keyword is None]
+            if len(dims) == 1 and isinstance(node.args[0].value, (cst.Tuple, cst.List)):
+                dims = [literal(e.value) for e in node.args[0].value.elements]
+            if dims and all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+                shape = tuple(dims)
+        requires_grad = next(
+            (literal(a.value) for a in node.args if a.keyword is not None and a.keyword.value == "requires_grad"), False
+        )
+        return Value(kind="tensor", dtype=dtype, shape=shape, graph=True if requires_grad is True else False)
+
+
+def _loss_graph(frame, args) -> object:
+    if frame.grad == GRAD_OFF:
+        return False
+    graphs = [a.graph for a in args[:1]]
+    return combine_graph(*graphs) if graphs and graphs[0] is not None else frame.model_output_graph()

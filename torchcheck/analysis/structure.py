@@ -1,0 +1,125 @@
+"""Model structure: the functions and classes of a file, which classes are modules, what their
+`__init__` stores on `self`."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.values import Value
+
+if TYPE_CHECKING:
+    from torchcheck.analysis.dataflow import FileAnalysis
+
+_MODEL_NAME = re.compile(r"^(model|net|network|classifier|student|teacher|generator|discriminator|netG|netD|G|D)$"
+                         r"|_(model|net)$|^(model|net)_", re.IGNORECASE)
+
+
+def is_model_like(dotted: str | None) -> bool:
+    """A name people give models: `model`, `self.net`, `teacher_model`, `netD`."""
+    if not dotted:
+        return False
+    last = dotted.rsplit(".", 1)[-1]
+    if last == "module" and "." in dotted:  # DDP/DataParallel: model.module
+        last = dotted.rsplit(".", 2)[-2]
+    return bool(_MODEL_NAME.search(last))
+GRAD_ON, GRAD_OFF, GRAD_UNKNOWN = "on", "off", "unknown"
+
+
+
+
+@dataclass(eq=False)
+class FunctionInfo:
+    node: cst.FunctionDef
+    analysis: FileAnalysis
+    cls: ClassInfo | None = None
+    parent: FunctionInfo | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name.value
+
+    def param_names(self) -> list[str]:
+        p = self.node.params
+        return [param.name.value for param in (*p.posonly_params, *p.params, *p.kwonly_params)]
+
+    def decorator_qualnames(self) -> list[str]:
+        out = []
+        for decorator in self.node.decorators:
+            expr = decorator.decorator
+            if isinstance(expr, cst.Call):
+                expr = expr.func
+            out.append(self.analysis.imports.qualname(expr) or dotted_name(expr) or "")
+        return out
+
+
+@dataclass(eq=False)
+class ClassInfo:
+    node: cst.ClassDef
+    analysis: FileAnalysis
+    methods: dict[str, FunctionInfo] = field(default_factory=dict)
+    _attrs: dict[str, Value] | None = None
+    _is_module: bool | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name.value
+
+    @property
+    def key(self) -> str:
+        return f"{self.analysis.module_name}.{self.name}" if self.analysis.module_name else self.name
+
+    def base_qualnames(self) -> list[str]:
+        return [self.analysis.imports.qualname(b.value) or dotted_name(b.value) or "" for b in self.node.bases]
+
+    def base_classes(self) -> list[ClassInfo]:
+        out = []
+        for base in self.node.bases:
+            info = self.analysis.resolve_class(base.value)
+            if info is not None and info is not self:
+                out.append(info)
+        return out
+
+    def is_module(self) -> bool:
+        if self._is_module is None:
+            self._is_module = False  # recursion guard
+            self._is_module = any(q in api.MODULE_BASES or api.loss_class(q) for q in self.base_qualnames()) or any(
+                base.is_module() for base in self.base_classes()
+            )
+        return self._is_module
+
+    def method(self, name: str) -> FunctionInfo | None:
+        if name in self.methods:
+            return self.methods[name]
+        for base in self.base_classes():
+            found = base.method(name)
+            if found is not None:
+                return found
+        return None
+
+    def attrs(self) -> dict[str, Value]:
+        """`self.x` values assigned in `__init__` (and in bases' `__init__`)."""
+        if self._attrs is None:
+            self._attrs = {}
+            merged: dict[str, Value] = {}
+            for base in reversed(self.base_classes()):
+                merged.update(base.attrs())
+            init = self.methods.get("__init__")
+            if init is not None:
+                from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
+
+                frame = Frame(self.analysis, init, record=False, depth=MAX_CALL_DEPTH - 1)
+                frame.env["self"] = Value(kind="instance", info=self)
+                frame.run()
+                merged.update({k[5:]: v for k, v in frame.env.items() if k.startswith("self.")})
+            self._attrs = merged
+        return self._attrs
+
+    def mode_dependent(self) -> bool | None:
+        """True if the class (or anything inside it) behaves differently in train() and eval(); False only
+        when every submodule is known and none does; None when unknown."""
+        return self.analysis.project.mode_dependent(self)

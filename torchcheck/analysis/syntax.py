@@ -1,0 +1,56 @@
+"""Facts read off the syntax alone: which argument binds a parameter, a literal's value."""
+from __future__ import annotations
+
+import libcst as cst
+
+
+def argument(call: cst.Call, position: int, name: str | None = None) -> cst.Arg | None:
+    """The argument given for parameter `name` at `position` (positional or keyword)."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == name:
+            return arg
+    positional = [a for a in call.args if a.keyword is None and not a.star]
+    if 0 <= position < len(positional) and not any(a.star for a in call.args[: position + 1]):
+        return positional[position]
+    return None
+
+
+
+
+def literal(node: cst.CSTNode):
+    if isinstance(node, cst.Integer):
+        return int(node.value.replace("_", ""), 0) if not node.value.startswith("0") or node.value == "0" else None
+    if isinstance(node, cst.Float):
+        return float(node.value.replace("_", ""))
+    if isinstance(node, cst.Name) and node.value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[node.value]
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        inner = literal(node.expression)
+        return -inner if isinstance(inner, (int, float)) and not isinstance(inner, bool) else None
+    if isinstance(node, cst.SimpleString):
+        return node.evaluated_value
+    return None
+
+
+
+
+def infer_literal_dtype(node: cst.CSTNode) -> str | None:
+    values = []
+
+    def walk(n):
+        if isinstance(n, (cst.List, cst.Tuple)):
+            for element in n.elements:
+                walk(element.value)
+        else:
+            values.append(literal(n))
+
+    walk(node)
+    if not values:
+        return None
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "float32"
+    return None
