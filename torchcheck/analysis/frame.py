@@ -12,7 +12,8 @@ from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statemen
 from torchcheck.analysis.semantics import CallSemantics
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo
 from torchcheck.analysis.syntax import literal
-from torchcheck.analysis.values import INHERIT, NUMBER, UNKNOWN, Value, combine_graph, join
+from torchcheck.analysis.train_mode import mode_of_chain
+from torchcheck.analysis.values import INHERIT, NUMBER, TENSOR, UNKNOWN, Value, combine_graph, join
 
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
@@ -59,6 +60,7 @@ class Frame(CallSemantics):
             value = self.eval(stmt.value)
             for target in stmt.targets:
                 self.bind(target.target, value)
+                self.set_mode(dotted_name(target.target), mode_of_chain(stmt.value))
         elif isinstance(stmt, cst.AnnAssign):
             if stmt.value is not None:
                 self.bind(stmt.target, self.eval(stmt.value))
@@ -99,9 +101,13 @@ class Frame(CallSemantics):
             ends.append((self.env, self.modes))
         if not exhaustive:
             ends.append((start_env, start_modes))
-        env, modes = ends[0]
-        for other_env, other_modes in ends[1:]:
-            env = {k: join(v, other_env[k]) for k, v in env.items() if k in other_env}
+        # A name bound on some paths only holds, wherever it is defined, what those paths bound.
+        env: dict[str, Value] = {}
+        for end_env, _ in ends:
+            for key, value in end_env.items():
+                env[key] = join(env[key], value) if key in env else value
+        modes = ends[0][1]
+        for _, other_modes in ends[1:]:
             modes = {k: v | other_modes.get(k, frozenset({"unknown"})) for k, v in modes.items()} | {
                 k: v | frozenset({"unknown"}) for k, v in other_modes.items() if k not in modes
             }
@@ -120,6 +126,12 @@ class Frame(CallSemantics):
         self.exec_block(stmt.body)
         self.grad = saved
 
+    def set_mode(self, receiver: str | None, state: frozenset | None) -> None:
+        if receiver is None or state is None:
+            return
+        # A new dict, never mutated: `modes_at` shares it between calls.
+        self.modes = {k: v for k, v in self.modes.items() if not k.startswith(receiver + ".")} | {receiver: state}
+
     def bind(self, target: cst.CSTNode, value: Value) -> None:
         if isinstance(target, cst.Name):
             self.env[target.value] = value
@@ -127,6 +139,9 @@ class Frame(CallSemantics):
             name = dotted_name(target)
             if name is not None:
                 self.env[name] = value
+                self.replace_submodule(target, value)
+        elif isinstance(target, cst.Subscript) and isinstance(target.value, cst.Attribute):
+            self.replace_submodule(target.value, value)  # `model.classifier[6] = nn.Linear(4096, 2)`
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = target.elements
             for i, element in enumerate(elements):
@@ -139,8 +154,23 @@ class Frame(CallSemantics):
             self.fa.values[target] = value
             self.fa.scope[target] = self.func
 
+    def replace_submodule(self, target: cst.Attribute, layer: Value) -> None:
+        """`model.fc = nn.Sequential(..., nn.LogSoftmax(1))`: a new head changes what the model returns."""
+        owner = dotted_name(target.value)
+        model = self.env.get(owner) if owner else None
+        if model is None or model.kind != "model":
+            return
+        if isinstance(model.info, ClassInfo):
+            params = self.func.param_names() if self.func is not None and self.func.cls is not None else []
+            if owner.split(".")[0] not in params[:1]:  # not a module building itself
+                self.env[owner] = Value(kind="model", qualname=model.qualname)  # its forward is no longer known
+        elif model.activation is not None:  # a torchvision classifier
+            if target.attr.value in api.TORCHVISION_HEADS:
+                out = self.apply_layer(layer, TENSOR, target) if layer.kind in ("layer", "model") else UNKNOWN
+                self.env[owner] = model.with_(activation=out.activation)
+
     def element_of(self, iterable: Value) -> Value:
-        if iterable.kind == "tuple" and iterable.items:
+        if (iterable.kind == "tuple" or iterable.qualname == "torch.nn.ModuleList") and iterable.items:
             merged = iterable.items[0]
             for item in iterable.items[1:]:
                 merged = join(merged, item)
@@ -274,7 +304,10 @@ class Frame(CallSemantics):
                 graph=combine_graph(*(g for g in (left.graph, right.graph) if g is not None)),
                 is_loss=left.is_loss or right.is_loss,
                 source=left.source or right.source,
+                arithmetic=True,
             )
+        if left.kind == "tuple" and right.kind == "tuple":
+            return left.with_(items=left.items + right.items)  # list concatenation
         if left.kind == "number" and right.kind == "number":
             return NUMBER
         return UNKNOWN

@@ -8,6 +8,7 @@ from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import infer_literal_dtype, literal
+from torchcheck.analysis.train_mode import mode_set_by
 from torchcheck.analysis.values import NUMBER, TENSOR, UNKNOWN, Value, combine_graph
 
 
@@ -34,17 +35,20 @@ class CallSemantics:
         args, kwargs = [], {}
         for arg in node.args:
             value = self.eval(arg.value)
-            if arg.star:
-                continue
-            if arg.keyword is not None:
+            if arg.star == "*":
+                args.extend(value.items if value.kind == "tuple" else (UNKNOWN,))
+            elif arg.keyword is not None:
                 kwargs[arg.keyword.value] = value
-            else:
+            elif not arg.star:
                 args.append(value)
+        if method_base is not None:
+            self.mutate(func, method_base, args)
+            self.learn_from_use(func, method_base)
         if self.record:
             self.fa.grad_at[node] = self.grad
             self.fa.scope[node] = self.func
         if isinstance(func, cst.Attribute) and method_base is not None:
-            self.track_mode(node, func)
+            self.set_mode(dotted_name(func.value), mode_set_by(node))
         if self.record:
             self.fa.modes_at[node] = self.modes
         if callee.kind == "function" and isinstance(callee.info, FunctionInfo):
@@ -57,6 +61,33 @@ class CallSemantics:
             return self.method_call(node, method_base, func.attr.value, args, kwargs)
         return self.apply(node, callee, args, kwargs)
 
+    def mutate(self, func: cst.Attribute, base: Value, args) -> None:
+        """`layers.append(nn.ReLU())`, `self.model.add_module("act", nn.Sigmoid())`: the receiver grows."""
+        receiver = dotted_name(func.value)
+        name = func.attr.value
+        container = base.kind == "tuple" or base.kind == "layer" and base.qualname in api.MODULE_CONTAINERS
+        if receiver is None or not container or receiver not in self.env:
+            return
+        if name == "append" and len(args) == 1:
+            added = (args[0],)
+        elif name == "add_module" and len(args) == 2:
+            added = (args[1],)
+        elif name == "extend" and len(args) == 1 and args[0].kind == "tuple":
+            added = args[0].items
+        else:
+            return
+        self.env[receiver] = base.with_(items=base.items + added)
+
+    def learn_from_use(self, func: cst.Attribute, base: Value) -> None:
+        """`self.actor.parameters()`, `target_net.load_state_dict(...)`: only modules have these, so an
+        object of unknown class used so is a model."""
+        receiver = dotted_name(func.value)
+        if base.kind != "unknown" or receiver is None or func.attr.value not in api.MODULE_ONLY_METHODS:
+            return
+        if func.attr.value == "load_state_dict" and api.NOT_A_MODULE_NAME.search(receiver.rsplit(".", 1)[-1]):
+            return  # optimizers, schedulers and scalers load state dicts too
+        self.env[receiver] = Value(kind="model")
+
     def attribute_of(self, base: Value, attr: str) -> Value:
         """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
@@ -67,20 +98,6 @@ class CallSemantics:
             if method is not None:
                 return Value(kind="function", info=method, bound=base)
         return UNKNOWN
-
-    def track_mode(self, node: cst.Call, func: cst.Attribute) -> None:
-        receiver = dotted_name(func.value)
-        if receiver is None:
-            return
-        if func.attr.value == "eval" and not node.args:
-            state = frozenset({"eval"})
-        elif func.attr.value == "train":
-            flag = literal(node.args[0].value) if node.args else True
-            state = frozenset({"eval" if flag is False else "train" if flag is True else "unknown"})
-        else:
-            return
-        # A new dict, never mutated: `modes_at` shares it between calls.
-        self.modes = {k: v for k, v in self.modes.items() if not k.startswith(receiver + ".")} | {receiver: state}
 
     def method_call(self, node: cst.Call, base: Value, name: str, args, kwargs) -> Value:
         if base.kind in ("model", "criterion", "layer") and name in ("to", "cuda", "cpu", "float", "double", "half", "train", "eval", "requires_grad_"):
@@ -114,7 +131,7 @@ class CallSemantics:
             return Value(kind="tensor", graph=graph, is_loss=base.is_loss, source=base.source)
         if name in ("requires_grad_",):
             return base.with_(graph=True)
-        return Value(kind="tensor", graph=graph)
+        return Value(kind="tensor", graph=graph, source=base.source)
 
     def apply(self, node: cst.Call, callee: Value, args, kwargs) -> Value:
         first = args[0] if args else kwargs.get("input", UNKNOWN)
@@ -141,8 +158,8 @@ class CallSemantics:
                     out = self.fa.call_function(forward, args, kwargs, callee, self)
                     if out.kind == "unknown":
                         out = TENSOR
-            elif callee.qualname and api.is_torchvision_builder(callee.qualname):
-                out = Value(kind="tensor", activation="logits")
+            elif callee.info is None:
+                out = Value(kind="tensor", activation=callee.activation)  # a torchvision model's logits
             graph = self.model_output_graph()
             if out.kind == "tuple":
                 return out.with_(items=tuple(i.with_(graph=graph, source=source) if i.is_tensor else i for i in out.items))
@@ -221,22 +238,33 @@ class CallSemantics:
             return Value(kind="layer", qualname=qualname, image=any(i.qualname in api.IMAGE_TRANSFORM_CLASSES for i in items))
         if qualname in api.IMAGE_LOADERS:
             return Value(kind="tensor", image=True, shape=(None, None, None), graph=False)
-        if api.is_torchvision_builder(qualname) or qualname == "torch.optim.swa_utils.AveragedModel":
+        if api.is_torchvision_builder(qualname):
+            return Value(kind="model", qualname=qualname, activation="logits")
+        if qualname == "torch.optim.swa_utils.AveragedModel":
             return Value(kind="model", qualname=qualname)
         if qualname in api.TENSOR_FACTORIES:
             return self.tensor_factory(node, qualname, args, kwargs)
         if qualname in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
             return Value(kind="tensor", graph=True)
-        if qualname in ("torch.stack", "torch.cat", "torch.sum", "torch.mean"):
+        if qualname in api.PRESERVING_FUNCTIONS and first.is_tensor:
+            return first.with_(shape=None, image=False)
+        if qualname in ("torch.stack", "torch.cat", "torch.concat", "torch.concatenate"):
+            items = first.items if first.kind == "tuple" else (first,)
+            like = items[0] if items and all(i == items[0] for i in items) else TENSOR  # tensors of one kind
+            return like.with_(graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items),
+                              shape=None, image=False, kind="tensor")
+        if qualname in ("torch.sum", "torch.mean"):
             items = first.items if first.kind == "tuple" else (first,)
             return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))
+        if qualname in api.MODULE_CONTAINERS:
+            return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
         if qualname in ("sum",):
             items = first.items if first.kind == "tuple" else ()
             return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))
         if qualname.startswith("torch.") and first.is_tensor:
-            return Value(kind="tensor", graph=first.graph)
+            return Value(kind="tensor", graph=first.graph, source=first.source)
         return UNKNOWN
 
     def tensor_factory(self, node: cst.Call, qualname: str, args, kwargs) -> Value:

@@ -15,8 +15,13 @@ from torchcheck.analysis.values import Value
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
 
-_MODEL_NAME = re.compile(r"^(model|net|network|classifier|student|teacher|generator|discriminator|netG|netD|G|D)$"
+_MODEL_NAME = re.compile(r"^(model|net|network|classifier|student|teacher|generator|discriminator|netG|netD|G|D|"
+                         r"actor|critic|encoder|decoder|backbone|unet|vae|autoencoder)$"
                          r"|_(model|net)$|^(model|net)_", re.IGNORECASE)
+# `prepare_model(...)`, `load_model(...)`: functions that take or return a model, not models.
+_MODEL_VERB = re.compile(r"^_*(prepare|load|build|get|create|make|save|init|wrap|unwrap|setup|compile|export|convert|"
+                         r"train|eval|evaluate|test|validate|run|fit|copy|update|sync|register|print|log|freeze|"
+                         r"restore|resume|download|set|check|is|has|to|apply)_", re.IGNORECASE)
 
 
 def is_model_like(dotted: str | None) -> bool:
@@ -26,8 +31,7 @@ def is_model_like(dotted: str | None) -> bool:
     last = dotted.rsplit(".", 1)[-1]
     if last == "module" and "." in dotted:  # DDP/DataParallel: model.module
         last = dotted.rsplit(".", 2)[-2]
-    return bool(_MODEL_NAME.search(last))
-GRAD_ON, GRAD_OFF, GRAD_UNKNOWN = "on", "off", "unknown"
+    return bool(_MODEL_NAME.search(last)) and not _MODEL_VERB.search(last)
 
 
 

@@ -1,6 +1,8 @@
 """What torchcheck knows about the torch API, by qualified name. Plain data: no torch import."""
 from __future__ import annotations
 
+import re
+
 # Loss class -> its constructor parameters in order (to find deprecated flags given by position).
 LOSS_CLASSES: dict[str, tuple[str, ...]] = {
     "BCELoss": ("weight", "size_average", "reduce", "reduction"),
@@ -156,8 +158,13 @@ DTYPE_METHODS = {
 PRESERVING_METHODS = {
     "view", "reshape", "squeeze", "unsqueeze", "contiguous", "clone", "cuda", "cpu", "to", "flatten",
     "permute", "transpose", "t", "view_as", "reshape_as", "expand", "expand_as", "type_as", "float", "double",
-    "half", "bfloat16",
+    "half", "bfloat16", "resize", "movedim", "swapaxes", "swapdims", "unflatten", "squeeze_", "unsqueeze_",
 }
+# torch functions that reshape their first argument and keep what it holds.
+PRESERVING_FUNCTIONS = {f"torch.{name}" for name in (
+    "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "movedim", "swapaxes", "swapdims",
+    "unflatten", "t",
+)}
 
 # Functions returning an image tensor shaped (C, H, W).
 IMAGE_LOADERS = {
@@ -171,9 +178,21 @@ IMAGE_TRANSFORM_CLASSES = {
     "torchvision.transforms.v2.PILToTensor",
 }
 
+# Modules that only hold others: their value lists what they hold.
+MODULE_CONTAINERS = {"torch.nn.Sequential", "torch.nn.ModuleList"}
+
+# Methods only an nn.Module has: calling one tells what an object of unknown class is.
+MODULE_ONLY_METHODS = {
+    "parameters", "named_parameters", "modules", "named_modules", "children", "named_children",
+    "register_forward_hook", "register_forward_pre_hook", "load_state_dict",
+}
+NOT_A_MODULE_NAME = re.compile(r"optim|sched|scaler|opt$|^opt|ema|state|ckpt|checkpoint", re.IGNORECASE)
+
 MODULE_BASES = {
     "torch.nn.Module", "torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict",
-    "lightning.pytorch.LightningModule", "lightning.LightningModule",
+    "torch.nn.modules.module.Module", "lightning.pytorch.LightningModule", "lightning.LightningModule",
+    "pytorch_lightning.LightningModule", "pytorch_lightning.core.LightningModule",
+    "pytorch_lightning.core.module.LightningModule",
 }
 
 
@@ -200,6 +219,11 @@ def is_optimizer_class(qualname: str | None) -> bool:
         return False
     name = qualname.rsplit(".", 1)[1]
     return qualname.count(".") == 2 and name[:1].isupper() and name != "Optimizer"
+
+
+# The attribute that holds a torchvision classifier's last layers: a model whose head is replaced
+# returns what the new head returns.
+TORCHVISION_HEADS = {"fc", "classifier", "head", "heads"}
 
 
 def is_torchvision_builder(qualname: str | None) -> bool:

@@ -5,7 +5,35 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis.imports import dotted_name
-from torchcheck.analysis.syntax import argument
+from torchcheck.analysis.syntax import argument, literal
+
+# Methods that return the module itself and leave its mode alone: `model.to(device).eval()`.
+_MODE_KEEPING = {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "requires_grad_", "share_memory"}
+
+
+def mode_set_by(call: cst.Call) -> frozenset | None:
+    """The state `model.eval()` / `model.train(flag)` puts its receiver in; None for other calls."""
+    func = call.func
+    if not isinstance(func, cst.Attribute):
+        return None
+    if func.attr.value == "eval" and not call.args:
+        return frozenset({"eval"})
+    if func.attr.value == "train":
+        flag = literal(call.args[0].value) if call.args else True
+        return frozenset({"eval" if flag is False else "train" if flag is True else "unknown"})
+    return None
+
+
+def mode_of_chain(expr: cst.BaseExpression) -> frozenset | None:
+    """`self.eval()`, `Net().to(device).eval()`: the mode of the module such an expression returns."""
+    while isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
+        state = mode_set_by(expr)
+        if state is not None:
+            return state
+        if expr.func.attr.value not in _MODE_KEEPING:
+            return None
+        expr = expr.func.value
+    return None
 
 
 class TrainModeQueries:

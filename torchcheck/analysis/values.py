@@ -21,7 +21,8 @@ class Value:
     dtype: str | None = None
     shape: tuple | None = None
     image: bool = False
-    items: tuple = ()
+    items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers
+    arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
     origin: object = field(default=None, compare=False)  # node that applied the activation
     info: object = field(default=None, compare=False)  # ClassInfo / FunctionInfo
     bound: object = field(default=None, compare=False)  # `self` value of a bound method
@@ -43,21 +44,32 @@ def join(a: Value, b: Value) -> Value:
     """Merge the values of two control-flow paths, keeping only what both agree on."""
     if a is b or a == b:
         return a
-    if a.kind != b.kind:
+    if a.kind != b.kind or a.items != b.items:
         return UNKNOWN
     return Value(
         kind=a.kind,
         qualname=a.qualname if a.qualname == b.qualname else None,
         activation=a.activation if a.activation == b.activation else None,
-        graph=a.graph if a.graph == b.graph else (True if True in (a.graph, b.graph) else None),
+        graph=_join_graph(a.graph, b.graph),
         is_loss=a.is_loss and b.is_loss,
         source=a.source if a.source == b.source else None,
         dtype=a.dtype if a.dtype == b.dtype else None,
         shape=a.shape if a.shape == b.shape else None,
         image=a.image and b.image,
+        items=a.items,
+        arithmetic=a.arithmetic or b.arithmetic,
         origin=a.origin if a.activation == b.activation else None,
         info=a.info if a.info is b.info else None,
     )
+
+
+def _join_graph(a: object, b: object) -> object:
+    """A tensor that carries a graph on one path may carry one: True, or INHERIT, wins."""
+    if a == b or True in (a, b):
+        return True if True in (a, b) else a
+    if INHERIT in (a, b) and {a, b} <= {INHERIT, False}:
+        return INHERIT
+    return None
 
 
 def combine_graph(*graphs) -> object:

@@ -11,9 +11,10 @@ from torchcheck.types import FixSafety, Severity
 class ForwardCalledDirectly(Rule):
     """
     ## What it does
-    Finds `model.forward(x)` called on a model (an `nn.Module` instance, or an object named like
-    one) from outside that model's own methods. `self.forward(...)` and `super().forward(...)`
-    are fine.
+    Finds `model.forward(x)` called on a module: a model, a layer or a criterion (or an object
+    named like a model), a submodule from a wrapper's own `forward` (`self.module.forward(x)`), and
+    `self.forward(x)` in a module's other methods (a Lightning `training_step`, a `predict`
+    helper). `super().forward(...)` is fine.
 
     ## Why is this bad?
     `model(x)` runs `__call__`, which runs registered forward hooks and pre-hooks (used by
@@ -53,15 +54,31 @@ class ForwardCalledDirectly(Rule):
         if not isinstance(func, cst.Attribute) or func.attr.value != "forward":
             return
         base = func.value
-        name = dotted_name(base)
-        if name is None or name == "self" or (self.ctx.functions and _first_param(self.ctx.functions[-1]) == name):
-            return
-        value = self.ctx.value(base)
-        if not (value.kind == "model" or value.kind == "unknown" and is_model_like(name)):
+        name = dotted_name(base)  # None for `super().forward(...)`
+        if name is None or not self._is_module(base, name):
             return
         fixed = self.ctx.code(node.with_changes(func=base))
         self.report(node, f"`{name}.forward(...)` skips `{name}`'s forward hooks; call `{name}(...)`",
                     FixSpec(f"Call `{name}(...)`", (Replacement(node, fixed),)))
+
+    def _is_module(self, base: cst.BaseExpression, name: str) -> bool:
+        method = self.ctx.analysis.function_of_node.get(self.ctx.functions[-1]) if self.ctx.functions else None
+        cls = method.cls if method is not None and method.parent is None else None
+        params = method.param_names() if cls is not None else []
+        self_name = params[0] if params else None
+        if name == self_name:
+            # `self.forward(x)` in a module's own training step or helper; inside `forward` it is
+            # a call to the next class of the MRO written oddly, or recursion.
+            return method.name != "forward" and cls.is_module()
+        value = self.ctx.value(base)
+        if value.kind in ("model", "layer", "criterion"):
+            return True
+        if value.kind != "unknown":
+            return False
+        head, _, attr = name.partition(".")
+        if self_name is not None and head == self_name and "." not in attr and cls.is_module():
+            return attr in cls.attrs()  # a submodule the module was built with: `self.module.forward(x)`
+        return is_model_like(name)
 
     VALID = [
         """
@@ -69,8 +86,6 @@ class ForwardCalledDirectly(Rule):
         class Net(nn.Module):
             def forward(self, x):
                 return x
-            def predict(self, x):
-                return self.forward(x)
         class Child(Net):
             def forward(self, x):
                 return super().forward(x) + 1
@@ -83,8 +98,61 @@ class ForwardCalledDirectly(Rule):
                 return x * x
         y = Square.apply(x)
         """,
+        """
+        class Scorer:  # not a module: its forward has no hooks to skip
+            def forward(self, x):
+                return x
+            def score(self, x):
+                return self.forward(x)
+        """,
     ]
     INVALID = [
+        Invalid(
+            """
+            import torch
+            import torch.nn as nn
+            class QNet(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(4, 2)
+                def forward(self, x):
+                    return self.fc(x)
+                def act(self, state):
+                    with torch.no_grad():
+                        return self.forward(state).argmax(1)
+            """,
+            fixed="""
+            import torch
+            import torch.nn as nn
+            class QNet(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.fc = nn.Linear(4, 2)
+                def forward(self, x):
+                    return self.fc(x)
+                def act(self, state):
+                    with torch.no_grad():
+                        return self(state).argmax(1)
+            """,
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            class Masked(nn.Module):
+                def __init__(self, module):
+                    super().__init__()
+                    self.module = module
+                def forward(self, x):
+                    return self.module.forward(x)
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            conv = nn.Conv2d(3, 8, 3)
+            out = conv.forward(x)
+            """
+        ),
         Invalid(
             """
             import torch.nn as nn

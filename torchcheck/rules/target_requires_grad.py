@@ -35,7 +35,11 @@ class TargetRequiresGrad(Rule):
     loss = F.mse_loss(student_logits, teacher_logits)
     # or: F.mse_loss(student_logits, teacher_logits.detach())
     ```
-    A loss between two outputs of the *same* model (a consistency loss) is not reported.
+    A loss between two outputs of the *same* model (a consistency loss) is not reported, and
+    neither are swapped arguments: a symmetric loss (`l1_loss`, `mse_loss`, `smooth_l1_loss`,
+    `huber_loss`) whose other argument is data, or any loss whose input carries no graph. A target
+    computed by arithmetic on a model's output (a bootstrapped TD target `r + gamma * q(s')`) is
+    reported even when the prediction comes from the same network.
 
     ## Fix safety
     The fix appends `.detach()` to the target. It is unsafe: if the gradient into the target was
@@ -61,7 +65,10 @@ class TargetRequiresGrad(Rule):
         if not target.is_tensor or self.ctx.analysis.has_graph(target, loss.target) is not True:
             return
         prediction = self.ctx.value(loss.input)
-        if target.source is not None and target.source == prediction.source:
+        prediction_graph = self.ctx.analysis.has_graph(prediction, loss.input)
+        if prediction_graph is not True:
+            return  # swapped arguments (the "target" is the prediction, the input is data), or unknown
+        if target.source is not None and target.source == prediction.source and not target.arithmetic:
             return  # two outputs of one model: a consistency loss, gradients into both are intended
         if target.source is None and prediction.source is None and target.dtype is None:
             return  # neither side traced to a model or a requires_grad tensor: not sure enough
@@ -92,6 +99,21 @@ class TargetRequiresGrad(Rule):
         def consistency(model, x1, x2):
             return F.mse_loss(model(x1), model(x2))
         """,
+        """
+        import torch.nn.functional as F
+        def reconstruction_loss(autoencoder, pixel_values):
+            reconstruction = autoencoder(pixel_values)
+            return F.l1_loss(pixel_values, reconstruction)  # swapped, symmetric: same loss
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        kl = nn.KLDivLoss(reduction="batchmean")
+        def born_again(student, teacher, x):
+            with torch.no_grad():
+                t = teacher(x)
+            return kl(t, student(x))  # swapped: the student is trained through the "target"
+        """,
     ]
     INVALID = [
         Invalid(
@@ -118,6 +140,15 @@ class TargetRequiresGrad(Rule):
             target = torch.randn(10, requires_grad=True)
             def step(model, x):
                 return criterion(model(x), target)
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn.functional as F
+            def td_loss(q_net, states, actions, rewards, next_states, gamma):
+                q = q_net(states).gather(1, actions)
+                q_next = q_net(next_states).max(1, keepdim=True)[0]
+                return F.smooth_l1_loss(q, rewards + gamma * q_next)
             """
         ),
     ]
