@@ -98,16 +98,31 @@ def is_optimizer(ctx, node: cst.CSTNode) -> bool:
     return value.kind == "unknown" and bool(_OPTIMIZER_NAME.search(last)) and not _NOT_OPTIMIZER.search(last)
 
 
+# Methods of a module that run its forward: `module.validation_step(batch, i)`.
+FORWARD_METHODS = ("forward", "validation_step", "test_step", "predict_step")
+
+
 def is_model_forward(ctx, node: cst.Call) -> bool:
-    """`model(x)`, `self.net(x)`: a call of something that is, or is named like, a model."""
+    """`model(x)`, `self.net(x)`, `model.forward(x)`, `module.validation_step(batch, i)`: a call that
+    runs a model (something that is, or is named like, a model)."""
     if not isinstance(node.func, (cst.Name, cst.Attribute)) or not node.args:
         return False  # a forward takes inputs; `solver.model()` is something else
     if isinstance(node.func, cst.Attribute) and ctx.qualname(node.func) is not None:
         return False  # torch.xxx(...), np.xxx(...): a library function
-    value = ctx.value(node.func)
+    model = forward_model(node)
+    value = ctx.value(model)
     if value.kind == "model":
         return True
-    return value.kind == "unknown" and is_model_like(dotted_name(node.func))
+    return value.kind == "unknown" and is_model_like(dotted_name(model))
+
+
+def forward_model(node: cst.Call) -> cst.BaseExpression:
+    """The model a forward call runs: `model` in `model(x)` and in `model.validation_step(b, i)`."""
+    return node.func.value if method_name(node) in FORWARD_METHODS else node.func
+
+
+def forward_receiver(node: cst.Call) -> str | None:
+    return dotted_name(forward_model(node))
 
 
 # -- rewriting arguments ---------------------------------------------------------------------------

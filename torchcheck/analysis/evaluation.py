@@ -6,7 +6,7 @@ import re
 
 import libcst as cst
 
-from torchcheck.analysis.calls import is_backward, method_name
+from torchcheck.analysis.calls import forward_receiver, is_backward, is_model_forward, is_optimizer, method_name, receiver
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.walk import descendants
 
@@ -16,6 +16,8 @@ EVAL_FUNCTION = (rf"^_?((run|do|model|epoch)_)?{_EVAL_WORD}(_(epoch|step|one_epo
                  rf"dataset|loader|accuracy|acc|loss|metrics|performance))?$")
 EVAL_DATA = re.compile(r"(^|[^a-z])(val|valid|validation|test|testing|eval|evaluation|dev|holdout)(?![a-z])|(val|test|eval)(loader|_?dl|set|data)", re.IGNORECASE)
 
+
+LOADING_METHODS = ("load_state_dict", "load_from_checkpoint", "from_pretrained")
 
 # A file can hold evaluation code only if it mentions one of these words (`val_loader`, `def test`).
 EVAL_WORDS = re.compile(r"(?<![A-Za-z])(val|valid|validate|validation|eval|evaluate|evaluation|test|testing|infer|"
@@ -28,8 +30,10 @@ def is_pytest_file(path) -> bool:
 
 
 def trains(ctx, node: cst.CSTNode) -> bool:
-    """Does this code call backward(), step() or zero_grad()? Then it is training, not evaluation."""
-    return any(isinstance(n, cst.Call) and (is_backward(ctx, n) or method_name(n) in ("step", "zero_grad"))
+    """Does this code call backward(), step an optimizer or clear gradients? Then it is training, not
+    evaluation (`metric.step(...)` is neither)."""
+    return any(isinstance(n, cst.Call) and (is_backward(ctx, n) or method_name(n) == "zero_grad"
+                                            or method_name(n) == "step" and is_optimizer(ctx, n.func.value))
                for n in descendants(node))
 
 
@@ -39,10 +43,18 @@ def is_eval_function(ctx, node: cst.FunctionDef, pattern: str) -> bool:
         return False
     if name.startswith("test") and is_pytest_file(ctx.path):
         return False
-    return not trains(ctx, node)
+    return not trains(ctx, node) and not _called_from_forward(ctx, node)
+
+
+def _called_from_forward(ctx, node: cst.FunctionDef) -> bool:
+    """A `predict()` helper that a module's `forward` calls runs during training too."""
+    info = ctx.analysis.function_of_node.get(node)
+    sites = ctx.analysis.sites_of(info) if info is not None else []
+    return any(caller is not None and caller.name == "forward" for _call, caller, _where in sites)
 
 
 def is_eval_loop(ctx, node: cst.For) -> bool:
+    """A loop over evaluation data (`val_loader`, `loaders["test"]`) that trains nothing."""
     iterable = node.iter
     names = []
     while isinstance(iterable, cst.Call):  # enumerate(val_loader), tqdm(test_loader, ...)
@@ -55,3 +67,41 @@ def is_eval_loop(ctx, node: cst.For) -> bool:
     if not text or not EVAL_DATA.search(text.rsplit(".", 1)[-1]):
         return False
     return not trains(ctx, node.body)
+
+
+def is_eval_by_mode(ctx, node: cst.For | cst.While) -> bool:
+    """A loop that runs a model its code put in eval mode (`model.eval()` before it) and trains
+    nothing: evaluation, whatever its names."""
+    if trains(ctx, node.body):
+        return False
+    for call in descendants(node.body):
+        if isinstance(call, cst.Call) and is_model_forward(ctx, call):
+            name = forward_receiver(call)
+            if name and ctx.analysis.mode_at(call, name) == frozenset({"eval"}):
+                return True
+    return False
+
+
+def fresh_model(ctx, name: str) -> bool:
+    """`net = Net(); net(torch.randn(1, 3, 32, 32))`: a model built in the function that runs it, never
+    trained there and never loaded, is a shape smoke test, not a trained model under evaluation."""
+    function = ctx.functions[-1] if ctx.functions else None
+    if function is None or "." in name or trains(ctx, function):
+        return False
+    built = False
+    for node in descendants(function.body):
+        if isinstance(node, cst.Assign) and any(dotted_name(t.target) == name for t in node.targets):
+            value = node.value
+            while _is_move(value):
+                value = value.func.value
+            if not isinstance(value, cst.Call) or ctx.value(value.func).kind not in ("class", "ref") \
+                    or ctx.value(value).kind != "model":
+                return False  # bound to something else too: a parameter, a loaded model
+            built = True
+        elif isinstance(node, cst.Call) and receiver(node) == name and method_name(node) in LOADING_METHODS:
+            return False
+    return built
+
+
+def _is_move(node: cst.BaseExpression) -> bool:
+    return isinstance(node, cst.Call) and method_name(node) in ("to", "cuda", "cpu", "float", "double", "half")

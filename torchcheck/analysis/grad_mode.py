@@ -25,6 +25,8 @@ class GradModeQueries:
             result = GRAD_OFF
         elif any(q in api.ENABLE_GRAD_CONTEXTS for q in decorators):
             result = GRAD_ON
+        elif info.cls is not None and info.name in api.LIGHTNING_EVAL_HOOKS and info.cls.is_lightning():
+            result = GRAD_OFF
         else:
             sites = self.sites_of(info, cross_file=True)
             if sites is None:

@@ -82,7 +82,7 @@ class CallSemantics:
         """`self.actor.parameters()`, `target_net.load_state_dict(...)`: only modules have these, so an
         object of unknown class used so is a model."""
         receiver = dotted_name(func.value)
-        if base.kind != "unknown" or receiver is None or func.attr.value not in api.MODULE_ONLY_METHODS:
+        if base.kind not in ("unknown", "ref") or receiver is None or func.attr.value not in api.MODULE_ONLY_METHODS:
             return
         if func.attr.value == "load_state_dict" and api.NOT_A_MODULE_NAME.search(receiver.rsplit(".", 1)[-1]):
             return  # optimizers, schedulers and scalers load state dicts too

@@ -96,6 +96,12 @@ class ClassInfo:
             )
         return self._is_module
 
+    def is_lightning(self) -> bool:
+        """A LightningModule: Lightning runs its `validation_step` in eval mode under no_grad."""
+        return any(q in api.LIGHTNING_MODULES for q in self.base_qualnames()) or any(
+            base.is_lightning() for base in self.base_classes()
+        )
+
     def method(self, name: str) -> FunctionInfo | None:
         if name in self.methods:
             return self.methods[name]

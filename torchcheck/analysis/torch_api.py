@@ -188,11 +188,15 @@ MODULE_ONLY_METHODS = {
 }
 NOT_A_MODULE_NAME = re.compile(r"optim|sched|scaler|opt$|^opt|ema|state|ckpt|checkpoint", re.IGNORECASE)
 
+LIGHTNING_MODULES = {
+    "lightning.pytorch.LightningModule", "lightning.LightningModule", "pytorch_lightning.LightningModule",
+    "pytorch_lightning.core.LightningModule", "pytorch_lightning.core.module.LightningModule",
+}
+# LightningModule hooks that Lightning runs in eval mode under no_grad.
+LIGHTNING_EVAL_HOOKS = {"validation_step", "test_step", "predict_step"}
 MODULE_BASES = {
     "torch.nn.Module", "torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict",
-    "torch.nn.modules.module.Module", "lightning.pytorch.LightningModule", "lightning.LightningModule",
-    "pytorch_lightning.LightningModule", "pytorch_lightning.core.LightningModule",
-    "pytorch_lightning.core.module.LightningModule",
+    "torch.nn.modules.module.Module", *LIGHTNING_MODULES,
 }
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import is_model_forward
-from torchcheck.analysis.evaluation import EVAL_FUNCTION, is_eval_function, is_eval_loop
+from torchcheck.analysis.calls import forward_receiver, is_model_forward
+from torchcheck.analysis.evaluation import EVAL_FUNCTION, fresh_model, is_eval_by_mode, is_eval_function, is_eval_loop
 from torchcheck.rule import Rule
 
 
@@ -16,6 +16,7 @@ class EvalCodeRule(Rule):
         super().__init__(ctx)
         self.scopes: list[cst.CSTNode | None] = []  # the eval function/loop we are in, or None
         self.reported: set = set()
+        self.by_mode: set = set()  # loops that are evaluation because their model was put in eval mode
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         pattern = self.option("eval-function-pattern")
@@ -26,14 +27,27 @@ class EvalCodeRule(Rule):
 
     def visit_For(self, node: cst.For) -> None:
         inside = self.scopes[-1] if self.scopes else None
-        self.scopes.append(inside or (node if is_eval_loop(self.ctx, node) else None))
+        self.scopes.append(inside or (node if is_eval_loop(self.ctx, node) or self._by_mode(node) else None))
 
     def leave_For(self, node) -> None:
         self.scopes.pop()
 
+    def visit_While(self, node: cst.While) -> None:
+        inside = self.scopes[-1] if self.scopes else None
+        self.scopes.append(inside or (node if self._by_mode(node) else None))
+
+    def leave_While(self, node) -> None:
+        self.scopes.pop()
+
+    def _by_mode(self, node) -> bool:
+        if is_eval_by_mode(self.ctx, node):
+            self.by_mode.add(node)
+            return True
+        return False
+
     def visit_Call(self, node: cst.Call) -> None:
         scope = self.scopes[-1] if self.scopes else None
-        if scope is None or not is_model_forward(self.ctx, node):
+        if scope is None or not is_model_forward(self.ctx, node) or fresh_model(self.ctx, forward_receiver(node) or ""):
             return
         key = self.report_key(scope, node)
         if key in self.reported:
@@ -52,4 +66,4 @@ class EvalCodeRule(Rule):
     def describe(scope) -> str:
         if isinstance(scope, cst.FunctionDef):
             return f"evaluation function `{scope.name.value}`"
-        return "this loop over evaluation data"
+        return "this evaluation loop"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis.dataflow import ClassInfo
-from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.calls import forward_model, forward_receiver
 from torchcheck.rule import Invalid
 from torchcheck.analysis.evaluation import EVAL_WORDS
 from torchcheck.rules._eval_code import EvalCodeRule
@@ -60,18 +60,20 @@ class EvalModeMissing(EvalCodeRule):
     needles = (EVAL_WORDS,)
 
     def report_key(self, scope, node: cst.Call):
-        return (scope, dotted_name(node.func))
+        return (scope, forward_receiver(node))
 
     def check_forward(self, scope, node: cst.Call) -> bool:
-        receiver = dotted_name(node.func)
+        receiver = forward_receiver(node)
         if receiver is None:
             return False
-        value = self.ctx.value(node.func)
+        value = self.ctx.value(forward_model(node))
         if isinstance(value.info, ClassInfo) and value.info.mode_dependent() is False:
             return False
         states = self.ctx.analysis.mode_at(node, receiver)
         if "eval" in states or self._callers_unknown(scope, receiver, node):
             return False
+        if scope in self.by_mode and states != frozenset({"train"}):
+            return False  # another model of this loop is in eval mode; this one may be a part of it
         self.report(
             node,
             f"`{receiver}` runs in {self.describe(scope)} without `{receiver}.eval()`: Dropout stays active and"

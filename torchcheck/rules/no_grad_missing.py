@@ -3,7 +3,7 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis.dataflow import GRAD_ON
-from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.calls import forward_receiver
 from torchcheck.rule import FixSpec, Invalid, Replacement
 from torchcheck.analysis.evaluation import EVAL_WORDS
 from torchcheck.rules._eval_code import EvalCodeRule
@@ -71,7 +71,7 @@ class NoGradMissing(EvalCodeRule):
                               (Replacement(scope, f"@{torch_names[0]}.no_grad()\n", insert_before=True),))
         self.report(
             node,
-            f"`{dotted_name(node.func)}` runs in {self.describe(scope)} with autograd enabled, so every forward"
+            f"`{forward_receiver(node)}` runs in {self.describe(scope)} with autograd enabled, so every forward"
             " pass builds a graph that is never used; wrap it in `torch.no_grad()` (or `torch.inference_mode()`)",
             fix,
         )
