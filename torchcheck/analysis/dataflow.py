@@ -12,6 +12,8 @@ context at a call), `syntax` (argument binding, literals).
 """
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
@@ -21,6 +23,8 @@ from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import argument, literal
 from torchcheck.analysis.train_mode import TrainModeQueries
 from torchcheck.analysis.values import UNKNOWN, Value, join
+
+_LOSS_FUNCTION = re.compile(r"(^|_)loss$", re.IGNORECASE)
 
 __all__ = ["GRAD_OFF", "GRAD_ON", "GRAD_UNKNOWN", "ClassInfo", "FileAnalysis", "FunctionInfo", "argument",
            "is_model_like", "literal"]
@@ -166,6 +170,8 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         result = UNKNOWN
         for i, value in enumerate(frame.returns):
             result = value if i == 0 else join(result, value)
+        if result.is_tensor and _LOSS_FUNCTION.search(info.name):
+            result = result.with_(is_loss=True)  # `compute_loss(...)`, `_smooth_l1_loss(...)`
         self._in_progress.discard(key)
         self._summaries[key] = result
         return result

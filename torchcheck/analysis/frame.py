@@ -66,7 +66,7 @@ class Frame(CallSemantics):
                 self.bind(stmt.target, self.eval(stmt.value))
         elif isinstance(stmt, cst.AugAssign):
             current = self.eval(stmt.target)
-            self.bind(stmt.target, self.binop(current, self.eval(stmt.value)))
+            self.bind(stmt.target, self.binop(current, self.eval(stmt.value), stmt.operator))
         elif isinstance(stmt, cst.Expr):
             self.eval(stmt.value)
         elif isinstance(stmt, cst.Return):
@@ -205,7 +205,7 @@ class Frame(CallSemantics):
                 items.append(UNKNOWN if isinstance(element, cst.StarredElement) else item)
             return Value(kind="tuple", items=tuple(items))
         if isinstance(node, cst.BinaryOperation):
-            return self.binop(self.eval(node.left), self.eval(node.right))
+            return self.binop(self.eval(node.left), self.eval(node.right), node.operator)
         if isinstance(node, cst.UnaryOperation):
             inner = self.eval(node.expression)
             return inner.with_(activation=None, origin=None) if inner.is_tensor else inner
@@ -216,9 +216,18 @@ class Frame(CallSemantics):
             return join(self.eval(node.body), self.eval(node.orelse))
         if isinstance(node, cst.Await):
             return self.eval(node.expression)
-        if not isinstance(node, cst.Lambda):
+        if isinstance(node, cst.Lambda):
+            self.eval_lambda(node)
+        else:
             self.eval_children(node)  # comprehensions, comparisons, f-strings...: record the calls inside
         return UNKNOWN
+
+    def eval_lambda(self, node: cst.Lambda) -> None:
+        """Record what the body's expressions hold, its parameters unknown."""
+        saved = self.env
+        self.env = dict(saved) | {p.name.value: UNKNOWN for p in (*node.params.params, *node.params.kwonly_params)}
+        self.eval(node.body)
+        self.env = saved
 
     def eval_children(self, node: cst.CSTNode) -> None:
         for child in node.children:
@@ -239,6 +248,8 @@ class Frame(CallSemantics):
             return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
         if name in self.fa.functions:
             return Value(kind="function", info=self.fa.functions[name])
+        if name == "sum" and name not in self.fa.imports.aliases:
+            return Value(kind="ref", qualname="sum")  # the builtin
         return self.imported(node)
 
     def imported(self, node: cst.CSTNode) -> Value:
@@ -297,7 +308,7 @@ class Frame(CallSemantics):
             return base.with_(shape=shape, image=False, is_loss=False)
         return UNKNOWN
 
-    def binop(self, left: Value, right: Value) -> Value:
+    def binop(self, left: Value, right: Value, operator=None) -> Value:
         if left.is_tensor or right.is_tensor:
             return Value(
                 kind="tensor",
@@ -305,6 +316,7 @@ class Frame(CallSemantics):
                 is_loss=left.is_loss or right.is_loss,
                 source=left.source or right.source,
                 arithmetic=True,
+                dtype=api.result_dtype(left, right, "/" if isinstance(operator, (cst.Divide, cst.DivideAssign)) else ""),
             )
         if left.kind == "tuple" and right.kind == "tuple":
             return left.with_(items=left.items + right.items)  # list concatenation

@@ -129,6 +129,16 @@ class CallSemantics:
             return base.with_(dtype=dtype, shape=base.shape if keep_shape else None, image=base.image and keep_shape)
         if name in ("sum", "mean"):
             return Value(kind="tensor", graph=graph, is_loss=base.is_loss, source=base.source)
+        if name in api.VALUES_AND_INDICES and (args or kwargs or name in ("topk", "sort", "kthvalue")):
+            values = Value(kind="tensor", graph=graph, source=base.source, dtype=base.dtype)
+            return Value(kind="tuple", items=(values, Value(kind="tensor", graph=False, dtype="int64")))
+        if name in api.INDEX_RESULTS:
+            return Value(kind="tensor", graph=False, dtype="int64")
+        if name in ("div", "true_divide", "divide") and "rounding_mode" not in kwargs:
+            return Value(kind="tensor", graph=graph, source=base.source,
+                         dtype=api.result_dtype(base, args[0] if args else UNKNOWN, "/"))
+        if name in api.DTYPE_KEEPING or name in ("div", "divide", "floor_divide"):
+            return Value(kind="tensor", graph=graph, source=base.source, dtype=base.dtype)
         if name in ("requires_grad_",):
             return base.with_(graph=True)
         return Value(kind="tensor", graph=graph, source=base.source)
@@ -142,6 +152,8 @@ class CallSemantics:
             if callee.info.is_module():
                 return Value(kind="model", qualname=callee.info.key, info=callee.info)
             return Value(kind="instance", qualname=callee.info.key, info=callee.info)
+        if kind == "record_type":
+            return Value(kind="tuple", items=tuple(args))  # a namedtuple holds its fields in order
         if kind == "criterion":
             return Value(kind="tensor", is_loss=True, graph=_loss_graph(self, args), source=first.source)
         if kind == "layer":
@@ -231,6 +243,8 @@ class CallSemantics:
             if len(args) == 1 and args[0].kind == "tuple" and args[0].items and all(i.kind == "tuple" for i in args[0].items):
                 items = [i.items[1] if len(i.items) > 1 else UNKNOWN for i in args[0].items]  # OrderedDict
             return Value(kind="layer", qualname=qualname, items=tuple(items))
+        if qualname in ("collections.namedtuple", "typing.NamedTuple"):
+            return Value(kind="record_type", qualname=qualname)
         if qualname in ("collections.OrderedDict",) and args:
             return args[0]
         if qualname == "torchvision.transforms.Compose":

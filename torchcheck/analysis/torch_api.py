@@ -251,3 +251,29 @@ def has_parameters(qualname: str | None) -> bool:
         return False
     name = qualname.rsplit(".", 1)[1]
     return not name.startswith(_PARAMETER_FREE)
+
+
+# Tensor methods (and torch functions) returning (values, int64 indices).
+VALUES_AND_INDICES = {"topk", "sort", "max", "min", "kthvalue", "mode", "median", "cummax", "cummin"}
+INDEX_RESULTS = {"argmax", "argmin", "argsort", "nonzero", "searchsorted", "bucketize"}
+# Tensor methods whose result has the input's dtype (values picked or rearranged, not computed).
+DTYPE_KEEPING = {"index_select", "gather", "masked_select", "narrow", "repeat", "roll", "flip", "detach",
+                 "fmod", "remainder", "abs", "neg", "clamp", "masked_fill", "unique", "take", "select"}
+
+
+def is_float_dtype(dtype: str | None) -> bool:
+    return dtype is not None and dtype.startswith(("float", "bfloat"))
+
+
+def result_dtype(left, right, operator: str) -> str | None:
+    """The dtype of `left <op> right` where at least one is a tensor, when it is certain: true
+    division gives a float, a float tensor stays float, int tensors combine to int64."""
+    dtypes = [v.dtype for v in (left, right) if v.is_tensor]
+    floats = [d for d in dtypes if is_float_dtype(d)]
+    if operator == "/":
+        return floats[0] if floats else "float32"
+    if floats:
+        return floats[0]
+    if len(dtypes) == 2 and all(dtypes):
+        return "int64" if "int64" in dtypes else dtypes[0]
+    return None  # an int tensor and a Python scalar that may be a float

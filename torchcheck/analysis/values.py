@@ -11,7 +11,7 @@ INHERIT = "inherit"
 @dataclass(frozen=True)
 class Value:
     # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
-    # function | instance | tuple | grad_ctx | unknown
+    # function | instance | tuple | record_type (a namedtuple class) | grad_ctx | unknown
     kind: str = "unknown"
     qualname: str | None = None  # imported object (ref), loss class (criterion), layer or model class
     activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | nonneg

@@ -9,21 +9,36 @@ from torchcheck.types import FixSafety
 from torchcheck.walk import descendants
 
 
+def _operands(node: cst.CSTNode) -> set[str]:
+    """The names an accumulated expression adds as they are: `loss`, `out` in `out * n`; not `loss.item()`."""
+    if isinstance(node, cst.BinaryOperation):
+        return _operands(node.left) | _operands(node.right)
+    name = dotted_name(node)
+    return {name} if name else set()
+
+
 def _names_in(node: cst.CSTNode) -> set[str]:
     return {dotted_name(n) for n in (node, *descendants(node)) if isinstance(n, (cst.Name, cst.Attribute))} - {None}
 
 
-def _backpropagated_names(ctx, scope: cst.CSTNode) -> set[str]:
-    """Every name whose value flows into an expression that is back-propagated in `scope`:
-    `loss = torch.stack(terms).sum(); loss.backward()` back-propagates `terms` too."""
+def _backward_roots(ctx, scope: cst.CSTNode) -> set[str]:
+    """The names back-propagated directly in `scope`: `loss` in `loss.backward()`, `output` in
+    `output["loss"].backward()` and in `scaler.scale(output.loss).backward()`."""
     roots: set[str] = set()
-    sources: dict[str, set[str]] = {}
     for node in descendants(scope):
         if isinstance(node, cst.Call) and (method_name(node) == "backward" or is_backward(ctx, node)):
             parts = [node.func.value] if isinstance(node.func, cst.Attribute) else []
             for part in parts + [a.value for a in node.args]:
                 roots |= _names_in(part)
-        elif isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+    return roots
+
+
+def _backpropagated_names(ctx, scope: cst.CSTNode, roots: set[str]) -> set[str]:
+    """Every name whose value flows into an expression that is back-propagated in `scope`:
+    `loss = torch.stack(terms).sum(); loss.backward()` back-propagates `terms` too."""
+    sources: dict[str, set[str]] = {}
+    for node in descendants(scope):
+        if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
             targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
             used = _names_in(node.value)
             for target in targets:
@@ -37,6 +52,10 @@ def _backpropagated_names(ctx, scope: cst.CSTNode) -> set[str]:
             names.add(name)
             frontier.extend(sources.get(name, ()))
     return names
+
+
+def _returned_names(function: cst.FunctionDef) -> set[str]:
+    return set().union(*(_names_in(n.value) for n in descendants(function) if isinstance(n, cst.Return) and n.value))
 
 
 def _assigned_names(function: cst.FunctionDef) -> set[str]:
@@ -105,28 +124,27 @@ class LossAccumulatedWithoutItem(Rule):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self.loops = 0
+        self.loops: list[list] = [[]]  # the loops enclosing the node, per function
         self._backward_names: dict = {}
         self._assigned: dict = {}
 
     def visit_For(self, node) -> None:
-        self.loops += 1
+        self.loops[-1].append(node)
 
     def leave_For(self, node) -> None:
-        self.loops -= 1
+        self.loops[-1].pop()
 
     def visit_While(self, node) -> None:
-        self.loops += 1
+        self.loops[-1].append(node)
 
     def leave_While(self, node) -> None:
-        self.loops -= 1
+        self.loops[-1].pop()
 
     def visit_FunctionDef(self, node) -> None:
-        self._saved = getattr(self, "_saved", []) + [self.loops]
-        self.loops = 0
+        self.loops.append([])
 
     def leave_FunctionDef(self, node) -> None:
-        self.loops = self._saved.pop()
+        self.loops.pop()
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
         if isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
@@ -148,15 +166,19 @@ class LossAccumulatedWithoutItem(Rule):
             self._check(node.func.value, node.args[0].value, "detach")
 
     def _check(self, accumulator: cst.CSTNode, added: cst.BaseExpression, method: str) -> None:
-        if not self.loops:
+        if not self.loops[-1]:
             return
         name = dotted_name(accumulator)
         if name is None:
             return
         value = self.ctx.value(added)
-        if not value.is_loss or self.ctx.analysis.has_graph(value, added) is not True:
+        graph = self.ctx.analysis.has_graph(value, added)
+        backpropagated = self._backward_facts(self.ctx.functions[-1] if self.ctx.functions else self.ctx.module)[1]
+        # A tensor on which this iteration calls backward() carries a graph, whatever produced it.
+        roots = self._backward_facts(self.loops[-1][-1])[0]
+        backward_evidence = graph is not False and bool(_operands(added) & roots)
+        if not backward_evidence and (not value.is_loss or graph is not True):
             return
-        backpropagated = self._names_backpropagated()
         if name in backpropagated:
             return
         if not backpropagated and not self._outlives_function(name):
@@ -171,24 +193,26 @@ class LossAccumulatedWithoutItem(Rule):
         )
 
     def _outlives_function(self, name: str) -> bool:
-        """`self.history`, or a name the function never assigns (a global such as the seeds' `losslst`)."""
+        """`self.history`, a name the function never assigns (a global such as the seeds' `losslst`), or
+        a local that the function does not return (a running total it prints or saves)."""
         if not self.ctx.functions:
             return True
         head = name.split(".")[0]
         function = self.ctx.functions[-1]
         if "." in name and function.params.params and head == function.params.params[0].name.value:
             return True
-        return head not in self._assigned_names(function)
+        return head not in self._assigned_names(function) or head not in _returned_names(function)
 
     def _assigned_names(self, function: cst.FunctionDef) -> set[str]:
         if function not in self._assigned:
             self._assigned[function] = _assigned_names(function)
         return self._assigned[function]
 
-    def _names_backpropagated(self) -> set[str]:
-        scope = self.ctx.functions[-1] if self.ctx.functions else self.ctx.module
+    def _backward_facts(self, scope: cst.CSTNode) -> tuple[set[str], set[str]]:
+        """The names back-propagated directly in `scope`, and all that flow into them."""
         if scope not in self._backward_names:
-            self._backward_names[scope] = _backpropagated_names(self.ctx, scope)
+            roots = _backward_roots(self.ctx, scope)
+            self._backward_names[scope] = roots, _backpropagated_names(self.ctx, scope, roots)
         return self._backward_names[scope]
 
     VALID = [
