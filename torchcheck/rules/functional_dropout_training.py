@@ -5,6 +5,7 @@ import libcst as cst
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.calls import keyword_arg, with_args
 from torchcheck.analysis.dataflow import argument, literal
+from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
 
@@ -65,6 +66,8 @@ class FunctionalDropoutTraining(Rule):
         if not params:
             return
         self_name = params[0].name.value
+        if self._guarded_by_training(self_name):
+            return  # `if self.training: x = F.dropout(x, p)` only runs in training mode
         given = argument(node, api.FUNCTIONAL_DROPOUT[qualname], "training")
         name = qualname.rsplit(".", 1)[1]
         if given is None:
@@ -78,6 +81,17 @@ class FunctionalDropoutTraining(Rule):
                         FixSpec(f"Pass `training={self_name}.training`",
                                 (Replacement(given.value, f"{self_name}.training"),)))
 
+    def _guarded_by_training(self, self_name: str) -> bool:
+        """Inside the body of an `if self.training:` (or `if self.training and ...:`)."""
+        statements = self.ctx.statements
+        for i, statement in enumerate(statements[:-1]):
+            if isinstance(statement, cst.If) and statements[i + 1] in _statements_of(statement.body):
+                test = statement.test
+                terms = _and_terms(test)
+                if any(dotted_name(term) == f"{self_name}.training" for term in terms):
+                    return True
+        return False
+
     def _is_module(self, cls: cst.ClassDef) -> bool:
         info = self.ctx.analysis.classes.get(cls.name.value)
         if info is not None and info.node is cls:
@@ -85,6 +99,15 @@ class FunctionalDropoutTraining(Rule):
         return any("Module" in (self.ctx.code(b.value)) for b in cls.bases)
 
     VALID = [
+        """
+        import torch.nn as nn
+        import torch.nn.functional as F
+        class Net(nn.Module):
+            def forward(self, x):
+                if self.training:
+                    x = F.dropout(x, p=0.5)
+                return x
+        """,
         """
         import torch.nn as nn
         import torch.nn.functional as F
@@ -137,3 +160,17 @@ class FunctionalDropoutTraining(Rule):
 def _is_method_of(function: cst.FunctionDef, cls: cst.ClassDef) -> bool:
     body = cls.body.body if isinstance(cls.body, cst.IndentedBlock) else []
     return any(stmt is function for stmt in body)
+
+
+def _and_terms(test: cst.BaseExpression) -> list[cst.BaseExpression]:
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
+        return _and_terms(test.left) + _and_terms(test.right)
+    return [test]
+
+
+def _statements_of(block: cst.BaseSuite) -> list[cst.CSTNode]:
+    """The statements of a block as the traversal sees them: small statements, not their lines."""
+    out: list[cst.CSTNode] = []
+    for statement in getattr(block, "body", ()):
+        out.extend(statement.body if isinstance(statement, cst.SimpleStatementLine) else (statement,))
+    return out
