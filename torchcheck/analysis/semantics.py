@@ -113,6 +113,8 @@ class CallSemantics:
             return base.with_(activation="softmax", origin=node)
         if name == "log" and base.activation == "softmax":
             return base.with_(activation="log_softmax", origin=node)
+        if name == "topk" and base.kind == "unknown":  # a tensor-only method: indices are int64
+            return Value(kind="tuple", items=(Value(kind="tensor"), Value(kind="tensor", graph=False, dtype="int64")))
         if not base.is_tensor:
             return UNKNOWN
         if name == "detach":

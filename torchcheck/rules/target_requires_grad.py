@@ -76,7 +76,7 @@ class TargetRequiresGrad(Rule):
         self.report(
             loss.target,
             f"The target of `{loss.callee_text}` is {where} that carries an autograd graph; gradients will flow"
-            f" into it — compute it under `torch.no_grad()` or pass `{short_code(self.ctx, loss.target)}.detach()`",
+            f" into it — compute it under `torch.no_grad()` or pass {_shown_detached(self.ctx, loss.target)}",
             FixSpec("Detach the target", (Replacement(loss.target, _detached(self.ctx, loss.target)),)),
         )
 
@@ -159,3 +159,9 @@ def _detached(ctx, node: cst.BaseExpression) -> str:
     if isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
         return f"{code}.detach()"
     return f"({code}).detach()"
+
+
+def _shown_detached(ctx, node: cst.BaseExpression) -> str:
+    shown = short_code(ctx, node)
+    return f"`{shown}.detach()`" if isinstance(node, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) \
+        else f"`({shown}).detach()`"
