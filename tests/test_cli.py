@@ -183,8 +183,7 @@ def test_rule_options(tmp_path, capsys, monkeypatch):
             model.eval()
             for x in loader:
                 model(x)
-        def evaluate(model, loader):
-            model.eval()
+        def evaluate(model, loader):  # no longer evaluation by name, and no eval() call to show it is
             for x in loader:
                 model(x)
     """)
