@@ -13,7 +13,7 @@ from torchcheck.analysis.semantics import CallSemantics
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo
 from torchcheck.analysis.syntax import literal
 from torchcheck.analysis.train_mode import mode_of_chain
-from torchcheck.analysis.values import INHERIT, NUMBER, TENSOR, UNKNOWN, Value, combine_graph, join
+from torchcheck.analysis.values import INHERIT, NUMBER, TENSOR, UNKNOWN, Value, combine_graph, dict_item, join
 
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
@@ -31,6 +31,7 @@ class Frame(CallSemantics):
         self.depth = depth
         self.env: dict[str, Value] = {}
         self.returns: list[Value] = []
+        self.siblings: dict[str, tuple[str, ...]] = {}  # names unpacked together from one call's result
         self.modes: dict[str, frozenset] = {}
         if grad is not None:
             self.grad = grad
@@ -61,6 +62,9 @@ class Frame(CallSemantics):
             for target in stmt.targets:
                 self.bind(target.target, value)
                 self.set_mode(dotted_name(target.target), mode_of_chain(stmt.value))
+                if isinstance(target.target, cst.Tuple) and isinstance(stmt.value, cst.Call):
+                    names = tuple(n for n in (dotted_name(e.value) for e in target.target.elements) if n)
+                    self.siblings.update(dict.fromkeys(names, names))
         elif isinstance(stmt, cst.AnnAssign):
             if stmt.value is not None:
                 self.bind(stmt.target, self.eval(stmt.value))
@@ -69,6 +73,8 @@ class Frame(CallSemantics):
             self.bind(stmt.target, self.binop(current, self.eval(stmt.value), stmt.operator))
         elif isinstance(stmt, cst.Expr):
             self.eval(stmt.value)
+            if isinstance(stmt.value, cst.Call):
+                self.note_backward(stmt.value)
         elif isinstance(stmt, cst.Return):
             self.returns.append(self.eval(stmt.value) if stmt.value is not None else UNKNOWN)
         elif isinstance(stmt, (cst.If, cst.Try, cst.Match)) or type(stmt).__name__ == "TryStar":
@@ -177,6 +183,43 @@ class Frame(CallSemantics):
             return merged
         return UNKNOWN
 
+    def note_backward(self, call: cst.Call) -> None:
+        """`loss.backward()`, `scaler.scale(loss).backward()`, `accelerator.backward(loss)`,
+        `torch.autograd.backward(loss)`: the loss, the loss terms it was built from in a container
+        (`losses.total.backward()`, `out["loss"].backward()`) and the loss terms returned beside it
+        (`loss, terms = criterion(...)`) carry a graph that backward has already used."""
+        func = call.func
+        positional = [a.value for a in call.args if a.keyword is None and not a.star]
+        if self.fa.imports.qualname(func) == "torch.autograd.backward":
+            target = positional[0] if positional else None
+        elif isinstance(func, cst.Attribute) and func.attr.value in ("backward", "manual_backward"):
+            receiver = func.value
+            use_argument = positional and (func.attr.value == "manual_backward" or not self.eval(receiver).is_tensor)
+            target = positional[0] if use_argument else receiver
+        else:
+            return
+        if isinstance(target, cst.Call) and isinstance(target.func, cst.Attribute) and target.func.attr.value == "scale" and target.args:
+            target = target.args[0].value  # GradScaler.scale(loss)
+        if target is not None:
+            self.mark_backpropagated(target, direct=True)
+
+    def mark_backpropagated(self, expr: cst.CSTNode, direct: bool) -> None:
+        if isinstance(expr, cst.BinaryOperation):  # `(loss / k).backward()`
+            self.mark_backpropagated(expr.left, direct=False)
+            self.mark_backpropagated(expr.right, direct=False)
+            return
+        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and expr.func.attr.value in ("sum", "mean"):
+            self.mark_backpropagated(expr.func.value, direct=False)  # `loss.mean().backward()`
+            return
+        name = dotted_name(expr)
+        if name in self.env:
+            self.env[name] = _backpropagated(self.env[name], direct)
+            for sibling in self.siblings.get(name, ()):
+                if sibling != name and sibling in self.env:
+                    self.env[sibling] = _backpropagated(self.env[sibling], direct=False)
+        elif isinstance(expr, (cst.Attribute, cst.Subscript)):  # a field of a record, an entry of a dict
+            self.mark_backpropagated(expr.value, direct=False)
+
     # -- expressions ---------------------------------------------------------------------------
     def eval(self, node: cst.CSTNode | None) -> Value:
         if node is None:
@@ -204,6 +247,8 @@ class Frame(CallSemantics):
                 item = self.eval(element.value)
                 items.append(UNKNOWN if isinstance(element, cst.StarredElement) else item)
             return Value(kind="tuple", items=tuple(items))
+        if isinstance(node, cst.Dict):
+            return self.dict_literal(node)
         if isinstance(node, cst.BinaryOperation):
             return self.binop(self.eval(node.left), self.eval(node.right), node.operator)
         if isinstance(node, cst.UnaryOperation):
@@ -221,6 +266,20 @@ class Frame(CallSemantics):
         else:
             self.eval_children(node)  # comprehensions, comparisons, f-strings...: record the calls inside
         return UNKNOWN
+
+    def dict_literal(self, node: cst.Dict) -> Value:
+        keys, items = [], []
+        for element in node.elements:
+            if isinstance(element, cst.StarredDictElement):
+                self.eval(element.value)
+                return Value(kind="dict")  # `{**other, ...}`: contents unknown
+            key = literal(element.key)
+            item = self.eval(element.value)
+            if isinstance(key, str) and "loss" in key.lower() and item.kind in ("tensor", "unknown"):
+                item = item.with_(kind="tensor", is_loss=True)  # `{"loss_cls": ..., "loss_box": ...}`
+            keys.append(key)
+            items.append(item)
+        return Value(kind="dict", items=tuple(items), keys=tuple(keys))
 
     def eval_lambda(self, node: cst.Lambda) -> None:
         """Record what the body's expressions hold, its parameters unknown."""
@@ -248,8 +307,8 @@ class Frame(CallSemantics):
             return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
         if name in self.fa.functions:
             return Value(kind="function", info=self.fa.functions[name])
-        if name == "sum" and name not in self.fa.imports.aliases:
-            return Value(kind="ref", qualname="sum")  # the builtin
+        if name in ("sum", "list", "tuple") and name not in self.fa.imports.aliases:
+            return Value(kind="ref", qualname=name)  # the builtin
         return self.imported(node)
 
     def imported(self, node: cst.CSTNode) -> Value:
@@ -299,6 +358,8 @@ class Frame(CallSemantics):
         if base.kind == "tuple" and len(indices) == 1 and isinstance(indices[0], int):
             i = indices[0]
             return base.items[i] if -len(base.items) <= i < len(base.items) else UNKNOWN
+        if base.kind == "dict" and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
+            return dict_item(base, literal(node.slice[0].slice.value))
         if base.is_tensor:
             shape = base.shape
             if shape is not None and len(indices) == 1 and isinstance(indices[0], int):
@@ -312,10 +373,11 @@ class Frame(CallSemantics):
         if left.is_tensor or right.is_tensor:
             return Value(
                 kind="tensor",
-                graph=combine_graph(*(g for g in (left.graph, right.graph) if g is not None)),
+                graph=combine_graph(left.graph, right.graph),
                 is_loss=left.is_loss or right.is_loss,
                 source=left.source or right.source,
                 arithmetic=True,
+                backpropagated=left.backpropagated or right.backpropagated,
                 dtype=api.result_dtype(left, right, "/" if isinstance(operator, (cst.Divide, cst.DivideAssign)) else ""),
             )
         if left.kind == "tuple" and right.kind == "tuple":
@@ -326,3 +388,16 @@ class Frame(CallSemantics):
 
     def model_output_graph(self) -> object:
         return True if self.grad == GRAD_ON else False if self.grad == GRAD_OFF else INHERIT
+
+
+def _backpropagated(value: Value, direct: bool) -> Value:
+    """`value` after a backward() through it: `direct`ly, or as one of the loss terms of the total."""
+    if value.kind in ("tuple", "dict"):
+        return value.with_(items=tuple(_backpropagated(item, direct=False) for item in value.items))
+    if value.graph is False or not (direct or value.is_loss):
+        return value
+    if value.kind == "unknown":
+        return Value(kind="tensor", is_loss=True, graph=True, backpropagated=True)
+    if value.is_tensor:
+        return value.with_(graph=True, backpropagated=True)
+    return value

@@ -9,7 +9,7 @@ from torchcheck.analysis.imports import dotted_name
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import infer_literal_dtype, literal
 from torchcheck.analysis.train_mode import mode_set_by
-from torchcheck.analysis.values import NUMBER, TENSOR, UNKNOWN, Value, combine_graph
+from torchcheck.analysis.values import NUMBER, TENSOR, UNKNOWN, Value, combine_graph, dict_item
 
 
 class CallSemantics:
@@ -104,6 +104,14 @@ class CallSemantics:
             return base
         if base.kind in ("model", "criterion", "layer") and name == "forward":
             return self.apply(node, base, args, kwargs)
+        if base.kind == "dict":
+            if name == "values":
+                return Value(kind="tuple", items=base.items)
+            if name == "items":
+                return Value(kind="tuple", items=tuple(Value(kind="tuple", items=(UNKNOWN, item)) for item in base.items))
+            if name == "get" and args:
+                return dict_item(base, literal(node.args[0].value))
+            return UNKNOWN
         if base.kind in ("ref", "class", "function", "optimizer", "scheduler", "str", "number"):
             return UNKNOWN
         graph = base.graph if base.is_tensor else None
@@ -154,6 +162,8 @@ class CallSemantics:
             if callee.info.is_module():
                 return Value(kind="model", qualname=callee.info.key, info=callee.info)
             return Value(kind="instance", qualname=callee.info.key, info=callee.info)
+        if kind == "instance" and isinstance(callee.info, ClassInfo) and callee.info.method("__call__") is not None:
+            return self.fa.call_function(callee.info.method("__call__"), args, kwargs, callee, self)
         if kind == "record_type":
             return Value(kind="tuple", items=tuple(args))  # a namedtuple holds its fields in order
         if kind == "criterion":
@@ -276,6 +286,8 @@ class CallSemantics:
             return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname in ("list", "tuple") and first.kind == "tuple":
+            return first
         if qualname in ("sum",):
             items = first.items if first.kind == "tuple" else ()
             return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))

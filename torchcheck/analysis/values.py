@@ -11,7 +11,7 @@ INHERIT = "inherit"
 @dataclass(frozen=True)
 class Value:
     # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
-    # function | instance | tuple | record_type (a namedtuple class) | grad_ctx | unknown
+    # function | instance | tuple | dict | record_type (a namedtuple class) | grad_ctx | unknown
     kind: str = "unknown"
     qualname: str | None = None  # imported object (ref), loss class (criterion), layer or model class
     activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | nonneg
@@ -21,8 +21,11 @@ class Value:
     dtype: str | None = None
     shape: tuple | None = None
     image: bool = False
-    items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers
+    items: tuple = ()  # tuples and lists: their items; dicts: their values; Sequential and ModuleList: their layers
+    keys: tuple = ()  # dicts: the literal key of each item (None where not a literal)
     arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
+    # tensors: backward() already ran through it (on it, or on the total it is a term of)
+    backpropagated: bool = False
     origin: object = field(default=None, compare=False)  # node that applied the activation
     info: object = field(default=None, compare=False)  # ClassInfo / FunctionInfo
     bound: object = field(default=None, compare=False)  # `self` value of a bound method
@@ -44,7 +47,9 @@ def join(a: Value, b: Value) -> Value:
     """Merge the values of two control-flow paths, keeping only what both agree on."""
     if a is b or a == b:
         return a
-    if a.kind != b.kind or a.items != b.items:
+    if a.kind != b.kind or len(a.items) != len(b.items) or a.keys != b.keys:
+        return UNKNOWN
+    if a.items != b.items and a.kind not in ("tuple", "dict"):
         return UNKNOWN
     return Value(
         kind=a.kind,
@@ -56,11 +61,25 @@ def join(a: Value, b: Value) -> Value:
         dtype=a.dtype if a.dtype == b.dtype else None,
         shape=a.shape if a.shape == b.shape else None,
         image=a.image and b.image,
-        items=a.items,
+        items=tuple(join(x, y) for x, y in zip(a.items, b.items)),
+        keys=a.keys,
         arithmetic=a.arithmetic or b.arithmetic,
+        backpropagated=a.backpropagated and b.backpropagated,
         origin=a.origin if a.activation == b.activation else None,
         info=a.info if a.info is b.info else None,
     )
+
+
+def dict_item(mapping: Value, key) -> Value:
+    """The item of a literal key, or for any other key what every item has in common."""
+    if key is not None and key in mapping.keys:
+        return mapping.items[mapping.keys.index(key)]
+    if not mapping.items:
+        return UNKNOWN
+    merged = mapping.items[0]
+    for item in mapping.items[1:]:
+        merged = join(merged, item)
+    return merged
 
 
 def _join_graph(a: object, b: object) -> object:

@@ -68,6 +68,11 @@ def _assigned_names(function: cst.FunctionDef) -> set[str]:
     return names
 
 
+def _with_method(text: str, added: cst.BaseExpression, method: str) -> str:
+    atom = isinstance(added, (cst.Name, cst.Attribute, cst.Call, cst.Subscript))
+    return f"{text}.{method}()" if atom else f"({text}).{method}()"
+
+
 def _target_names(target: cst.CSTNode) -> list[str]:
     if isinstance(target, cst.Name):
         return [target.value]
@@ -168,28 +173,30 @@ class LossAccumulatedWithoutItem(Rule):
     def _check(self, accumulator: cst.CSTNode, added: cst.BaseExpression, method: str) -> None:
         if not self.loops[-1]:
             return
+        if isinstance(accumulator, cst.Subscript):
+            accumulator = accumulator.value  # `totals[name] += loss`
         name = dotted_name(accumulator)
         if name is None:
             return
         value = self.ctx.value(added)
         graph = self.ctx.analysis.has_graph(value, added)
+        already_backpropagated = value.backpropagated and graph is True
         backpropagated = self._backward_facts(self.ctx.functions[-1] if self.ctx.functions else self.ctx.module)[1]
         # A tensor on which this iteration calls backward() carries a graph, whatever produced it.
         roots = self._backward_facts(self.loops[-1][-1])[0]
         backward_evidence = graph is not False and bool(_operands(added) & roots)
-        if not backward_evidence and (not value.is_loss or graph is not True):
+        if not backward_evidence and not already_backpropagated and (not value.is_loss or graph is not True):
             return
         if name in backpropagated:
             return
-        if not backpropagated and not self._outlives_function(name):
+        if not backpropagated and not already_backpropagated and not self._outlives_function(name):
             return  # loss terms collected in a helper and handed back for a backward elsewhere
         shown = short_code(self.ctx, added)
-        replacement = f"{shown}.{method}()" if isinstance(added, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)) else f"({shown}).{method}()"
         self.report(
             added,
             f"`{shown}` still holds its autograd graph and is kept in `{name}` across iterations, so every step's"
-            f" graph stays in memory; use `{replacement}`",
-            FixSpec(f"Use `{replacement}`", (Replacement(added, replacement),)),
+            f" graph stays in memory; use `{_with_method(shown, added, method)}`",
+            FixSpec(f"Use `.{method}()`", (Replacement(added, _with_method(self.ctx.code(added), added, method)),)),
         )
 
     def _outlives_function(self, name: str) -> bool:
