@@ -11,7 +11,7 @@ from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import argument, is_model_like
 from torchcheck.analysis.imports import dotted_name
 
-_OPTIMIZER_NAME = re.compile(r"optim|^opt(_|$)|_opt$|^opt[A-Z]", re.IGNORECASE)
+_OPTIMIZER_NAME = re.compile(r"optim|^opts?(_|$)|_opts?$|^opt[A-Z]", re.IGNORECASE)
 _NOT_OPTIMIZER = re.compile(r"sched|lr|warmup|scaler", re.IGNORECASE)
 
 
@@ -76,17 +76,23 @@ def is_backward(ctx, node: cst.Call) -> bool:
     return method_name(node) == "backward" or ctx.qualname(node.func) == "torch.autograd.backward"
 
 
-def stepped_optimizer(ctx, node: cst.Call) -> str | None:
-    """The optimizer an `opt.step()` / `scaler.step(opt)` call steps, by its expression text."""
+def stepped_optimizer(ctx, node: cst.Call) -> cst.BaseExpression | None:
+    """The optimizer expression an `opt.step()` / `scaler.step(opt)` call steps."""
     if method_name(node) != "step":
         return None
     base = node.func.value
     value = ctx.value(base)
-    name = dotted_name(base) or ""
-    if value.kind == "scaler" or (value.kind == "unknown" and "scaler" in name.lower()):
+    if value.kind == "scaler" or (value.kind == "unknown" and "scaler" in (dotted_name(base) or "").lower()):
         first = argument(node, 0, "optimizer")
-        return dotted_name(first.value) if first is not None else None
-    return (name or "optimizer") if is_optimizer(ctx, base) else None
+        return first.value if first is not None and dotted_name(first.value) else None
+    return base if is_optimizer(ctx, base) else None
+
+
+def optimizer_key(node: cst.BaseExpression) -> str | None:
+    """How an optimizer is named: `opt`, `self.optimizer`; one of a list, `optimizers[i]`, as the list."""
+    while isinstance(node, cst.Subscript):
+        node = node.value
+    return dotted_name(node)
 
 
 def is_optimizer(ctx, node: cst.CSTNode) -> bool:
@@ -94,7 +100,7 @@ def is_optimizer(ctx, node: cst.CSTNode) -> bool:
     value = ctx.value(node)
     if value.kind == "optimizer":
         return True
-    last = (dotted_name(node) or "").rsplit(".", 1)[-1]
+    last = (optimizer_key(node) or "").rsplit(".", 1)[-1]
     return value.kind == "unknown" and bool(_OPTIMIZER_NAME.search(last)) and not _NOT_OPTIMIZER.search(last)
 
 

@@ -236,7 +236,7 @@ class CallSemantics:
         if api.loss_class(qualname):
             return Value(kind="criterion", qualname=api.loss_class(qualname))
         if api.is_optimizer_class(qualname):
-            return Value(kind="optimizer", qualname=qualname)
+            return Value(kind="optimizer", qualname=qualname, source=_updated_model(node))
         if qualname.startswith("torch.optim.lr_scheduler."):
             return Value(kind="scheduler", qualname=qualname)
         if qualname.endswith("GradScaler"):
@@ -320,6 +320,14 @@ class CallSemantics:
             (literal(a.value) for a in node.args if a.keyword is not None and a.keyword.value == "requires_grad"), False
         )
         return Value(kind="tensor", dtype=dtype, shape=shape, graph=True if requires_grad is True else False)
+
+
+def _updated_model(node: cst.Call) -> str | None:
+    """`model` in `optim.SGD(model.parameters(), ...)`."""
+    first = node.args[0].value if node.args else None
+    if isinstance(first, cst.Call) and isinstance(first.func, cst.Attribute) and first.func.attr.value == "parameters":
+        return dotted_name(first.func.value)
+    return None
 
 
 def _loss_graph(frame, args) -> object:

@@ -17,7 +17,7 @@ class Value:
     activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | nonneg
     graph: object = None  # True | False | None | INHERIT
     is_loss: bool = False
-    source: str | None = None  # the model expression a tensor came out of
+    source: str | None = None  # tensors: the model expression they came out of; optimizers: the model they update
     dtype: str | None = None
     shape: tuple | None = None
     image: bool = False

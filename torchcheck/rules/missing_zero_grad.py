@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import is_backward, is_optimizer, method_name, receiver, stepped_optimizer
+from torchcheck.analysis.calls import is_backward, is_optimizer, method_name, optimizer_key, stepped_optimizer
 from torchcheck.analysis.dataflow import FunctionInfo
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid, Rule
@@ -20,9 +20,10 @@ class _LoopEvents:
         self.depth = depth
         self.seen = seen if seen is not None else set()
         self.backward = False
-        self.steps: list[tuple[cst.Call, str]] = []  # (call, optimizer text), lexically in the loop
-        self.cleared: set[str] = set()  # receivers of zero_grad()
-        self.clears_any = False  # model.zero_grad(), p.grad = None, ... clear whatever they cover
+        self.steps: list[tuple[cst.Call, cst.BaseExpression]] = []  # (call, optimizer), lexically in the loop
+        self.cleared: set[str] = set()  # optimizers whose zero_grad() is called
+        self.cleared_models: set[str] = set()  # `netD` in `netD.zero_grad()`, lexically in the loop
+        self.clears_any = False  # p.grad = None, a model cleared in a called function: whatever they cover
         self.created: set[str] = set()  # optimizers built inside the loop: a fresh one each iteration
 
     def scan(self, body: cst.CSTNode) -> _LoopEvents:
@@ -38,8 +39,11 @@ class _LoopEvents:
         if is_backward(self.ctx, node):
             self.backward = True
         elif name == "zero_grad":
-            if is_optimizer(self.ctx, node.func.value):
-                self.cleared.add(receiver(node) or "")
+            cleared = node.func.value
+            if is_optimizer(self.ctx, cleared):
+                self.cleared.add(optimizer_key(cleared) or "")
+            elif dotted_name(cleared) and not self.depth:
+                self.cleared_models.add(dotted_name(cleared))
             else:
                 self.clears_any = True
         elif name in ("zero_", "detach_", "requires_grad_") and _is_grad_expr(node.func.value):
@@ -62,7 +66,7 @@ class _LoopEvents:
         inner = _LoopEvents(info.analysis, self.depth + 1, self.seen).scan(info.node.body)
         self.backward |= inner.backward
         self.cleared |= inner.cleared
-        self.clears_any |= inner.clears_any
+        self.clears_any |= inner.clears_any or bool(inner.cleared_models)
 
     def visit_Assign(self, node: cst.Assign) -> None:
         for target in node.targets:
@@ -148,19 +152,63 @@ class MissingZeroGrad(Rule):
         if not any(isinstance(n, cst.Call) and method_name(n) == "step" for n in descendants(loop.body, prune=_nested)):
             return  # only a step written in the loop itself is reported: no need to analyse it
         events = _LoopEvents(self.ctx).scan(loop.body)
-        if not events.backward or events.clears_any:
+        if events.backward:
+            self._report_uncleared(events, "runs in a loop that calls backward() but never clears")
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        """A training-step function that clears some gradients itself owns the clearing: an optimizer
+        it steps and never clears accumulates (`netG.zero_grad()` but no `netD.zero_grad()`)."""
+        events = _LoopEvents(self.ctx).scan(node.body)
+        if events.backward and (events.cleared or events.cleared_models):
+            self._report_uncleared(events, "runs after backward() in a step function that clears other gradients but never clears")
+
+    def _report_uncleared(self, events: _LoopEvents, where: str) -> None:
+        if events.clears_any:
             return
         for call, optimizer in events.steps:
-            if optimizer in events.cleared or optimizer in events.created:
+            name = optimizer_key(optimizer) or "optimizer"
+            if name in events.cleared or name in events.created or self._model_cleared(optimizer, events.cleared_models):
                 continue
             self.report(
                 call,
-                f"`{dotted_name(call.func)}()` runs in a loop that calls backward() but never clears"
-                f" `{optimizer}`'s gradients, so they accumulate across iterations; call"
-                f" `{optimizer}.zero_grad()` each step",
+                f"`{dotted_name(call.func) or 'step'}()` {where} `{name}`'s gradients, so they accumulate across"
+                f" iterations; call `{name}.zero_grad()` each step",
             )
 
+    def _model_cleared(self, optimizer: cst.BaseExpression, models: set[str]) -> bool:
+        """Did `model.zero_grad()` clear what this optimizer updates? Where its model is unknown, any
+        model cleared may be it."""
+        if not models:
+            return False
+        owner = self._updated_model(optimizer)
+        if owner is None:
+            return True
+        return any(owner == m or owner.startswith(m + ".") or m.startswith(owner + ".") for m in models)
+
+    def _updated_model(self, optimizer: cst.BaseExpression) -> str | None:
+        """`netD` for `optim.Adam(netD.parameters())`; `self.disc` for `self.disc.optimizer`, an
+        optimizer the discriminator built over its own parameters."""
+        owner = self.ctx.value(optimizer).source
+        holder = dotted_name(optimizer.value) if isinstance(optimizer, cst.Attribute) else None
+        if owner is None or holder in (None, "self") or not (owner == "self" or owner.startswith("self.")):
+            return owner
+        if self.ctx.value(optimizer.value).kind == "model":
+            return holder + owner[len("self"):]
+        return None  # built in another object's scope: its `self` is not ours
+
     VALID = [
+        """
+        import torch.optim as optim
+        def train_step(netD, netG, lossD, lossG):
+            optD = optim.Adam(netD.parameters())
+            optG = optim.Adam(netG.parameters())
+            netD.zero_grad()
+            lossD.backward()
+            optD.step()
+            netG.zero_grad()
+            lossG.backward()
+            optG.step()
+        """,
         """
         for x, y in loader:
             optimizer.zero_grad()
@@ -214,6 +262,31 @@ class MissingZeroGrad(Rule):
         """,
     ]
     INVALID = [
+        Invalid(
+            """
+            import torch.nn as nn
+            import torch.optim as optim
+            class Critic(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.net = nn.Linear(4, 1)
+                    self.optimizer = optim.Adam(self.parameters())
+            class Actor(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.net = nn.Linear(4, 2)
+                    self.optimizer = optim.Adam(self.parameters())
+            class Agent:
+                def __init__(self):
+                    self.actor, self.critic = Actor(), Critic()
+                def update(self, critic_loss, actor_loss):
+                    critic_loss.backward()
+                    self.critic.optimizer.step()
+                    self.actor.zero_grad()
+                    actor_loss.backward()
+                    self.actor.optimizer.step()
+            """
+        ),
         Invalid(
             """
             for x, y in loader:
