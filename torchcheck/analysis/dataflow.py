@@ -128,7 +128,9 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             merged = values[0]
             for value in values[1:]:
                 merged = join(merged, value)
-            if merged.kind not in ("unknown", "tensor", "number"):
+            # A tensor only where every caller passes the same: its facts (a teacher's probabilities,
+            # a model's logits) then hold for each call.
+            if merged.kind not in ("unknown", "number") and (merged.kind != "tensor" or values.count(merged) == len(values)):
                 agreed[name] = merged
         return agreed
 

@@ -121,6 +121,13 @@ class CallSemantics:
             return base.with_(activation="softmax", origin=node)
         if name == "log" and base.activation == "softmax":
             return base.with_(activation="log_softmax", origin=node)
+        if name == "get_normalized_probs" and args:  # fairseq-style models: (log-)probabilities of an output
+            log_probs = literal(node.args[1].value) if len(node.args) > 1 else None
+            given = next((a.value for a in node.args if a.keyword is not None and a.keyword.value == "log_probs"), None)
+            log_probs = literal(given) if given is not None else log_probs
+            if log_probs in (True, False):
+                return Value(kind="tensor", activation="log_softmax" if log_probs else "softmax", origin=node,
+                             graph=args[0].graph, source=args[0].source)
         if name == "topk" and base.kind == "unknown":  # a tensor-only method: indices are int64
             return Value(kind="tuple", items=(Value(kind="tensor"), Value(kind="tensor", graph=False, dtype="int64")))
         if not base.is_tensor:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 _MODEL_NAME = re.compile(r"^(model|net|network|classifier|student|teacher|generator|discriminator|netG|netD|G|D|"
                          r"actor|critic|encoder|decoder|backbone|unet|vae|autoencoder)$"
-                         r"|_(model|net)$|^(model|net)_", re.IGNORECASE)
+                         r"|_(model|net|encoder|decoder|backbone|generator|discriminator)$|^(model|net|teacher|student)_",
+                         re.IGNORECASE)
 # `prepare_model(...)`, `load_model(...)`: functions that take or return a model, not models.
 _MODEL_VERB = re.compile(r"^_*(prepare|load|build|get|create|make|save|init|wrap|unwrap|setup|compile|export|convert|"
                          r"train|eval|evaluate|test|validate|run|fit|copy|update|sync|register|print|log|freeze|"

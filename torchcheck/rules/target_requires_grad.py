@@ -80,7 +80,43 @@ class TargetRequiresGrad(Rule):
             FixSpec("Detach the target", (Replacement(loss.target, _detached(self.ctx, loss.target)),)),
         )
 
+    def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
+        """A soft-target cross-entropy written by hand: `(teacher_probs * -student_log_probs).sum(-1)`."""
+        if not isinstance(node.operator, cst.Multiply):
+            return
+        left, right = _negated(node.left), _negated(node.right)
+        for target, log_probs in ((left, right), (right, left)):
+            soft = self.ctx.value(target)
+            student = self.ctx.value(log_probs)
+            if soft.activation != "softmax" or student.activation != "log_softmax":
+                continue
+            if soft.source is None or soft.source == student.source:
+                continue  # not traced to a model, or one model's own entropy / consistency
+            if self.ctx.analysis.has_graph(soft, target) is not True or self.ctx.analysis.has_graph(student, log_probs) is not True:
+                continue
+            self.report(
+                target,
+                f"The soft target `{short_code(self.ctx, target)}` of this cross-entropy is an output of `{soft.source}`"
+                f" that carries an autograd graph; gradients will flow into `{soft.source}` — pass"
+                f" {_shown_detached(self.ctx, target)}",
+                FixSpec("Detach the target", (Replacement(target, _detached(self.ctx, target)),)),
+            )
+
     VALID = [
+        """
+        import torch
+        import torch.nn.functional as F
+        def soft_distillation(student, teacher, x):
+            with torch.no_grad():
+                teacher_probs = F.softmax(teacher(x), dim=-1)
+            return -(teacher_probs * F.log_softmax(student(x), dim=-1)).sum(-1).mean()
+        """,
+        """
+        import torch.nn.functional as F
+        def entropy(model, x):
+            logits = model(x)
+            return -(F.softmax(logits, -1) * F.log_softmax(logits, -1)).sum(-1)
+        """,
         """
         import torch
         import torch.nn.functional as F
@@ -145,6 +181,22 @@ class TargetRequiresGrad(Rule):
         Invalid(
             """
             import torch.nn.functional as F
+            def joint_distillation_loss(student, teacher, x):
+                teacher_probs = F.softmax(teacher(x), dim=-1)
+                student_lprobs = F.log_softmax(student(x), dim=-1)
+                return (teacher_probs * -student_lprobs).sum(-1).mean()
+            """,
+            fixed="""
+            import torch.nn.functional as F
+            def joint_distillation_loss(student, teacher, x):
+                teacher_probs = F.softmax(teacher(x), dim=-1)
+                student_lprobs = F.log_softmax(student(x), dim=-1)
+                return (teacher_probs.detach() * -student_lprobs).sum(-1).mean()
+            """,
+        ),
+        Invalid(
+            """
+            import torch.nn.functional as F
             def td_loss(q_net, states, actions, rewards, next_states, gamma):
                 q = q_net(states).gather(1, actions)
                 q_next = q_net(next_states).max(1, keepdim=True)[0]
@@ -152,6 +204,13 @@ class TargetRequiresGrad(Rule):
             """
         ),
     ]
+
+
+def _negated(node: cst.BaseExpression) -> cst.BaseExpression:
+    """`lprobs` in `-lprobs`."""
+    while isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+        node = node.expression
+    return node
 
 
 def _detached(ctx, node: cst.BaseExpression) -> str:
