@@ -81,8 +81,10 @@ class DeprecatedLossReductionArgs(Rule):
             if index < len(params) and params[index] in _LEGACY:
                 found[params[index]] = arg
         # A wrapper that forwards its own legacy parameters (`size_average=size_average`) keeps an old
-        # API working for its callers; the deprecated use is at those callers.
-        found = {k: a for k, a in found.items() if not (isinstance(a.value, cst.Name) and a.value.value == k)}
+        # API working for its callers; the deprecated use is at those callers, unless the wrapper's
+        # own default is a legacy value that every default construction passes on.
+        found = {k: a for k, a in found.items() if not (isinstance(a.value, cst.Name) and a.value.value == k
+                                                        and not self._defaults_to_legacy_value(k))}
         if not found:
             return
         flags = " and ".join(f"`{k}`" for k in _LEGACY if k in found)
@@ -93,6 +95,13 @@ class DeprecatedLossReductionArgs(Rule):
             f" use `reduction=` instead",
             self._fix(node, found),
         )
+
+    def _defaults_to_legacy_value(self, name: str) -> bool:
+        if not self.ctx.functions:
+            return False
+        params = self.ctx.functions[-1].params
+        param = next((p for p in (*params.params, *params.kwonly_params) if p.name.value == name), None)
+        return param is not None and param.default is not None and literal(param.default) in (True, False)
 
     def _fix(self, node: cst.Call, found: dict[str, cst.Arg]) -> FixSpec | None:
         if any(arg.keyword is None for arg in found.values()):
@@ -133,6 +142,15 @@ class DeprecatedLossReductionArgs(Rule):
         """,
     ]
     INVALID = [
+        Invalid(
+            """
+            import torch.nn as nn
+            class MaskedNLL(nn.Module):
+                def __init__(self, ignore_index=-1, size_average=True):
+                    super().__init__()
+                    self.loss = nn.NLLLoss(ignore_index=ignore_index, size_average=size_average)
+            """
+        ),
         Invalid(
             """
             import torch.nn as nn

@@ -56,17 +56,25 @@ class TorchvisionPretrainedDeprecated(Rule):
 
     def visit_Call(self, node: cst.Call) -> None:
         qualname = self.ctx.qualname(node.func)
-        if qualname is None:
-            return
-        enum = weights_enum(qualname)
-        if enum is None:
+        enum = weights_enum(qualname) if qualname is not None else None
+        if enum is None and not self._dynamic_builder(node.func):
             return
         for arg in node.args:
             if arg.keyword is None or arg.keyword.value not in ("pretrained", "pretrained_backbone"):
                 continue
             new_name = "weights" if arg.keyword.value == "pretrained" else "weights_backbone"
             self.report(arg, f"`{arg.keyword.value}=` is deprecated since torchvision 0.13; use `{new_name}=`",
-                        self._fix(node, arg, qualname, enum[1]))
+                        self._fix(node, arg, qualname, enum[1]) if enum is not None else None)
+
+    def _dynamic_builder(self, func: cst.BaseExpression) -> bool:
+        """`getattr(models, arch)` and `models.__dict__[arch]`: a torchvision builder chosen by name."""
+        if isinstance(func, cst.Call) and isinstance(func.func, cst.Name) and func.func.value == "getattr" and func.args:
+            namespace = func.args[0].value
+        elif isinstance(func, cst.Subscript) and isinstance(func.value, cst.Attribute) and func.value.attr.value == "__dict__":
+            namespace = func.value.value
+        else:
+            return False
+        return (self.ctx.qualname(namespace) or "").startswith("torchvision.models")
 
     def _fix(self, node: cst.Call, arg: cst.Arg, qualname: str, enum: str) -> FixSpec | None:
         flag = literal(arg.value)
@@ -109,6 +117,13 @@ class TorchvisionPretrainedDeprecated(Rule):
         """,
     ]
     INVALID = [
+        Invalid(
+            """
+            import torchvision.models as models
+            def build(arch):
+                return models.__dict__[arch](pretrained=True)
+            """
+        ),
         Invalid(
             """
             import torchvision.models as models
