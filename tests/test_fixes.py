@@ -140,3 +140,52 @@ def test_linting_writes_nothing_but_its_cache(tmp_path, capsys):
     main(["lint", str(copy), "--format", "json"])
     after = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and ".torchcheck_cache" not in p.parts}
     assert after == before
+
+
+MULTI_LINE_ACCUMULATION = """\
+import torch.nn as nn
+criterion = nn.CrossEntropyLoss(size_average=False)
+def train(model, loader, optimizer):
+    running = 0
+    for x, y in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        running += criterion(model(x),
+                             y)
+    return running
+"""
+
+
+def test_fix_is_built_from_source_not_from_the_message(tmp_path, capsys):
+    path = tmp_path / "m.py"
+    path.write_text(MULTI_LINE_ACCUMULATION)
+    assert main(["lint", str(path), "--fix", "--unsafe-fixes", "--format", "json"]) == 0
+    fixed = path.read_text()
+    assert "…" not in fixed
+    assert "running += criterion(model(x),\n                             y).item()" in fixed
+    assert 'reduction="sum"' in fixed
+
+
+def test_a_breaking_fix_is_dropped_alone(tmp_path, capsys, monkeypatch):
+    from torchcheck.rules.loss_accumulated_without_item import LossAccumulatedWithoutItem
+
+    original = LossAccumulatedWithoutItem.report
+
+    def report_broken_fix(self, node, message, fix=None):
+        broken = type(fix)(fix.title, tuple(type(r)(r.node, r.text + ")") for r in fix.replacements)) if fix else None
+        original(self, node, message, broken)
+
+    monkeypatch.setattr(LossAccumulatedWithoutItem, "report", report_broken_fix)
+    path = tmp_path / "m.py"
+    path.write_text(MULTI_LINE_ACCUMULATION)
+    assert main(["lint", str(path), "--fix", "--unsafe-fixes", "--format", "json"]) == 1
+    fixed = path.read_text()
+    assert 'reduction="sum"' in fixed and "running += criterion(model(x),\n" in fixed  # the safe fix is applied
+    [left] = json.loads(capsys.readouterr().out)["findings"]
+    assert left["name"] == "loss-accumulated-without-item" and left["fix"] is None
+    assert "unparsable" in left["fix_dropped"]
+    path.write_text(MULTI_LINE_ACCUMULATION)
+    main(["lint", str(path), "--fix", "--unsafe-fixes"])
+    assert "note: fix not applied: Use `.item()`: it would make the file unparsable" in capsys.readouterr().out

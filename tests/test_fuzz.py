@@ -1,5 +1,6 @@
 """Fuzzing the engine (bounded, for CI): on hypothesmith-generated programs and on mutations of the
-fixtures it never crashes (no TC002), its output is deterministic, and fixes keep every guarantee."""
+fixtures (lines deleted, duplicated, swapped, dedented, calls wrapped over two lines) it never crashes
+(no TC002), its output is deterministic, and fixes keep every guarantee."""
 from pathlib import Path
 
 import libcst as cst
@@ -43,13 +44,18 @@ def mutated_fixture(draw):
         if not lines:
             break
         index = draw(st.integers(0, len(lines) - 1))
-        action = draw(st.sampled_from(["delete", "duplicate", "swap", "dedent"]))
+        action = draw(st.sampled_from(["delete", "duplicate", "swap", "dedent", "wrap"]))
         if action == "delete":
             del lines[index]
         elif action == "duplicate":
             lines.insert(index, lines[index])
         elif action == "swap" and index + 1 < len(lines):
             lines[index], lines[index + 1] = lines[index + 1], lines[index]
+        elif action == "wrap":  # a call's arguments over two lines, as real code writes long calls
+            line = lines[index]
+            opening, comma = line.find("("), line.find(", ", line.find("("))
+            if 0 <= opening < comma:
+                lines[index] = line[:comma + 1] + "\n" + " " * (opening + 1) + line[comma + 2:]
         else:
             lines[index] = lines[index].lstrip()
     return "".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import libcst as cst
@@ -27,21 +27,45 @@ class FixOutcome:
 
 
 def fix_source(source: str, path: Path, config, rules, project: Project, unsafe: bool) -> tuple[str, int, list[Finding]]:
-    """Apply fixes pass after pass until none applies. Returns the new text, how many fixes were
-    applied, and the findings that remain."""
+    """Apply fixes pass after pass until none applies. A fix that would leave the file unparsable
+    is dropped alone: the others are applied, and its finding stays, saying why it was not fixed.
+    Returns the new text, how many fixes were applied, and the findings that remain."""
     fixed = 0
+    broken: dict[tuple, str] = {}  # fixes that break the file, by what they write
     findings = lint_source(source.encode("utf-8"), path, config, rules, project).findings
     for _ in range(MAX_PASSES):
-        new_source, applied = apply_fixes(source, findings, unsafe)
+        candidates = [f for f in findings if _fix_key(f) not in broken]
+        new_source, applied = apply_fixes(source, candidates, unsafe)
         if not applied:
             break
-        try:
-            cst.parse_module(new_source)
-        except cst.ParserSyntaxError:
-            break  # never write a fix that breaks the file
+        error = _parse_error(new_source)
+        if error is not None:
+            for finding in applied:
+                alone = _parse_error(apply_fixes(source, [finding], unsafe)[0])
+                if alone is not None:
+                    broken[_fix_key(finding)] = alone
+            if not any(_fix_key(f) in broken for f in applied):
+                broken[_fix_key(applied[-1])] = error  # only the combination breaks: drop one, retry
+            continue
         source, fixed = new_source, fixed + len(applied)
         findings = lint_source(source.encode("utf-8"), path, config, rules, project).findings
-    return source, fixed, findings
+    return source, fixed, [_dropped(f, broken[_fix_key(f)]) if _fix_key(f) in broken else f for f in findings]
+
+
+def _fix_key(finding: Finding) -> tuple:
+    return (finding.code, finding.fix.title, tuple(e.text for e in finding.fix.edits)) if finding.fix else ()
+
+
+def _parse_error(source: str) -> str | None:
+    try:
+        cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        return f"it would make the file unparsable ({exc.message} at line {exc.raw_line})"
+    return None
+
+
+def _dropped(finding: Finding, reason: str) -> Finding:
+    return replace(finding, fix=None, extra={**finding.extra, "fix_dropped": f"{finding.fix.title}: {reason}"})
 
 
 def write_atomically(path: Path, text: str, encoding: str) -> None:
@@ -85,7 +109,7 @@ def fix_files(result, config, unsafe: bool, write: bool) -> FixOutcome:
             outcome.changes[file.path] = (file.source, new)
             outcome.sources[file.path] = new
             outcome.fixed += count
-        outcome.findings.extend(remaining if count else file.findings)
+        outcome.findings.extend(remaining)
     outcome.findings.sort(key=lambda f: f.sort_key)
     return outcome
 

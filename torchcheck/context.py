@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import libcst as cst
+from libcst._nodes.internal import CodegenState
 
 from torchcheck.analysis.dataflow import FileAnalysis
 from torchcheck.analysis.imports import ImportTable
@@ -58,7 +59,16 @@ class FileContext:
         return self.analysis.value(node)
 
     def code(self, node: cst.CSTNode) -> str:
-        return self.module.code_for_node(node)
+        """The source of `node`, its continuation lines indented as in the statement being visited
+        (`Module.code_for_node` drops the enclosing blocks' indentation)."""
+        state = CodegenState(default_indent=self.module.default_indent, default_newline=self.module.default_newline,
+                             indent_tokens=self._indentation())
+        node._codegen(state)
+        return "".join(state.tokens)
+
+    def _indentation(self) -> list[str]:
+        return [statement.body.indent or self.module.default_indent for statement in self.statements
+                if isinstance(getattr(statement, "body", None), cst.IndentedBlock)]
 
     def rule_options(self, name: str) -> dict:
         return self.config.rule_options.get(name, {})

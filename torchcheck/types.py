@@ -79,4 +79,6 @@ class Finding:
                 data[key] = getattr(self, key)
         if self.count != 1:
             data["count"] = self.count
+        if "fix_dropped" in self.extra:
+            data["fix_dropped"] = self.extra["fix_dropped"]
         return data

@@ -40,6 +40,8 @@ def render_text(summary, console) -> None:
         if finding.fix is not None:
             label = "help" if finding.fix.safety == FixSafety.SAFE else "help (unsafe fix)"
             console.print(Text(f"{label}: ", style="bold cyan") + Text(finding.fix.title))
+        if "fix_dropped" in finding.extra:
+            console.print(Text("note: ", style="bold yellow") + Text(f"fix not applied: {finding.extra['fix_dropped']}"))
         console.print()
     _summary_line(summary, console)
 
