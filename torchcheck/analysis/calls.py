@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.dataflow import argument, is_model_like
+from torchcheck.analysis.dataflow import ClassInfo, argument, is_model_like
 from torchcheck.analysis.imports import dotted_name
+from torchcheck.walk import walk
 
 _OPTIMIZER_NAME = re.compile(r"optim|^opt(_|$)|_opt$|^opt[A-Z]", re.IGNORECASE)
 _NOT_OPTIMIZER = re.compile(r"sched|lr|warmup|scaler", re.IGNORECASE)
@@ -62,6 +63,70 @@ def short_code(ctx, node: cst.CSTNode, limit: int = 60) -> str:
 def origin_note(ctx, value) -> str:
     """` (from `F.softmax(x, dim=1)`)`: where a tensor got its activation, for messages."""
     return f" (from `{short_code(ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+
+
+_ACTIVATION_NOTE = {"softmax": "softmax applied here", "log_softmax": "log-softmax applied here",
+                    "sigmoid": "sigmoid applied here", "logits": "logits computed here"}
+
+
+def loss_evidence(ctx, loss: LossCall, value) -> list[tuple[cst.CSTNode, str]]:
+    """The evidence chain of a finding about a loss's input `value`, for `Rule.report(related=...)`:
+    where its activation was applied (maybe in a model's forward in another module), where the input
+    variable was assigned, where the criterion was created."""
+    evidence = []
+    if isinstance(value.origin, cst.CSTNode) and value.activation in _ACTIVATION_NOTE:
+        evidence.append((value.origin, _ACTIVATION_NOTE[value.activation]))
+    if isinstance(loss.input, cst.Call):
+        evidence.extend(forward_evidence(ctx, loss.input))
+    evidence.extend(binding_evidence(ctx, loss.input))
+    func = loss.call.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+        func = func.value
+    criterion = ctx.value(func)
+    if criterion.kind == "criterion" and isinstance(criterion.origin, cst.CSTNode):
+        evidence.append((criterion.origin, f"`{loss.callee_text}` ({criterion.qualname}) created here"))
+    return evidence
+
+
+def forward_evidence(ctx, call: cst.Call) -> list[tuple[cst.CSTNode, str]]:
+    """`[(def forward, "returned by `Net.forward`")]` when `call` runs a model class of the project."""
+    model = ctx.value(forward_model(call))
+    forward = model.info.method("forward") if model.kind == "model" and isinstance(model.info, ClassInfo) else None
+    return [(forward.node.name, f"returned by `{model.info.name}.forward`")] if forward is not None else []
+
+
+def binding_evidence(ctx, use: cst.CSTNode | None) -> list[tuple[cst.CSTNode, str]]:
+    """`[(name, "`x` assigned here")]` for the last assignment (or for-loop target) that bound the
+    variable `use` before it, in the enclosing function; empty if `use` is not a variable or none is found."""
+    if not isinstance(use, cst.Name):
+        return []
+    bindings: list[cst.Name] = []
+    reached = False
+
+    def on_visit(node: cst.CSTNode) -> None:
+        nonlocal reached
+        if node is use:
+            reached = True
+        elif isinstance(node, cst.For) and not reached:  # bound before its body runs
+            bindings.extend(_bound_names(node.target, use.value))
+
+    def on_leave(node: cst.CSTNode) -> None:  # bound after its value is computed: `x = f(x)` uses the old `x`
+        if isinstance(node, cst.Assign) and not reached:
+            for target in node.targets:
+                bindings.extend(_bound_names(target.target, use.value))
+        elif isinstance(node, cst.AnnAssign) and node.value is not None and not reached:
+            bindings.extend(_bound_names(node.target, use.value))
+
+    walk(ctx.functions[-1] if ctx.functions else ctx.module, on_visit, on_leave)
+    return [(bindings[-1], f"`{use.value}` assigned here")] if reached and bindings else []
+
+
+def _bound_names(target: cst.BaseExpression, name: str) -> list[cst.Name]:
+    if isinstance(target, cst.Name):
+        return [target] if target.value == name else []
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for element in target.elements for n in _bound_names(element.value, name)]
+    return []
 
 
 def method_name(node: cst.Call) -> str | None:
