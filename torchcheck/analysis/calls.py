@@ -76,9 +76,7 @@ def loss_evidence(ctx, loss: LossCall, value) -> list[tuple[cst.CSTNode, str]]:
     evidence = []
     if isinstance(value.origin, cst.CSTNode) and value.activation in _ACTIVATION_NOTE:
         evidence.append((value.origin, _ACTIVATION_NOTE[value.activation]))
-    if isinstance(loss.input, cst.Call):
-        evidence.extend(forward_evidence(ctx, loss.input))
-    evidence.extend(binding_evidence(ctx, loss.input))
+    evidence.extend(source_evidence(ctx, loss.input))
     func = loss.call.func
     if isinstance(func, cst.Attribute) and func.attr.value == "forward":
         func = func.value
@@ -86,6 +84,12 @@ def loss_evidence(ctx, loss: LossCall, value) -> list[tuple[cst.CSTNode, str]]:
     if criterion.kind == "criterion" and isinstance(criterion.origin, cst.CSTNode):
         evidence.append((criterion.origin, f"`{loss.callee_text}` ({criterion.qualname}) created here"))
     return evidence
+
+
+def source_evidence(ctx, expr: cst.CSTNode | None) -> list[tuple[cst.CSTNode, str]]:
+    """Where the tensor `expr` came from: the model class whose forward returned it, or the
+    assignment of the variable."""
+    return forward_evidence(ctx, expr) if isinstance(expr, cst.Call) else binding_evidence(ctx, expr)
 
 
 def forward_evidence(ctx, call: cst.Call) -> list[tuple[cst.CSTNode, str]]:

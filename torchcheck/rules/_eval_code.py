@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import forward_receiver, is_model_forward
+from torchcheck.analysis.calls import forward_model, forward_receiver, is_model_forward
+from torchcheck.analysis.dataflow import ClassInfo
 from torchcheck.analysis.evaluation import EVAL_FUNCTION, fresh_model, is_eval_by_mode, is_eval_function, is_eval_loop
 from torchcheck.rule import Rule
 
@@ -61,6 +62,16 @@ class EvalCodeRule(Rule):
     def check_forward(self, scope, node: cst.Call) -> bool:
         """Report if needed; True if a finding was made for this scope."""
         raise NotImplementedError
+
+    def evidence(self, scope, node: cst.Call) -> list[tuple[cst.CSTNode, str]]:
+        """For `related`: the class of the model `node` runs (maybe defined in another module), and the
+        evaluation code it runs in."""
+        model = self.ctx.value(forward_model(node))
+        evidence = []
+        if isinstance(model.info, ClassInfo):
+            evidence.append((model.info.node.name, f"model class `{model.info.name}` defined here"))
+        evidence.append((scope.name if isinstance(scope, cst.FunctionDef) else scope, self.describe(scope)))
+        return evidence
 
     @staticmethod
     def describe(scope) -> str:

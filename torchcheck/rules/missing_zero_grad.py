@@ -19,7 +19,7 @@ class _LoopEvents:
         self.ctx = ctx
         self.depth = depth
         self.seen = seen if seen is not None else set()
-        self.backward = False
+        self.backward: cst.Call | None = None  # the first backward() call
         self.steps: list[tuple[cst.Call, str]] = []  # (call, optimizer text), lexically in the loop
         self.cleared: set[str] = set()  # receivers of zero_grad()
         self.clears_any = False  # model.zero_grad(), p.grad = None, ... clear whatever they cover
@@ -36,7 +36,7 @@ class _LoopEvents:
     def visit_Call(self, node: cst.Call) -> None:
         name = method_name(node)
         if is_backward(self.ctx, node):
-            self.backward = True
+            self.backward = self.backward or node
         elif name == "zero_grad":
             if is_optimizer(self.ctx, node.func.value):
                 self.cleared.add(receiver(node) or "")
@@ -60,7 +60,7 @@ class _LoopEvents:
             return
         self.seen.add(info)
         inner = _LoopEvents(info.analysis, self.depth + 1, self.seen).scan(info.node.body)
-        self.backward |= inner.backward
+        self.backward = self.backward or inner.backward
         self.cleared |= inner.cleared
         self.clears_any |= inner.clears_any
 
@@ -158,6 +158,8 @@ class MissingZeroGrad(Rule):
                 f"`{dotted_name(call.func)}()` runs in a loop that calls backward() but never clears"
                 f" `{optimizer}`'s gradients, so they accumulate across iterations; call"
                 f" `{optimizer}.zero_grad()` each step",
+                related=[(loop, f"the loop, which never calls `{optimizer}.zero_grad()`"),
+                         (events.backward, "backward() adds to the gradients here")],
             )
 
     VALID = [
