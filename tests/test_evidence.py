@@ -4,9 +4,11 @@ import json
 import shutil
 from pathlib import Path
 
+import libcst as cst
 import pytest
 
 from torchcheck.cli import main
+from torchcheck.rule import Rule
 from torchcheck.testing import lint_snippet
 
 SPLIT_PROJECT = Path(__file__).resolve().parent.parent / "fixtures" / "static" / "split_project"
@@ -103,3 +105,18 @@ def test_evidence_at_the_finding_itself_is_left_out():
             return F.cross_entropy(F.softmax(model(x), dim=1), y)
         """)
     assert finding.related == ()
+
+
+class _CitesEvidence(Rule):
+    code = "TC999"
+    name = "cites-evidence"
+    summary = "A call, citing a node of no linted module and the call's argument"
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.report(node, "a call", related=[(cst.parse_expression("elsewhere"), "in no module"),
+                                             (node.args[0].value, "its argument")])
+
+
+def test_evidence_that_cannot_be_placed_is_left_out():
+    [finding] = lint_snippet("print(x)\n", rules=[_CitesEvidence])
+    assert [(r.message, r.path, r.line, r.column) for r in finding.related] == [("its argument", "snippet.py", 1, 7)]

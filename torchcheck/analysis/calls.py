@@ -87,9 +87,16 @@ def loss_evidence(ctx, loss: LossCall, value) -> list[tuple[cst.CSTNode, str]]:
 
 
 def source_evidence(ctx, expr: cst.CSTNode | None) -> list[tuple[cst.CSTNode, str]]:
-    """Where the tensor `expr` came from: the model class whose forward returned it, or the
-    assignment of the variable."""
-    return forward_evidence(ctx, expr) if isinstance(expr, cst.Call) else binding_evidence(ctx, expr)
+    """Where the tensor `expr` came from: the model class whose forward returned it, and the
+    assignment of the variable that holds it."""
+    if isinstance(expr, cst.Call):
+        return forward_evidence(ctx, expr)
+    binding = last_binding(ctx, expr)
+    if binding is None:
+        return []
+    name, value = binding
+    returned = forward_evidence(ctx, value) if isinstance(value, cst.Call) else []
+    return [*returned, (name, f"`{name.value}` assigned here")]
 
 
 def forward_evidence(ctx, call: cst.Call) -> list[tuple[cst.CSTNode, str]]:
@@ -99,12 +106,13 @@ def forward_evidence(ctx, call: cst.Call) -> list[tuple[cst.CSTNode, str]]:
     return [(forward.node.name, f"returned by `{model.info.name}.forward`")] if forward is not None else []
 
 
-def binding_evidence(ctx, use: cst.CSTNode | None) -> list[tuple[cst.CSTNode, str]]:
-    """`[(name, "`x` assigned here")]` for the last assignment (or for-loop target) that bound the
-    variable `use` before it, in the enclosing function; empty if `use` is not a variable or none is found."""
+def last_binding(ctx, use: cst.CSTNode | None) -> tuple[cst.Name, cst.BaseExpression | None] | None:
+    """The target that last bound the variable `use` before it, in the enclosing function, and the
+    value assigned to it as a whole (None for unpacking and for-loop targets); None if `use` is not
+    a variable or none is found."""
     if not isinstance(use, cst.Name):
-        return []
-    bindings: list[cst.Name] = []
+        return None
+    bindings: list[tuple[cst.Name, cst.BaseExpression | None]] = []
     reached = False
 
     def on_visit(node: cst.CSTNode) -> None:
@@ -112,17 +120,17 @@ def binding_evidence(ctx, use: cst.CSTNode | None) -> list[tuple[cst.CSTNode, st
         if node is use:
             reached = True
         elif isinstance(node, cst.For) and not reached:  # bound before its body runs
-            bindings.extend(_bound_names(node.target, use.value))
+            bindings.extend((name, None) for name in _bound_names(node.target, use.value))
 
     def on_leave(node: cst.CSTNode) -> None:  # bound after its value is computed: `x = f(x)` uses the old `x`
-        if isinstance(node, cst.Assign) and not reached:
-            for target in node.targets:
-                bindings.extend(_bound_names(target.target, use.value))
-        elif isinstance(node, cst.AnnAssign) and node.value is not None and not reached:
-            bindings.extend(_bound_names(node.target, use.value))
+        if reached or not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
+            return
+        for target in node.targets if isinstance(node, cst.Assign) else [node]:
+            names = _bound_names(target.target, use.value)
+            bindings.extend((name, node.value if name is target.target else None) for name in names)
 
     walk(ctx.functions[-1] if ctx.functions else ctx.module, on_visit, on_leave)
-    return [(bindings[-1], f"`{use.value}` assigned here")] if reached and bindings else []
+    return bindings[-1] if reached and bindings else None
 
 
 def _bound_names(target: cst.BaseExpression, name: str) -> list[cst.Name]:
