@@ -75,7 +75,7 @@ def _finding(item: dict) -> Finding:
     if fix is not None:
         fix = Fix(fix["title"], FixSafety(fix["safety"]),
                   tuple(Edit(e["start"], e["end"], e["content"]) for e in fix["edits"]))
-    related = tuple(RelatedLocation(**r) for r in item["related"])  # entries without it are misses
+    related = tuple(RelatedLocation(**r) for r in item["related"])  # KeyError: written before `related`, a miss
     return Finding(item["code"], item["name"], item["message"], item["path"], item["line"], item["column"],
                    item["end_line"], item["end_column"], Severity(item["severity"]), fix,
                    related=related)

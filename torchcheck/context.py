@@ -25,7 +25,7 @@ class Report:
     message: str
     fix: FixSpec | None
     statement: cst.CSTNode | None
-    related: tuple[tuple[cst.CSTNode, str], ...] = ()
+    related: tuple[tuple[cst.CSTNode, str], ...]  # (node, note): the evidence, source first
 
 
 class FileContext:
@@ -65,7 +65,7 @@ class FileContext:
         return self.config.rule_options.get(name, {})
 
     def report(self, rule: Rule, node: cst.CSTNode, message: str, fix: FixSpec | None,
-               related: tuple[tuple[cst.CSTNode, str], ...] = ()) -> None:
+               related: tuple[tuple[cst.CSTNode, str], ...]) -> None:
         if any(r.rule is rule and r.node is node for r in self.reports):
             return
         statement = self.statements[-1] if self.statements else None

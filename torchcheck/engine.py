@@ -258,9 +258,9 @@ def _findings(ctx: FileContext, reports, text: str) -> list[Finding]:
         related = []
         for where, note in report.related:
             location = _related_location(ctx, positions, where, note)
-            # Evidence at the finding itself, or given twice, adds nothing.
-            if location is not None and (location.path, location.line, location.column) != here and location not in related:
-                related.append(location)
+            if location is None or (location.path, location.line, location.column) == here or location in related:
+                continue  # unknown, at the finding itself, or given twice: adds nothing
+            related.append(location)
         findings.append(Finding(rule.code, rule.name, report.message, ctx.display_path, span.start.line,
                                 span.start.column + 1, span.end.line, span.end.column + 1, rule.severity, fix,
                                 related=tuple(related)))

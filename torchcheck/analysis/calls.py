@@ -125,7 +125,7 @@ def last_binding(ctx, use: cst.CSTNode | None) -> tuple[cst.Name, cst.BaseExpres
     def on_leave(node: cst.CSTNode) -> None:  # bound after its value is computed: `x = f(x)` uses the old `x`
         if reached or not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
             return
-        for target in node.targets if isinstance(node, cst.Assign) else [node]:
+        for target in node.targets if isinstance(node, cst.Assign) else [node]:  # an AnnAssign is its own target
             names = _bound_names(target.target, use.value)
             bindings.extend((name, node.value if name is target.target else None) for name in names)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class Project:
         self._in_use: set[str] = set()  # trees the linted file's questions have reached
         self._room = TREE_TOKENS  # tokens its questions may still parse
         self._analyses: dict[str, FileAnalysis | None] = {}
-        self._positions: dict[str, object] = {}  # module -> its nodes' spans, resolved for evidence only
+        self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}  # resolved for findings' evidence only
         self._reachable: set[str] = set()
         self._mode_dependent: dict[ClassInfo, bool | None] = {}
 
@@ -101,7 +102,8 @@ class Project:
             if analysis is None or name == exclude or name not in self.files:
                 continue
             if name not in self._positions:
-                self._positions[name] = MetadataWrapper(analysis.module, unsafe_skip_copy=True).resolve(PositionProvider)
+                wrapper = MetadataWrapper(analysis.module, unsafe_skip_copy=True)
+                self._positions[name] = wrapper.resolve(PositionProvider)
             span = self._positions[name].get(node)
             if span is not None:
                 return self.files[name], span

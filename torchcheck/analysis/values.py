@@ -23,7 +23,7 @@ class Value:
     image: bool = False
     items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers
     arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
-    origin: object = field(default=None, compare=False)  # node that applied the activation, or built the layer or criterion
+    origin: object = field(default=None, compare=False)  # node that applied the activation; made a layer or criterion
     info: object = field(default=None, compare=False)  # ClassInfo / FunctionInfo
     bound: object = field(default=None, compare=False)  # `self` value of a bound method
 

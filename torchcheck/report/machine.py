@@ -47,8 +47,10 @@ def render_sarif(summary) -> str:
             "locations": [{"physicalLocation": _physical_location(finding)}],
         }
         if finding.related:
-            result["relatedLocations"] = [{"id": i, "physicalLocation": _physical_location(r), "message": {"text": r.message}}
-                                          for i, r in enumerate(finding.related, 1)]
+            result["relatedLocations"] = [
+                {"id": i, "physicalLocation": _physical_location(r), "message": {"text": r.message}}
+                for i, r in enumerate(finding.related, 1)
+            ]
             steps = [*finding.related, finding]
             result["codeFlows"] = [{"threadFlows": [{"locations": [
                 {"location": {"physicalLocation": _physical_location(step), "message": {"text": step.message}}}

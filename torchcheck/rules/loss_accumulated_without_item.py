@@ -190,7 +190,7 @@ class LossAccumulatedWithoutItem(Rule):
             f"`{shown}` still holds its autograd graph and is kept in `{name}` across iterations, so every step's"
             f" graph stays in memory; use `{replacement}`",
             FixSpec(f"Use `{replacement}`", (Replacement(added, replacement),)),
-            related=[*source_evidence(self.ctx, added), (self.loops[-1][-1], f"the loop that keeps adding to `{name}`")],
+            related=[*source_evidence(self.ctx, added), (self.loops[-1][-1], f"the loop that adds to `{name}`")],
         )
 
     def _outlives_function(self, name: str) -> bool:
