@@ -120,3 +120,15 @@ class _CitesEvidence(Rule):
 def test_evidence_that_cannot_be_placed_is_left_out():
     [finding] = lint_snippet("print(x)\n", rules=[_CitesEvidence])
     assert [(r.message, r.path, r.line, r.column) for r in finding.related] == [("its argument", "snippet.py", 1, 7)]
+
+
+def test_evaluation_finding_cites_the_call_in_the_other_file(project, capsys):
+    train = project / "train.py"
+    train.write_text(train.read_text().replace("        model.eval()\n", "").replace("with torch.no_grad():", "if True:"))
+    findings = json.loads(lint(capsys, "--format", "json"))["findings"]
+    [finding] = [f for f in findings if f["name"] == "eval-mode-missing"]
+    assert finding["path"] == "engine.py"
+    assert [(r["message"], r["path"], r["line"]) for r in finding["related"]] == [
+        ("`evaluate` called here", "train.py", 22),
+        ("evaluation function `evaluate`", "engine.py", 4),
+    ]
