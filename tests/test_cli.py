@@ -55,6 +55,8 @@ def test_text_output_like_ruff(tmp_path, capsys, monkeypatch):
         8 |     return criterion(F.softmax(model(x), dim=1), y)
           |                      ^^^^^^^^^^^^^^^^^^^^^^^^^^
           |
+         = note: `criterion` (CrossEntropyLoss) created here --> train.py:4:13
+           | criterion = nn.CrossEntropyLoss(size_average=False)
         help (unsafe fix): Pass the logits to `criterion` without softmax
 
         Found 2 findings in 1 file.

@@ -173,9 +173,9 @@ def test_a_breaking_fix_is_dropped_alone(tmp_path, capsys, monkeypatch):
 
     original = LossAccumulatedWithoutItem.report
 
-    def report_broken_fix(self, node, message, fix=None):
+    def report_broken_fix(self, node, message, fix=None, **evidence):
         broken = type(fix)(fix.title, tuple(type(r)(r.node, r.text + ")") for r in fix.replacements)) if fix else None
-        original(self, node, message, broken)
+        original(self, node, message, broken, **evidence)
 
     monkeypatch.setattr(LossAccumulatedWithoutItem, "report", report_broken_fix)
     path = tmp_path / "m.py"

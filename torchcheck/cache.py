@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from torchcheck import __version__
-from torchcheck.types import Edit, Finding, Fix, FixSafety, Severity
+from torchcheck.types import Edit, Finding, Fix, FixSafety, RelatedLocation, Severity
 
 CACHE_DIR = ".torchcheck_cache"
 
@@ -75,5 +75,7 @@ def _finding(item: dict) -> Finding:
     if fix is not None:
         fix = Fix(fix["title"], FixSafety(fix["safety"]),
                   tuple(Edit(e["start"], e["end"], e["content"]) for e in fix["edits"]))
+    related = tuple(RelatedLocation(**r) for r in item["related"])  # KeyError: written before `related`, a miss
     return Finding(item["code"], item["name"], item["message"], item["path"], item["line"], item["column"],
-                   item["end_line"], item["end_column"], Severity(item["severity"]), fix)
+                   item["end_line"], item["end_column"], Severity(item["severity"]), fix,
+                   related=related)

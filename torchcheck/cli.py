@@ -127,7 +127,7 @@ def resolve_config(args, start: Path):
 def lint_command(args) -> int:
     from torchcheck.config import is_excluded
     from torchcheck.engine import lint_paths
-    from torchcheck.report import Summary, render
+    from torchcheck.report import Summary, read_sources, render
     from torchcheck.report.text import render_statistics
 
     if args.paths is None:
@@ -160,7 +160,7 @@ def lint_command(args) -> int:
         if args.statistics:
             render_statistics(findings, console)
         else:
-            render(Summary(len(result.files), findings, sources, fixed), args.format, console)
+            render(Summary(len(result.files), findings, read_sources(findings, sources), fixed), args.format, console)
     finally:
         if args.output is not None:
             console.file.close()

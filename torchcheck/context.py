@@ -26,6 +26,7 @@ class Report:
     message: str
     fix: FixSpec | None
     statement: cst.CSTNode | None
+    related: tuple[tuple[cst.CSTNode, str], ...]  # (node, note): the evidence, source first
 
 
 class FileContext:
@@ -73,11 +74,12 @@ class FileContext:
     def rule_options(self, name: str) -> dict:
         return self.config.rule_options.get(name, {})
 
-    def report(self, rule: Rule, node: cst.CSTNode, message: str, fix: FixSpec | None) -> None:
+    def report(self, rule: Rule, node: cst.CSTNode, message: str, fix: FixSpec | None,
+               related: tuple[tuple[cst.CSTNode, str], ...]) -> None:
         if any(r.rule is rule and r.node is node for r in self.reports):
             return
         statement = self.statements[-1] if self.statements else None
-        self.reports.append(Report(rule, node, message, fix, statement))
+        self.reports.append(Report(rule, node, message, fix, statement, related))
 
 
 class Tracker:

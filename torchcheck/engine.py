@@ -23,7 +23,7 @@ from torchcheck.analysis.project import Project, module_name
 from torchcheck.config import Config, is_excluded
 from torchcheck.context import FileContext, Tracker
 from torchcheck.rule import Rule
-from torchcheck.types import Edit, Finding, Fix
+from torchcheck.types import Edit, Finding, Fix, RelatedLocation
 from torchcheck.walk import walk
 
 SERIAL_THRESHOLD = 24  # below this many files, process start-up costs more than it saves
@@ -254,9 +254,30 @@ def _findings(ctx: FileContext, reports, text: str) -> list[Finding]:
                     text += lines[where.start.line - 1][: where.start.column]  # keep the node's indentation
                 edits.append(Edit(start, end, text))
             fix = Fix(report.fix.title, report.fix.safety or rule.fix_safety, tuple(edits))
+        here = (ctx.display_path, span.start.line, span.start.column + 1)
+        related = []
+        for where, note in report.related:
+            location = _related_location(ctx, positions, where, note)
+            if location is None or (location.path, location.line, location.column) == here or location in related:
+                continue  # unknown, at the finding itself, or given twice: adds nothing
+            related.append(location)
         findings.append(Finding(rule.code, rule.name, report.message, ctx.display_path, span.start.line,
-                                span.start.column + 1, span.end.line, span.end.column + 1, rule.severity, fix))
+                                span.start.column + 1, span.end.line, span.end.column + 1, rule.severity, fix,
+                                related=tuple(related)))
     return findings
+
+
+def _related_location(ctx: FileContext, positions, node, message: str) -> RelatedLocation | None:
+    """Where a piece of evidence is, in this file or in a module of the project its analysis reached;
+    None where that cannot be known."""
+    if node in positions:
+        path, span = ctx.display_path, positions[node]
+    else:
+        found = ctx.project.locate(node, exclude=ctx.module_name)
+        if found is None:
+            return None
+        path, span = display_path(found[0]), found[1]
+    return RelatedLocation(message, path, span.start.line, span.start.column + 1, span.end.line, span.end.column + 1)
 
 
 def _per_file_ignores(ctx: FileContext) -> set[str]:

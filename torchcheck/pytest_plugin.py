@@ -116,6 +116,7 @@ class TorchcheckError(Exception):
 class TorchcheckItem(pytest.Item):
     def runtest(self) -> None:
         from torchcheck.engine import lint_source
+        from torchcheck.report import read_sources
 
         session: _LintSession = self.config.stash[_LINT]
         path = Path(self.path)
@@ -133,7 +134,7 @@ class TorchcheckItem(pytest.Item):
         if not findings:
             session.remember_clean(path, key)
             return
-        raise TorchcheckError(render_text(findings, {f.path: result.source for f in findings}))
+        raise TorchcheckError(render_text(findings, read_sources(findings, {result.path: result.source})))
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, TorchcheckError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -68,8 +69,11 @@ class Rule(cst.BatchableCSTVisitor):
     def option(self, key: str):
         return self.ctx.rule_options(self.name).get(key, self.options[key])
 
-    def report(self, node: cst.CSTNode, message: str, fix: FixSpec | None = None) -> None:
-        self.ctx.report(self, node, message, fix)
+    def report(self, node: cst.CSTNode, message: str, fix: FixSpec | None = None,
+               related: Sequence[tuple[cst.CSTNode, str]] = ()) -> None:
+        """Report `node`. `related` is the evidence, source first: (node, note) pairs, where a node
+        may belong to another module of the project (a model's forward in models.py)."""
+        self.ctx.report(self, node, message, fix, tuple(related))
 
     @classmethod
     def doc(cls) -> str:

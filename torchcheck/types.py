@@ -39,6 +39,23 @@ class Fix:
 
 
 @dataclass(frozen=True)
+class RelatedLocation:
+    """A place a finding's evidence passes through: where the softmax was applied, where the
+    criterion was created. 1-based lines and columns, like the finding's own."""
+
+    message: str
+    path: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def to_dict(self) -> dict:
+        return {"message": self.message, "path": self.path, "line": self.line, "column": self.column,
+                "end_line": self.end_line, "end_column": self.end_column}
+
+
+@dataclass(frozen=True)
 class Finding:
     code: str
     name: str
@@ -55,6 +72,7 @@ class Finding:
     step: int | None = None
     count: int = 1
     rank: int | None = None
+    related: tuple[RelatedLocation, ...] = ()  # static findings: the evidence chain, source first
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -73,6 +91,7 @@ class Finding:
             "end_column": self.end_column,
             "severity": self.severity.value,
             "fix": self.fix.to_dict() if self.fix else None,
+            "related": [r.to_dict() for r in self.related],
         }
         for key in ("module_path", "step", "rank"):
             if getattr(self, key) is not None:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.dataflow import argument, is_model_like
+from torchcheck.analysis.dataflow import ClassInfo, argument, is_model_like
 from torchcheck.analysis.imports import dotted_name
+from torchcheck.walk import walk
 
 _OPTIMIZER_NAME = re.compile(r"optim|^opts?(_|$)|_opts?$|^opt[A-Z]", re.IGNORECASE)
 _NOT_OPTIMIZER = re.compile(r"sched|lr|warmup|scaler", re.IGNORECASE)
@@ -62,6 +63,82 @@ def short_code(ctx, node: cst.CSTNode, limit: int = 60) -> str:
 def origin_note(ctx, value) -> str:
     """` (from `F.softmax(x, dim=1)`)`: where a tensor got its activation, for messages."""
     return f" (from `{short_code(ctx, value.origin)}`)" if isinstance(value.origin, cst.CSTNode) else ""
+
+
+_ACTIVATION_NOTE = {"softmax": "softmax applied here", "log_softmax": "log-softmax applied here",
+                    "sigmoid": "sigmoid applied here", "logits": "logits computed here"}
+
+
+def loss_evidence(ctx, loss: LossCall, value) -> list[tuple[cst.CSTNode, str]]:
+    """The evidence chain of a finding about a loss's input `value`, for `Rule.report(related=...)`:
+    where its activation was applied (maybe in a model's forward in another module), where the input
+    variable was assigned, where the criterion was created."""
+    evidence = []
+    if isinstance(value.origin, cst.CSTNode) and value.activation in _ACTIVATION_NOTE:
+        evidence.append((value.origin, _ACTIVATION_NOTE[value.activation]))
+    evidence.extend(source_evidence(ctx, loss.input))
+    func = loss.call.func
+    if isinstance(func, cst.Attribute) and func.attr.value == "forward":
+        func = func.value
+    criterion = ctx.value(func)
+    if criterion.kind == "criterion" and isinstance(criterion.origin, cst.CSTNode):
+        evidence.append((criterion.origin, f"`{loss.callee_text}` ({criterion.qualname}) created here"))
+    return evidence
+
+
+def source_evidence(ctx, expr: cst.CSTNode | None) -> list[tuple[cst.CSTNode, str]]:
+    """Where the tensor `expr` came from: the model class whose forward returned it, and the
+    assignment of the variable that holds it."""
+    if isinstance(expr, cst.Call):
+        return forward_evidence(ctx, expr)
+    binding = last_binding(ctx, expr)
+    if binding is None:
+        return []
+    name, value = binding
+    returned = forward_evidence(ctx, value) if isinstance(value, cst.Call) else []
+    return [*returned, (name, f"`{name.value}` assigned here")]
+
+
+def forward_evidence(ctx, call: cst.Call) -> list[tuple[cst.CSTNode, str]]:
+    """`[(def forward, "returned by `Net.forward`")]` when `call` runs a model class of the project."""
+    model = ctx.value(forward_model(call))
+    forward = model.info.method("forward") if model.kind == "model" and isinstance(model.info, ClassInfo) else None
+    return [(forward.node.name, f"returned by `{model.info.name}.forward`")] if forward is not None else []
+
+
+def last_binding(ctx, use: cst.CSTNode | None) -> tuple[cst.Name, cst.BaseExpression | None] | None:
+    """The target that last bound the variable `use` before it, in the enclosing function, and the
+    value assigned to it as a whole (None for unpacking and for-loop targets); None if `use` is not
+    a variable or none is found."""
+    if not isinstance(use, cst.Name):
+        return None
+    bindings: list[tuple[cst.Name, cst.BaseExpression | None]] = []
+    reached = False
+
+    def on_visit(node: cst.CSTNode) -> None:
+        nonlocal reached
+        if node is use:
+            reached = True
+        elif isinstance(node, cst.For) and not reached:  # bound before its body runs
+            bindings.extend((name, None) for name in _bound_names(node.target, use.value))
+
+    def on_leave(node: cst.CSTNode) -> None:  # bound after its value is computed: `x = f(x)` uses the old `x`
+        if reached or not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
+            return
+        for target in node.targets if isinstance(node, cst.Assign) else [node]:  # an AnnAssign is its own target
+            names = _bound_names(target.target, use.value)
+            bindings.extend((name, node.value if name is target.target else None) for name in names)
+
+    walk(ctx.functions[-1] if ctx.functions else ctx.module, on_visit, on_leave)
+    return bindings[-1] if reached and bindings else None
+
+
+def _bound_names(target: cst.BaseExpression, name: str) -> list[cst.Name]:
+    if isinstance(target, cst.Name):
+        return [target] if target.value == name else []
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return [n for element in target.elements for n in _bound_names(element.value, name)]
+    return []
 
 
 def method_name(node: cst.Call) -> str | None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
@@ -66,6 +68,7 @@ class Project:
         self._in_use: set[str] = set()  # trees the linted file's questions have reached
         self._room = TREE_TOKENS  # tokens its questions may still parse
         self._analyses: dict[str, FileAnalysis | None] = {}
+        self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}  # resolved for findings' evidence only
         self._reachable: set[str] = set()
         self._mode_dependent: dict[ClassInfo, bool | None] = {}
 
@@ -74,6 +77,7 @@ class Project:
         """Start linting `name`, before its tree is parsed: only it and its neighbours can answer
         cross-file questions, and cached trees make room for its own."""
         self._analyses = {}
+        self._positions = {}
         self._reachable = {name} | self.neighbours(name)
         self._mode_dependent = {}
         self._in_use = set()
@@ -85,9 +89,25 @@ class Project:
 
     def end(self) -> None:
         self._analyses = {}
+        self._positions = {}
         self._reachable = set()
         self._mode_dependent = {}
         self._in_use = set()
+
+    def locate(self, node: cst.CSTNode, exclude: str) -> tuple[Path, CodeRange] | None:
+        """The file and span of a node of a module other than `exclude` that the linted file's
+        questions reached; None if none of them holds it. A module's positions are resolved the
+        first time a finding cites one of its nodes."""
+        for name, analysis in self._analyses.items():
+            if analysis is None or name == exclude or name not in self.files:
+                continue
+            if name not in self._positions:
+                wrapper = MetadataWrapper(analysis.module, unsafe_skip_copy=True)
+                self._positions[name] = wrapper.resolve(PositionProvider)
+            span = self._positions[name].get(node)
+            if span is not None:
+                return self.files[name], span
+        return None
 
     # -- the import graph, from outlines -------------------------------------------------------
     def outline(self, name: str) -> Outline:

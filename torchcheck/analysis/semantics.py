@@ -241,7 +241,7 @@ class CallSemantics:
                 activation = "logits" if qualname.endswith(".linear") else None
                 return Value(kind="tensor", activation=activation, graph=first.graph, source=first.source)
         if api.loss_class(qualname):
-            return Value(kind="criterion", qualname=api.loss_class(qualname))
+            return Value(kind="criterion", qualname=api.loss_class(qualname), origin=node)
         if api.is_optimizer_class(qualname):
             return Value(kind="optimizer", qualname=qualname, source=_updated_model(node))
         if qualname.startswith("torch.optim.lr_scheduler."):

@@ -26,7 +26,7 @@ class Value:
     arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
     # tensors: backward() already ran through it (on it, or on the total it is a term of)
     backpropagated: bool = False
-    origin: object = field(default=None, compare=False)  # node that applied the activation
+    origin: object = field(default=None, compare=False)  # node that applied the activation; made a layer or criterion
     info: object = field(default=None, compare=False)  # ClassInfo / FunctionInfo
     bound: object = field(default=None, compare=False)  # `self` value of a bound method
 

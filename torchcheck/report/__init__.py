@@ -22,17 +22,18 @@ class Summary:
     kind: str = "lint"  # lint | run
 
 
-def read_sources(findings: list[Finding]) -> dict[str, str]:
-    """The text of each file with findings, for the source excerpts (unreadable files are skipped)."""
+def read_sources(findings: list[Finding], known: dict[str, str] | None = None) -> dict[str, str]:
+    """The text of each file with findings or evidence, for the source excerpts: the `known` texts,
+    and the other files read (unreadable files are skipped)."""
     from pathlib import Path
 
-    sources: dict[str, str] = {}
-    for finding in findings:
-        if finding.path not in sources:
+    sources = dict(known or {})
+    for path in [f.path for f in findings] + [r.path for f in findings for r in f.related]:
+        if path not in sources:
             try:
-                sources[finding.path] = Path(finding.path).read_text(encoding="utf-8")
+                sources[path] = Path(path).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
-                sources[finding.path] = ""
+                sources[path] = ""
     return sources
 
 

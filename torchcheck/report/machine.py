@@ -1,6 +1,7 @@
 """Machine formats. Their shapes are part of torchcheck's interface (see the README):
 - json: {"version", "findings": [Finding.to_dict()...], "summary": {...}}
-- sarif: SARIF 2.1.0, one run, every catalog rule in tool.driver.rules
+- sarif: SARIF 2.1.0, one run, every catalog rule in tool.driver.rules; a finding's evidence as
+  relatedLocations and as a codeFlow that walks it and ends at the finding
 - github: GitHub Actions workflow commands, one `::error`/`::warning` per finding
 """
 from __future__ import annotations
@@ -43,18 +44,18 @@ def render_sarif(summary) -> str:
             "ruleIndex": index.get(finding.code, 0),
             "level": "error" if finding.severity.value == "error" else "warning",
             "message": {"text": finding.message},
-            "locations": [{
-                "physicalLocation": {
-                    "artifactLocation": {"uri": finding.path, "uriBaseId": "%SRCROOT%"},
-                    "region": {
-                        "startLine": finding.line,
-                        "startColumn": finding.column,
-                        "endLine": max(finding.end_line, finding.line),
-                        "endColumn": finding.end_column if finding.end_line > finding.line else max(finding.end_column, finding.column),
-                    },
-                }
-            }],
+            "locations": [{"physicalLocation": _physical_location(finding)}],
         }
+        if finding.related:
+            result["relatedLocations"] = [
+                {"id": i, "physicalLocation": _physical_location(r), "message": {"text": r.message}}
+                for i, r in enumerate(finding.related, 1)
+            ]
+            steps = [*finding.related, finding]
+            result["codeFlows"] = [{"threadFlows": [{"locations": [
+                {"location": {"physicalLocation": _physical_location(step), "message": {"text": step.message}}}
+                for step in steps
+            ]}]}]
         if finding.module_path or finding.step is not None or finding.count != 1 or finding.rank is not None:
             result["properties"] = {k: v for k, v in (("module_path", finding.module_path), ("step", finding.step),
                                                       ("count", finding.count), ("rank", finding.rank)) if v is not None}
@@ -78,6 +79,19 @@ def render_sarif(summary) -> str:
              "runs": [{"tool": {"driver": driver}, "results": results, "columnKind": "unicodeCodePoints",
                        "originalUriBaseIds": {"%SRCROOT%": {"uri": "./"}}}]}
     return json.dumps(sarif, indent=2, ensure_ascii=False) + "\n"
+
+
+def _physical_location(where) -> dict:
+    """A SARIF physicalLocation for a finding or one of its related locations."""
+    return {
+        "artifactLocation": {"uri": where.path, "uriBaseId": "%SRCROOT%"},
+        "region": {
+            "startLine": where.line,
+            "startColumn": where.column,
+            "endLine": max(where.end_line, where.line),
+            "endColumn": where.end_column if where.end_line > where.line else max(where.end_column, where.column),
+        },
+    }
 
 
 def _escape_data(text: str) -> str:

@@ -37,6 +37,8 @@ def render_text(summary, console) -> None:
             extra.append(f"rank {finding.rank}")
         console.print(Text(" --> ", style="blue") + Text(where) + Text(f" ({', '.join(extra)})" if extra else "", style="dim"))
         _excerpt(finding, summary.sources.get(finding.path), console)
+        for related in finding.related:
+            _note(related, summary.sources.get(related.path), console)
         if finding.fix is not None:
             label = "help" if finding.fix.safety == FixSafety.SAFE else "help (unsafe fix)"
             console.print(Text(f"{label}: ", style="bold cyan") + Text(finding.fix.title))
@@ -65,6 +67,16 @@ def _excerpt(finding, source: str | None, console) -> None:
             end = start + 1
         console.print(Text(gutter + " ", style="blue") + Text(" " * start + "^" * (end - start), style=_style(finding)))
     console.print(Text(gutter, style="blue"))
+
+
+def _note(related, source: str | None, console) -> None:
+    """` = note: softmax applied here --> models.py:12:16`, then that line of code, rustc-style."""
+    console.print(Text(" = ", style="blue") + Text("note: ", style="bold") + Text(related.message)
+                  + Text(" --> ", style="blue") + Text(f"{related.path}:{related.line}:{related.column}"))
+    lines = source.splitlines() if source else []
+    if 0 < related.line <= len(lines):
+        line = " ".join(lines[related.line - 1].split())
+        console.print(Text("   | ", style="blue") + Text(line if len(line) <= 100 else line[:99] + "…", style="dim"))
 
 
 def _summary_line(summary, console) -> None:

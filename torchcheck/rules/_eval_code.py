@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import forward_receiver, is_model_forward
+from torchcheck.analysis.calls import forward_model, forward_receiver, is_model_forward
+from torchcheck.analysis.dataflow import ClassInfo
 from torchcheck.analysis.evaluation import EVAL_FUNCTION, fresh_model, is_eval_by_mode, is_eval_function, is_eval_loop
 from torchcheck.rule import Rule
+
+_CALL_SITES = 3  # the calls of an evaluation function cited as evidence, at most
 
 
 class EvalCodeRule(Rule):
@@ -61,6 +64,20 @@ class EvalCodeRule(Rule):
     def check_forward(self, scope, node: cst.Call) -> bool:
         """Report if needed; True if a finding was made for this scope."""
         raise NotImplementedError
+
+    def evidence(self, scope, node: cst.Call) -> list[tuple[cst.CSTNode, str]]:
+        """For `related`: the class of the model `node` runs and the calls of the evaluation function
+        (both maybe in other modules), and the evaluation code it runs in."""
+        model = self.ctx.value(forward_model(node))
+        evidence = []
+        if isinstance(model.info, ClassInfo):
+            evidence.append((model.info.node.name, f"model class `{model.info.name}` defined here"))
+        if isinstance(scope, cst.FunctionDef):
+            info = self.ctx.analysis.function_of_node.get(scope)
+            sites = self.ctx.analysis.sites_of(info, cross_file=True) if info is not None else None
+            evidence.extend((call, f"`{scope.name.value}` called here") for call, _, _ in (sites or [])[:_CALL_SITES])
+        evidence.append((scope.name if isinstance(scope, cst.FunctionDef) else scope, self.describe(scope)))
+        return evidence
 
     @staticmethod
     def describe(scope) -> str:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import loss_call, origin_note
+from torchcheck.analysis.calls import loss_call, loss_evidence, origin_note
 from torchcheck.rule import Invalid, Rule
 
 
@@ -55,6 +55,7 @@ class BceOnLogits(Rule):
             loss.input,
             f"`{loss.callee_text}` needs probabilities in [0, 1] but gets {kind}{origin}; use `BCEWithLogitsLoss`"
             " on the logits",
+            related=loss_evidence(self.ctx, loss, value),
         )
 
     VALID = [

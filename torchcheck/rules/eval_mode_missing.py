@@ -79,6 +79,7 @@ class EvalModeMissing(EvalCodeRule):
             f"`{receiver}` runs in {self.describe(scope)} without `{receiver}.eval()`: Dropout stays active and"
             " BatchNorm uses batch statistics and updates its running statistics; call"
             f" `{receiver}.eval()` first",
+            related=self.evidence(scope, node),
         )
         return True
 

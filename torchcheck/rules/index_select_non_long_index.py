@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from torchcheck.analysis.calls import source_evidence
 from torchcheck.analysis.dataflow import argument
 from torchcheck.rule import Invalid, Rule
 
@@ -60,7 +61,7 @@ class IndexSelectNonLongIndex(Rule):
         if dtype is None or dtype in _INDEX_DTYPES:
             return
         self.report(index.value, f"`index_select` needs an int64 (LongTensor) index, but this index is {dtype};"
-                                 " build it as an integer tensor")
+                                 " build it as an integer tensor", related=source_evidence(self.ctx, index.value))
 
     VALID = [
         """

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from torchcheck.analysis.calls import source_evidence
 from torchcheck.analysis.dataflow import argument, literal
 from torchcheck.rule import Invalid, Rule
 
@@ -72,7 +73,7 @@ class Interpolate3dInput(Rule):
             return
         self.report(tensor.value, "`F.interpolate` reads this 3-D (C, H, W) image as a batch of C signals and"
                                   " resizes only its width; add a batch dimension (`.unsqueeze(0)`) and give"
-                                  " size=(H, W)")
+                                  " size=(H, W)", related=source_evidence(self.ctx, tensor.value))
 
     VALID = [
         """

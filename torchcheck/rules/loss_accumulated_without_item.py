@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import is_backward, method_name, short_code
+from torchcheck.analysis.calls import is_backward, method_name, short_code, source_evidence
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
@@ -197,6 +197,7 @@ class LossAccumulatedWithoutItem(Rule):
             f"`{shown}` still holds its autograd graph and is kept in `{name}` across iterations, so every step's"
             f" graph stays in memory; use `{_with_method(shown, added, method)}`",
             FixSpec(f"Use `.{method}()`", (Replacement(added, _with_method(self.ctx.code(added), added, method)),)),
+            related=[*source_evidence(self.ctx, added), (self.loops[-1][-1], f"the loop that adds to `{name}`")],
         )
 
     def _outlives_function(self, name: str) -> bool:

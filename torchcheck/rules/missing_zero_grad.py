@@ -19,7 +19,7 @@ class _LoopEvents:
         self.ctx = ctx
         self.depth = depth
         self.seen = seen if seen is not None else set()
-        self.backward = False
+        self.backward: cst.Call | None = None  # the first backward() call
         self.steps: list[tuple[cst.Call, cst.BaseExpression]] = []  # (call, optimizer), lexically in the loop
         self.cleared: set[str] = set()  # optimizers whose zero_grad() is called
         self.cleared_models: set[str] = set()  # `netD` in `netD.zero_grad()`, lexically in the loop
@@ -37,7 +37,7 @@ class _LoopEvents:
     def visit_Call(self, node: cst.Call) -> None:
         name = method_name(node)
         if is_backward(self.ctx, node):
-            self.backward = True
+            self.backward = self.backward or node
         elif name == "zero_grad":
             cleared = node.func.value
             if is_optimizer(self.ctx, cleared):
@@ -64,7 +64,7 @@ class _LoopEvents:
             return
         self.seen.add(info)
         inner = _LoopEvents(info.analysis, self.depth + 1, self.seen).scan(info.node.body)
-        self.backward |= inner.backward
+        self.backward = self.backward or inner.backward
         self.cleared |= inner.cleared
         self.clears_any |= inner.clears_any or bool(inner.cleared_models)
 
@@ -153,16 +153,17 @@ class MissingZeroGrad(Rule):
             return  # only a step written in the loop itself is reported: no need to analyse it
         events = _LoopEvents(self.ctx).scan(loop.body)
         if events.backward:
-            self._report_uncleared(events, "runs in a loop that calls backward() but never clears")
+            self._report_uncleared(events, loop, "loop", "runs in a loop that calls backward() but never clears")
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         """A training-step function that clears some gradients itself owns the clearing: an optimizer
         it steps and never clears accumulates (`netG.zero_grad()` but no `netD.zero_grad()`)."""
         events = _LoopEvents(self.ctx).scan(node.body)
         if events.backward and (events.cleared or events.cleared_models):
-            self._report_uncleared(events, "runs after backward() in a step function that clears other gradients but never clears")
+            self._report_uncleared(events, node, "step function",
+                                   "runs after backward() in a step function that clears other gradients but never clears")
 
-    def _report_uncleared(self, events: _LoopEvents, where: str) -> None:
+    def _report_uncleared(self, events: _LoopEvents, scope: cst.CSTNode, kind: str, where: str) -> None:
         if events.clears_any:
             return
         for call, optimizer in events.steps:
@@ -173,6 +174,8 @@ class MissingZeroGrad(Rule):
                 call,
                 f"`{dotted_name(call.func) or 'step'}()` {where} `{name}`'s gradients, so they accumulate across"
                 f" iterations; call `{name}.zero_grad()` each step",
+                related=[(scope, f"the {kind}, which never calls `{name}.zero_grad()`"),
+                         (events.backward, "backward() adds to the gradients here")],
             )
 
     def _model_cleared(self, optimizer: cst.BaseExpression, models: set[str]) -> bool:

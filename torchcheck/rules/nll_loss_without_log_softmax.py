@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import loss_call, origin_note
+from torchcheck.analysis.calls import loss_call, loss_evidence, origin_note
 from torchcheck.rule import Invalid, Rule
 
 _DESCRIPTION = {
@@ -61,6 +61,7 @@ class NllLossWithoutLogSoftmax(Rule):
             loss.input,
             f"`{loss.callee_text}` expects log-probabilities but gets {_DESCRIPTION[value.activation]}{origin};"
             " apply `log_softmax` first, or use `cross_entropy` on the logits",
+            related=loss_evidence(self.ctx, loss, value),
         )
 
     VALID = [

@@ -74,6 +74,7 @@ class NoGradMissing(EvalCodeRule):
             f"`{forward_receiver(node)}` runs in {self.describe(scope)} with autograd enabled, so every forward"
             " pass builds a graph that is never used; wrap it in `torch.no_grad()` (or `torch.inference_mode()`)",
             fix,
+            related=self.evidence(scope, node),
         )
         return True
 

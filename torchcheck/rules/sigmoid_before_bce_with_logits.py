@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import loss_call, origin_note
+from torchcheck.analysis.calls import loss_call, loss_evidence, origin_note
 from torchcheck.rule import Invalid, Rule
 
 
@@ -54,6 +54,7 @@ class SigmoidBeforeBceWithLogits(Rule):
             loss.input,
             f"{value.activation.capitalize()} output{origin} is passed to `{loss.callee_text}`, which applies"
             " sigmoid itself; pass the raw logits (or use `BCELoss` on probabilities)",
+            related=loss_evidence(self.ctx, loss, value),
         )
 
     VALID = [

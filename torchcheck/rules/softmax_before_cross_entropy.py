@@ -3,7 +3,7 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.calls import loss_call, origin_note
+from torchcheck.analysis.calls import loss_call, loss_evidence, origin_note
 from torchcheck.analysis.dataflow import argument
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
@@ -76,6 +76,7 @@ class SoftmaxBeforeCrossEntropy(Rule):
             f"{what.capitalize()} output{origin} is passed to `{loss.callee_text}`, which applies log-softmax itself;"
             " pass the raw logits",
             fix,
+            related=loss_evidence(self.ctx, loss, value),
         )
 
     VALID = [

@@ -3,7 +3,7 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.calls import loss_call, short_code
+from torchcheck.analysis.calls import loss_call, short_code, source_evidence
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
 
@@ -78,6 +78,7 @@ class TargetRequiresGrad(Rule):
             f"The target of `{loss.callee_text}` is {where} that carries an autograd graph; gradients will flow"
             f" into it — compute it under `torch.no_grad()` or pass {_shown_detached(self.ctx, loss.target)}",
             FixSpec("Detach the target", (Replacement(loss.target, _detached(self.ctx, loss.target)),)),
+            related=source_evidence(self.ctx, loss.target),
         )
 
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
@@ -100,6 +101,7 @@ class TargetRequiresGrad(Rule):
                 f" that carries an autograd graph; gradients will flow into `{soft.source}` — pass"
                 f" {_shown_detached(self.ctx, target)}",
                 FixSpec("Detach the target", (Replacement(target, _detached(self.ctx, target)),)),
+                related=source_evidence(self.ctx, target),
             )
 
     VALID = [
