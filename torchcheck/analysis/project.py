@@ -13,6 +13,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
+from torchcheck.analysis.values import Value
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.values import Value
 
@@ -51,6 +52,11 @@ class Outline:
     defined: frozenset[str]
 
 
+# Code that names these behaves differently in train() and eval() itself.
+_MODE_WORDS = (("dropout", "dropout"), ("batch_norm", "batchnorm"), ("instance_norm", "instancenorm"),
+               ("training", "training-flag"))
+
+
 class Project:
     """The linted tree. Cross-file questions asked while linting a file go one hop: to the files it
     imports and the files that import it, the same files its cache key covers. Their analyses are
@@ -70,7 +76,7 @@ class Project:
         self._analyses: dict[str, FileAnalysis | None] = {}
         self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}  # resolved for findings' evidence only
         self._reachable: set[str] = set()
-        self._mode_dependent: dict[ClassInfo, bool | None] = {}
+        self._mode_effects: dict[ClassInfo, tuple[frozenset, bool]] = {}
 
     # -- one linted file -----------------------------------------------------------------------
     def begin(self, name: str, source: bytes) -> None:
@@ -79,7 +85,7 @@ class Project:
         self._analyses = {}
         self._positions = {}
         self._reachable = {name} | self.neighbours(name)
-        self._mode_dependent = {}
+        self._mode_effects = {}
         self._in_use = set()
         self._room = TREE_TOKENS - count_tokens(source)
         self._evict()
@@ -91,7 +97,7 @@ class Project:
         self._analyses = {}
         self._positions = {}
         self._reachable = set()
-        self._mode_dependent = {}
+        self._mode_effects = {}
         self._in_use = set()
 
     def locate(self, node: cst.CSTNode, exclude: str) -> tuple[Path, CodeRange] | None:
@@ -251,42 +257,37 @@ class Project:
         analysis, name = self._split(qualname)
         return analysis.functions.get(name) if analysis is not None else None
 
-    def mode_dependent(self, cls: ClassInfo) -> bool | None:
-        if cls in self._mode_dependent:
-            return self._mode_dependent[cls]
-        self._mode_dependent[cls] = None  # recursion guard
-        result: bool | None = False
+    def mode_effects(self, cls: ClassInfo) -> tuple[frozenset, bool]:
+        """What train() changes in the class and everything inside it ("dropout", "batchnorm",
+        "instancenorm", "training-flag"), and whether every submodule is known (else more may)."""
+        if cls in self._mode_effects:
+            return self._mode_effects[cls]
+        self._mode_effects[cls] = (frozenset(), False)  # recursion guard
         code = cls.analysis.module.code_for_node(cls.node)
-        if "training" in code or "dropout" in code or "batch_norm" in code:
-            result = True
-        else:
-            for value in cls.attrs().values():
-                verdict = self._value_mode_dependent(value)
-                if verdict:
-                    result = True
-                    break
-                if verdict is None:
-                    result = None
-        if any(q in api.MODE_DEPENDENT_LAYERS for q in cls.base_qualnames()):
-            result = True
+        effects = {effect for word, effect in _MODE_WORDS if word in code}
+        complete = True
+        for value in [*cls.attrs().values(), *(Value(kind="layer", qualname=q) for q in cls.base_qualnames() if q in api.MODE_EFFECTS)]:
+            more, known = self._value_effects(value)
+            effects |= more
+            complete &= known
         for base in cls.base_classes():
-            verdict = self.mode_dependent(base)
-            result = True if verdict or result else (None if verdict is None or result is None else False)
-        self._mode_dependent[cls] = result
-        return result
+            more, known = self.mode_effects(base)
+            effects |= more
+            complete &= known
+        self._mode_effects[cls] = (frozenset(effects), complete)
+        return self._mode_effects[cls]
 
-    def _value_mode_dependent(self, value: Value) -> bool | None:
+    def _value_effects(self, value: Value) -> tuple[frozenset, bool]:
+        if value.kind == "layer" and value.qualname in api.MODE_EFFECTS:
+            return frozenset({api.MODE_EFFECTS[value.qualname]}), True
+        if value.kind == "model" and isinstance(value.info, ClassInfo):
+            return self.mode_effects(value.info)
+        if value.kind in ("layer", "tuple") and value.items:
+            parts = [self._value_effects(item) for item in value.items]
+            return frozenset().union(*(e for e, _ in parts)), all(known for _, known in parts)
         if value.kind == "layer":
-            if value.qualname in api.MODE_DEPENDENT_LAYERS:
-                return True
-            if value.items:
-                verdicts = [self._value_mode_dependent(i) for i in value.items]
-                return True if any(verdicts) else (None if None in verdicts else False)
-            return False if (value.qualname or "").startswith("torch.nn.") else None
-        if value.kind == "model":
-            if isinstance(value.info, ClassInfo):
-                return self.mode_dependent(value.info)
-            return None
+            return frozenset(), (value.qualname or "").startswith("torch.nn.")
+        return frozenset(), value.kind in ("number", "str", "criterion", "tensor", "optimizer", "tuple")
         if value.kind == "tuple":
             verdicts = [self._value_mode_dependent(i) for i in value.items]
             return True if any(verdicts) else (None if None in verdicts else False)

@@ -130,7 +130,7 @@ class ClassInfo:
             self._attrs = merged
         return self._attrs
 
-    def mode_dependent(self) -> bool | None:
-        """True if the class (or anything inside it) behaves differently in train() and eval(); False only
-        when every submodule is known and none does; None when unknown."""
-        return self.analysis.project.mode_dependent(self)
+    def mode_effects(self) -> tuple[frozenset, bool]:
+        """What train() changes in the class ("dropout", "batchnorm", ...), and whether all its
+        submodules are known."""
+        return self.analysis.project.mode_effects(self)

@@ -107,16 +107,19 @@ TRANSPARENT_LAYERS = {
     "torch.nn.AlphaDropout", "torch.nn.Flatten", "torch.nn.Unflatten", "torch.nn.Identity",
 }
 
-# Layers whose behaviour differs between train() and eval().
-MODE_DEPENDENT_LAYERS = {
-    "torch.nn.Dropout", "torch.nn.Dropout1d", "torch.nn.Dropout2d", "torch.nn.Dropout3d",
-    "torch.nn.AlphaDropout", "torch.nn.FeatureAlphaDropout", "torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d",
-    "torch.nn.BatchNorm3d", "torch.nn.SyncBatchNorm", "torch.nn.LazyBatchNorm1d", "torch.nn.LazyBatchNorm2d",
-    "torch.nn.LazyBatchNorm3d", "torch.nn.InstanceNorm1d", "torch.nn.InstanceNorm2d", "torch.nn.InstanceNorm3d",
-    "torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU", "torch.nn.Transformer", "torch.nn.TransformerEncoder",
-    "torch.nn.TransformerDecoder", "torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer",
-    "torch.nn.MultiheadAttention",
+# Layers whose behaviour differs between train() and eval(), by what train() changes in them.
+MODE_EFFECTS = {
+    **dict.fromkeys(("torch.nn.Dropout", "torch.nn.Dropout1d", "torch.nn.Dropout2d", "torch.nn.Dropout3d",
+                     "torch.nn.AlphaDropout", "torch.nn.FeatureAlphaDropout"), "dropout"),
+    **dict.fromkeys(("torch.nn.BatchNorm1d", "torch.nn.BatchNorm2d", "torch.nn.BatchNorm3d", "torch.nn.SyncBatchNorm",
+                     "torch.nn.LazyBatchNorm1d", "torch.nn.LazyBatchNorm2d", "torch.nn.LazyBatchNorm3d"), "batchnorm"),
+    **dict.fromkeys(("torch.nn.InstanceNorm1d", "torch.nn.InstanceNorm2d", "torch.nn.InstanceNorm3d"), "instancenorm"),
+    # their dropout= argument
+    **dict.fromkeys(("torch.nn.RNN", "torch.nn.LSTM", "torch.nn.GRU", "torch.nn.Transformer",
+                     "torch.nn.TransformerEncoder", "torch.nn.TransformerDecoder", "torch.nn.TransformerEncoderLayer",
+                     "torch.nn.TransformerDecoderLayer", "torch.nn.MultiheadAttention"), "dropout"),
 }
+MODE_DEPENDENT_LAYERS = set(MODE_EFFECTS)
 
 FUNCTIONAL_DROPOUT = {
     "torch.nn.functional.dropout": 2,

@@ -9,6 +9,23 @@ from torchcheck.analysis.evaluation import EVAL_WORDS
 from torchcheck.rules._eval_code import EvalCodeRule
 
 
+_CONSEQUENCES = {
+    "dropout": "Dropout stays active",
+    "batchnorm": "BatchNorm uses batch statistics and updates its running statistics",
+    "instancenorm": "InstanceNorm with running statistics updates them",
+    "training-flag": "code that checks `self.training` takes its training path",
+}
+
+
+def _consequences(effects: frozenset) -> str:
+    """What train mode does to this model: only what it is known to have, or, where nothing is
+    known, what it would do to the usual layers."""
+    if not effects:
+        return "any Dropout stays active and any BatchNorm uses batch statistics and updates its running statistics"
+    phrases = [_CONSEQUENCES[e] for e in _CONSEQUENCES if e in effects]
+    return ", ".join(phrases[:-1]) + (" and " if len(phrases) > 1 else "") + phrases[-1]
+
+
 class EvalModeMissing(EvalCodeRule):
     """
     ## What it does
@@ -67,8 +84,9 @@ class EvalModeMissing(EvalCodeRule):
         if receiver is None:
             return False
         value = self.ctx.value(forward_model(node))
-        if isinstance(value.info, ClassInfo) and value.info.mode_dependent() is False:
-            return False
+        effects, complete = value.info.mode_effects() if isinstance(value.info, ClassInfo) else (frozenset(), False)
+        if complete and not effects:
+            return False  # no layer of it behaves differently in eval()
         states = self.ctx.analysis.mode_at(node, receiver)
         if "eval" in states or self._callers_unknown(scope, receiver, node):
             return False
@@ -76,9 +94,8 @@ class EvalModeMissing(EvalCodeRule):
             return False  # another model of this loop is in eval mode; this one may be a part of it
         self.report(
             node,
-            f"`{receiver}` runs in {self.describe(scope)} without `{receiver}.eval()`: Dropout stays active and"
-            " BatchNorm uses batch statistics and updates its running statistics; call"
-            f" `{receiver}.eval()` first",
+            f"`{receiver}` runs in {self.describe(scope)} without `{receiver}.eval()`: {_consequences(effects)};"
+            f" call `{receiver}.eval()` first",
             related=self.evidence(scope, node),
         )
         return True
