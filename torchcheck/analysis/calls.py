@@ -39,11 +39,10 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
     func = node.func
     if isinstance(func, cst.Attribute) and func.attr.value == "forward":
         func = func.value
-    if not isinstance(func, (cst.Name, cst.Attribute, cst.Call)):
+    if not isinstance(func, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
         return None
-    if isinstance(func, cst.Call):  # nn.CrossEntropyLoss()(x, y)
-        loss = api.loss_class(ctx.qualname(func.func))
-    else:
+    loss = api.loss_class(ctx.qualname(func.func)) if isinstance(func, cst.Call) else None  # nn.CrossEntropyLoss()(x, y)
+    if loss is None:  # a criterion by dataflow: `criterion`, `self.losses["ce"]`, `make_criterion(cfg)`
         value = ctx.value(func)
         loss = value.qualname if value.kind == "criterion" else None
     if loss is None:
@@ -51,7 +50,7 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
     first = argument(node, 0, "input")
     second = argument(node, 1, "target")
     return LossCall(loss, node, first.value if first else None, second.value if second else None,
-                    dotted_name(func) or "criterion")
+                    dotted_name(func) or short_code(ctx, func, limit=30))
 
 
 def short_code(ctx, node: cst.CSTNode, limit: int = 60) -> str:

@@ -23,6 +23,7 @@ from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import argument, literal
 from torchcheck.analysis.train_mode import TrainModeQueries
 from torchcheck.analysis.values import UNKNOWN, Value, join
+from torchcheck.walk import descendants
 
 _LOSS_FUNCTION = re.compile(r"(^|_)loss$", re.IGNORECASE)
 
@@ -51,6 +52,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._in_progress: set = set()
         self._summaries: dict = {}
         self._entry_grad: dict[FunctionInfo, str] = {}
+        self._callers: dict[str, list[FunctionInfo]] | None = None
 
     # -- index ---------------------------------------------------------------------------------
     def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None) -> None:
@@ -101,6 +103,8 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         if key in self._summaries or key in self._in_progress:
             return
         self._in_progress.add(key)
+        for caller in self._callers_named(info.name):
+            self.evaluate_standalone(caller)  # records the calls that bind this function's parameters
         frame = Frame(self, info, record=True)
         if info.cls is not None and info.node.params.params:
             frame.env[info.node.params.params[0].name.value] = Value(
@@ -108,9 +112,32 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             )
         for name, value in self.bound_params(info).items():
             frame.env.setdefault(name, value)
+        passed = self._passed_params(info)
+        _bind_defaults(frame, info, skip=passed)
         frame.run()
         self._in_progress.discard(key)
         self._summaries[key] = frame
+
+    def _callers_named(self, name: str) -> list[FunctionInfo]:
+        """The functions of this file with a call of `name` (or `x.name`) in them, by syntax alone."""
+        if self._callers is None:
+            self._callers = {}
+            for info in self.all_functions:
+                for node in descendants(info.node.body):
+                    if isinstance(node, cst.Call):
+                        func = node.func
+                        called = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else None
+                        callers = self._callers.setdefault(called, [])
+                        if called and (not callers or callers[-1] is not info):
+                            callers.append(info)
+        return self._callers.get(name, [])
+
+    def _passed_params(self, info: FunctionInfo) -> set[str]:
+        """The parameters some call of the function in this file passes."""
+        names = info.param_names()
+        offset = 1 if info.cls is not None else 0
+        return {name for call, _caller, _where in self.sites_of(info) for position, name in enumerate(names[offset:])
+                if argument(call, position, name) is not None}
 
     def bound_params(self, info: FunctionInfo) -> dict[str, Value]:
         """Parameter values that every caller in this file agrees on (e.g. the criterion passed in)."""
@@ -168,6 +195,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             frame.env[name] = value
         for name, value in kwargs.items():
             frame.env[name] = value
+        _bind_defaults(frame, info, skip=frame.env)
         frame.run()
         result = UNKNOWN
         for i, value in enumerate(frame.returns):
@@ -186,3 +214,11 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.ensure_evaluated()
         return self.values.get(node, UNKNOWN)
 
+
+
+def _bind_defaults(frame: Frame, info: FunctionInfo, skip) -> None:
+    """Parameters no caller passes hold their default: `criterion=nn.CrossEntropyLoss()`."""
+    params = info.node.params
+    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
+        if param.default is not None and param.name.value not in skip and param.name.value not in frame.env:
+            frame.env[param.name.value] = frame.eval(param.default)

@@ -360,6 +360,11 @@ class Frame(CallSemantics):
             return base.items[i] if -len(base.items) <= i < len(base.items) else UNKNOWN
         if base.kind == "dict" and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
             return dict_item(base, literal(node.slice[0].slice.value))
+        if base.kind == "layer" and base.qualname in api.MODULE_CONTAINERS and len(indices) == 1:
+            key = literal(node.slice[0].slice.value) if isinstance(node.slice[0].slice, cst.Index) else None
+            if not base.keys and isinstance(key, int) and -len(base.items) <= key < len(base.items):
+                return base.items[key]  # `self.layers[-1]`
+            return dict_item(base, key)  # `self.heads["cls"]`; any other index: what all have in common
         if base.is_tensor:
             shape = base.shape
             if shape is not None and len(indices) == 1 and isinstance(indices[0], int):

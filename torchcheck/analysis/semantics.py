@@ -290,7 +290,8 @@ class CallSemantics:
             items = first.items if first.kind == "tuple" else (first,)
             return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))
         if qualname in api.MODULE_CONTAINERS:
-            return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
+            contents = first if first.kind in ("tuple", "dict") else Value()
+            return Value(kind="layer", qualname=qualname, items=contents.items, keys=contents.keys)
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
         if qualname in ("list", "tuple") and first.kind == "tuple":

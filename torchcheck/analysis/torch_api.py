@@ -182,7 +182,7 @@ IMAGE_TRANSFORM_CLASSES = {
 }
 
 # Modules that only hold others: their value lists what they hold.
-MODULE_CONTAINERS = {"torch.nn.Sequential", "torch.nn.ModuleList"}
+MODULE_CONTAINERS = {"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"}
 
 # Methods only an nn.Module has: calling one tells what an object of unknown class is.
 MODULE_ONLY_METHODS = {
