@@ -307,7 +307,7 @@ class Frame(CallSemantics):
             return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
         if name in self.fa.functions:
             return Value(kind="function", info=self.fa.functions[name])
-        if name in ("sum", "list", "tuple") and name not in self.fa.imports.aliases:
+        if name in ("sum", "list", "tuple", "dict") and name not in self.fa.imports.aliases:
             return Value(kind="ref", qualname=name)  # the builtin
         return self.imported(node)
 
@@ -326,8 +326,9 @@ class Frame(CallSemantics):
     def attribute(self, node: cst.Attribute) -> Value:
         dotted = dotted_name(node)
         if dotted is not None:
-            if dotted in self.env:
-                return self.env[dotted]
+            known = self.known_dotted(dotted)
+            if known is not None:
+                return known
             head = dotted.split(".")[0]
             if head not in self.env and (self.func is None or head not in self.fa.module_env):
                 if head not in self.fa.classes and head not in self.fa.functions:
@@ -335,7 +336,7 @@ class Frame(CallSemantics):
                         return self.imported(node)
         base = self.eval(node.value)
         attr = node.attr.value
-        if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
+        if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo) or base.kind == "dict":
             return self.attribute_of(base, attr)
         if base.kind == "layer" and attr == "weight":
             return Value(kind="tensor", graph=True)

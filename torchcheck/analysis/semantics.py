@@ -28,6 +28,8 @@ class CallSemantics:
             else:
                 method_base = self.eval(func.value)
                 callee = self.attribute_of(method_base, func.attr.value)
+                if callee.kind == "unknown" and dotted is not None:
+                    callee = self.known_dotted(dotted) or callee  # `self.loss = ...` outside __init__, `cfg.criterion`
                 if self.record:
                     self.fa.values[func] = callee
         else:
@@ -88,8 +90,19 @@ class CallSemantics:
             return  # optimizers, schedulers and scalers load state dicts too
         self.env[receiver] = Value(kind="model")
 
+    def known_dotted(self, dotted: str) -> Value | None:
+        """What `a.b` was assigned in this function, or at module level."""
+        if dotted in self.env:
+            return self.env[dotted]
+        if self.func is not None and dotted in self.fa.module_env and dotted.split(".")[0] not in self.env:
+            return self.fa.module_env[dotted]
+        return None
+
     def attribute_of(self, base: Value, attr: str) -> Value:
-        """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
+        """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`; a
+        field of a namespace (`args.criterion`)."""
+        if base.kind == "dict" and attr in base.keys:
+            return dict_item(base, attr)
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
             attrs = base.info.attrs()
             if attr in attrs:
@@ -294,6 +307,8 @@ class CallSemantics:
             return Value(kind="layer", qualname=qualname, items=contents.items, keys=contents.keys)
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname in ("argparse.Namespace", "types.SimpleNamespace", "dict") and not args:
+            return Value(kind="dict", items=tuple(kwargs.values()), keys=tuple(kwargs))
         if qualname in ("list", "tuple") and first.kind == "tuple":
             return first
         if qualname in ("sum",):
