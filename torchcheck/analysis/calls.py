@@ -193,7 +193,7 @@ def is_model_forward(ctx, node: cst.Call) -> bool:
         return False  # torch.xxx(...), np.xxx(...): a library function
     model = forward_model(node)
     value = ctx.value(model)
-    if value.kind == "model":
+    if value.kind == "model" or value.kind == "layer" and value.qualname == "torch.nn.Sequential":
         return True
     return value.kind == "unknown" and is_model_like(dotted_name(model))
 

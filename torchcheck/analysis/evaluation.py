@@ -7,7 +7,7 @@ import re
 import libcst as cst
 
 from torchcheck.analysis.calls import forward_receiver, is_backward, is_model_forward, is_optimizer, method_name, receiver
-from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
 from torchcheck.walk import descendants
 
 _EVAL_WORD = r"(val|valid|validate|validation|eval|evaluate|evaluation|test|testing|infer|inference|predict)"
@@ -80,6 +80,45 @@ def is_eval_by_mode(ctx, node: cst.For | cst.While) -> bool:
             if name and ctx.analysis.mode_at(call, name) == frozenset({"eval"}):
                 return True
     return False
+
+
+def is_eval_after_training(ctx, node: cst.For | cst.While) -> bool:
+    """A loop after a training loop of the same block that trains nothing and uses what a model
+    returns (`preds = model(x).argmax(1)`): the trained model evaluated, whatever the data's name.
+    A bare `model(x)` statement (re-estimating BatchNorm statistics on purpose) is not evaluation."""
+    if trains(ctx, node.body):
+        return False
+    block = _block_holding(ctx, node)
+    earlier = block[:block.index(node)] if node in block else []
+    if not any(isinstance(stmt, (cst.For, cst.While)) and trains(ctx, stmt.body) for stmt in earlier):
+        return False
+    return any(not isinstance(stmt, cst.Expr) and _runs_a_model(ctx, stmt) for stmt in _simple_statements(node.body))
+
+
+def _runs_a_model(ctx, stmt: cst.CSTNode) -> bool:
+    return any(isinstance(call, cst.Call) and is_model_forward(ctx, call) for call in descendants(stmt))
+
+
+def _block_holding(ctx, node: cst.CSTNode) -> list[cst.CSTNode]:
+    """The statements of the block `node` (the statement being visited) stands in."""
+    parent = ctx.statements[-2] if len(ctx.statements) > 1 else None
+    blocks = child_blocks(parent) if parent is not None else [ctx.module]
+    for block in blocks:
+        statements = iter_statements(block)
+        if node in statements:
+            return statements
+    return []
+
+
+def _simple_statements(block) -> list[cst.CSTNode]:
+    out = []
+    for stmt in iter_statements(block):
+        if isinstance(stmt, cst.BaseCompoundStatement):
+            for inner in child_blocks(stmt):
+                out.extend(_simple_statements(inner))
+        else:
+            out.append(stmt)
+    return out
 
 
 def fresh_model(ctx, name: str) -> bool:

@@ -267,7 +267,7 @@ class Project:
         effects = {effect for word, effect in _MODE_WORDS if word in code}
         complete = True
         for value in [*cls.attrs().values(), *(Value(kind="layer", qualname=q) for q in cls.base_qualnames() if q in api.MODE_EFFECTS)]:
-            more, known = self._value_effects(value)
+            more, known = self.value_mode_effects(value)
             effects |= more
             complete &= known
         for base in cls.base_classes():
@@ -277,13 +277,14 @@ class Project:
         self._mode_effects[cls] = (frozenset(effects), complete)
         return self._mode_effects[cls]
 
-    def _value_effects(self, value: Value) -> tuple[frozenset, bool]:
+    def value_mode_effects(self, value: Value) -> tuple[frozenset, bool]:
+        """`mode_effects` of a model or layer value (an `nn.Sequential` model's layers)."""
         if value.kind == "layer" and value.qualname in api.MODE_EFFECTS:
             return frozenset({api.MODE_EFFECTS[value.qualname]}), True
         if value.kind == "model" and isinstance(value.info, ClassInfo):
             return self.mode_effects(value.info)
         if value.kind in ("layer", "tuple") and value.items:
-            parts = [self._value_effects(item) for item in value.items]
+            parts = [self.value_mode_effects(item) for item in value.items]
             return frozenset().union(*(e for e, _ in parts)), all(known for _, known in parts)
         if value.kind == "layer":
             return frozenset(), (value.qualname or "").startswith("torch.nn.")

@@ -210,8 +210,11 @@ class CallSemantics:
             return out.with_(graph=graph, source=source, is_loss=out.is_loss)
         if kind == "unknown" and isinstance(node.func, (cst.Name, cst.Attribute)):
             # An unknown callable named like a model, or fed tensors, gives a tensor of unknown kind.
-            if is_model_like(dotted_name(node.func)):
-                return Value(kind="tensor", graph=self.model_output_graph(), source=dotted_name(node.func))
+            name = dotted_name(node.func)
+            if is_model_like(name) and _class_like(name):
+                return Value(kind="model")  # `Net()` of a class defined elsewhere: a model built, not run
+            if is_model_like(name):
+                return Value(kind="tensor", graph=self.model_output_graph(), source=name)
             if any(a.is_tensor for a in args):
                 return Value(kind="tensor", graph=None)
         return UNKNOWN
@@ -343,6 +346,12 @@ class CallSemantics:
             (literal(a.value) for a in node.args if a.keyword is not None and a.keyword.value == "requires_grad"), False
         )
         return Value(kind="tensor", dtype=dtype, shape=shape, graph=True if requires_grad is True else False)
+
+
+def _class_like(dotted: str) -> bool:
+    """`Net`, `models.ResNet`: a class name (capitalised, with lower case), not `G` or `netD`."""
+    last = dotted.rsplit(".", 1)[-1]
+    return last[:1].isupper() and any(c.islower() for c in last)
 
 
 def _updated_model(node: cst.Call) -> str | None:

@@ -6,7 +6,8 @@ import libcst as cst
 
 from torchcheck.analysis.calls import forward_model, forward_receiver, is_model_forward
 from torchcheck.analysis.dataflow import ClassInfo
-from torchcheck.analysis.evaluation import EVAL_FUNCTION, fresh_model, is_eval_by_mode, is_eval_function, is_eval_loop
+from torchcheck.analysis.evaluation import (EVAL_FUNCTION, fresh_model, is_eval_after_training, is_eval_by_mode,
+                                           is_eval_function, is_eval_loop)
 from torchcheck.rule import Rule
 
 _CALL_SITES = 3  # the calls of an evaluation function cited as evidence, at most
@@ -30,7 +31,8 @@ class EvalCodeRule(Rule):
 
     def visit_For(self, node: cst.For) -> None:
         inside = self.scopes[-1] if self.scopes else None
-        self.scopes.append(inside or (node if is_eval_loop(self.ctx, node) or self._by_mode(node) else None))
+        evaluation = is_eval_loop(self.ctx, node) or self._by_mode(node) or is_eval_after_training(self.ctx, node)
+        self.scopes.append(inside or (node if evaluation else None))
 
     def leave_For(self, node) -> None:
         self.scopes.pop()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.dataflow import ClassInfo
 from torchcheck.analysis.calls import forward_model, forward_receiver
 from torchcheck.rule import Invalid
 from torchcheck.analysis.evaluation import EVAL_WORDS
@@ -74,7 +73,7 @@ class EvalModeMissing(EvalCodeRule):
     name = "eval-mode-missing"
     summary = "Evaluation code runs a model that is still in training mode"
     runtime_check = True
-    needles = (EVAL_WORDS,)
+    needles = (EVAL_WORDS, ".backward(")  # evaluation code by name, or after a training loop
 
     def report_key(self, scope, node: cst.Call):
         return (scope, forward_receiver(node))
@@ -84,7 +83,7 @@ class EvalModeMissing(EvalCodeRule):
         if receiver is None:
             return False
         value = self.ctx.value(forward_model(node))
-        effects, complete = value.info.mode_effects() if isinstance(value.info, ClassInfo) else (frozenset(), False)
+        effects, complete = self.ctx.project.value_mode_effects(value)
         if complete and not effects:
             return False  # no layer of it behaves differently in eval()
         states = self.ctx.analysis.mode_at(node, receiver)

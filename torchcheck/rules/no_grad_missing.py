@@ -57,7 +57,7 @@ class NoGradMissing(EvalCodeRule):
     summary = "Evaluation code runs the model with autograd enabled"
     fix_safety = FixSafety.UNSAFE
     fix_reason = "Gradients are no longer available inside the function."
-    needles = (EVAL_WORDS,)
+    needles = (EVAL_WORDS, ".backward(")  # evaluation code by name, or after a training loop
 
     def check_forward(self, scope, node: cst.Call) -> bool:
         analysis = self.ctx.analysis
