@@ -61,7 +61,7 @@ class NoGradMissing(EvalCodeRule):
 
     def check_forward(self, scope, node: cst.Call) -> bool:
         analysis = self.ctx.analysis
-        if analysis.grad_of_call(node, analysis.scope.get(node)) != GRAD_ON:
+        if analysis.grad_of_call(node, analysis.scope.get(node)) != GRAD_ON or self._model_api(node):
             return False
         fix = None
         if isinstance(scope, cst.FunctionDef):
@@ -77,6 +77,15 @@ class NoGradMissing(EvalCodeRule):
             related=self.evidence(scope, node),
         )
         return True
+
+    def _model_api(self, node: cst.Call) -> bool:
+        """`self(x)` in a module's own method that nothing in the file calls: a method of the model's API (a
+        framework hook such as `predict_step`, a library's `predict`), whose callers choose the grad mode."""
+        info = self.ctx.analysis.scope.get(node)
+        if info is None or info.cls is None or not info.cls.is_module():
+            return False
+        names = info.param_names()
+        return bool(names) and forward_receiver(node) == names[0] and not self.ctx.analysis.sites_of(info)
 
     VALID = [
         """
@@ -110,6 +119,14 @@ class NoGradMissing(EvalCodeRule):
                 optimizer.zero_grad()
                 model(x).sum().backward()
                 optimizer.step()
+        """,
+        """
+        import torch.nn as nn
+        class Classifier(nn.Module):
+            def forward(self, x):
+                return x
+            def predict_step(self, batch):  # the caller (a trainer, a user) chooses the grad mode
+                return self(batch)
         """,
     ]
     INVALID = [
