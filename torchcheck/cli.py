@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--statistics", action="store_true", help="show the number of findings per rule")
     lint.add_argument("--jobs", "-j", type=int, default=None, help="processes to use (default: all cores)")
     lint.add_argument("--no-cache", action="store_true", help="ignore and do not write .torchcheck_cache/")
+    lint.add_argument("--show-settings", action="store_true",
+                      help="print the settings in effect (config file, target torch version and where it comes"
+                           " from, rules) and exit")
 
     rules = commands.add_parser("rules", help="list every rule")
     rules.add_argument("--format", choices=("text", "json"), default="text")
@@ -124,6 +127,24 @@ def resolve_config(args, start: Path):
     return config
 
 
+def show_settings(config, console) -> None:
+    from torchcheck.registry import all_rules, in_target_range, selected_rules
+
+    version = ".".join(map(str, config.target_version)) if config.target_version else "unknown"
+    chosen = selected_rules(config)
+    gated_off = [r.name for r in all_rules() if not in_target_range(r, config.target_version)]
+    rows = [
+        ("config", str(config.source) if config.source else "none (defaults)"),
+        ("root", str(config.root)),
+        ("target torch version", f"{version} ({config.target_version_source})"),
+        ("rules", f"{len(chosen)} of {len(all_rules())} static rules selected"),
+        ("off for this torch version", ", ".join(gated_off) or "none"),
+        ("exclude", ", ".join(config.exclude)),
+    ]
+    for key, value in rows:
+        console.print(f"{key}: {value}", markup=False, highlight=False)
+
+
 def lint_command(args) -> int:
     from torchcheck.config import is_excluded
     from torchcheck.engine import lint_paths
@@ -136,6 +157,9 @@ def lint_command(args) -> int:
         else:
             args.paths = [Path(".")]
     config = resolve_config(args, args.paths[0] if args.paths else Path("."))
+    if args.show_settings:
+        show_settings(config, _console(None))
+        return EXIT_CLEAN
     if args.force_exclude:
         args.paths = [p for p in args.paths if not is_excluded(p, config)]
     use_cache = not args.no_cache and config.cache and not (args.fix or args.diff)

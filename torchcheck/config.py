@@ -28,7 +28,8 @@ class Config:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     per_file_ignores: dict[str, tuple[str, ...]] = field(default_factory=dict)
     rule_options: dict[str, dict] = field(default_factory=dict)
-    target_version: tuple[int, ...] | None = None
+    target_version: tuple[int, ...] | None = None  # None: unknown
+    target_version_source: str = ""
     cache: bool = True
     max_file_size: float = 4.0  # MB
     root: Path = Path(".")
@@ -82,7 +83,8 @@ def parse_version(text: str, where: str) -> tuple[int, ...]:
 def load_config(start: Path, explicit: Path | None = None) -> Config:
     path = explicit or find_pyproject(start)
     if path is None:
-        return Config(root=start.resolve() if start.is_dir() else start.resolve().parent)
+        root = start.resolve() if start.is_dir() else start.resolve().parent
+        return Config(root=root, **_inferred_target(root))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -121,12 +123,20 @@ def load_config(start: Path, explicit: Path | None = None) -> Config:
         exclude=DEFAULT_EXCLUDE + _string_list(table, "exclude", where) + _string_list(table, "extend-exclude", where),
         per_file_ignores={k: _string_list(per_file, k, where + ".per-file-ignores") for k in per_file},
         rule_options={resolve_rule(k).name: dict(v) for k, v in rules.items()},
-        target_version=parse_version(target, where) if target is not None else None,
+        **({"target_version": parse_version(target, where), "target_version_source": f"{where} target-version"}
+           if target is not None else _inferred_target(path.parent.resolve())),
         cache=_bool(table, "cache", where),
         max_file_size=_number(table, "max-file-size", where, 4.0),
         root=path.parent.resolve(),
         source=path,
     )
+
+
+def _inferred_target(root: Path) -> dict:
+    from torchcheck.target_version import infer_target_version
+
+    version, source = infer_target_version(root)
+    return {"target_version": version, "target_version_source": source}
 
 
 def matches(selector: str, code: str, name: str) -> bool:

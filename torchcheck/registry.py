@@ -138,6 +138,15 @@ def is_known_selector(selector: str) -> bool:
     return any(_matches(selector, rule) for rule in catalog())
 
 
+def in_target_range(rule, version: tuple[int, ...] | None) -> bool:
+    """Does the rule apply to a project on this torch version (None: unknown, so it does)?"""
+    minimum = getattr(rule, "min_target_version", None)
+    maximum = getattr(rule, "max_target_version", None)
+    if version is None:
+        return True
+    return (minimum is None or version >= minimum) and (maximum is None or version < maximum)
+
+
 def selected_rules(config) -> list[type[Rule]]:
     chosen = []
     for rule in all_rules():
@@ -146,8 +155,7 @@ def selected_rules(config) -> list[type[Rule]]:
             selected = True
         if any(_matches(s, rule) for s in config.ignore):
             selected = False
-        minimum = getattr(rule, "min_target_version", None)
-        if config.target_version is not None and minimum is not None and config.target_version < minimum:
+        if not in_target_range(rule, config.target_version):
             selected = False
         if selected:
             chosen.append(rule)

@@ -59,6 +59,8 @@ class Rule(cst.BatchableCSTVisitor):
     # The torch version from which the recommended replacement exists; with an older
     # `target-version` in the config, the rule is off.
     min_target_version: ClassVar[tuple[int, ...] | None] = None
+    # The torch version that removed the pitfall; with this `target-version` or newer, the rule is off.
+    max_target_version: ClassVar[tuple[int, ...] | None] = None
     VALID: ClassVar[list[str]] = []
     INVALID: ClassVar[list[Invalid]] = []
 
