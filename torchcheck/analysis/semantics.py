@@ -308,8 +308,8 @@ class CallSemantics:
         if qualname in api.MODULE_CONTAINERS:
             contents = first if first.kind in ("tuple", "dict") else Value()
             return Value(kind="layer", qualname=qualname, items=contents.items, keys=contents.keys)
-        if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
-            return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname.startswith(("torch.nn.", "torchvision.transforms.")) and qualname.rsplit(".", 1)[1][:1].isupper():
+            return Value(kind="layer", qualname=qualname, origin=node)  # a layer, or an image transform
         if qualname in ("argparse.Namespace", "types.SimpleNamespace", "dict") and not args:
             return Value(kind="dict", items=tuple(kwargs.values()), keys=tuple(kwargs))
         if qualname in ("list", "tuple") and first.kind == "tuple":
@@ -332,7 +332,12 @@ class CallSemantics:
         elif qualname in ("torch.arange", "torch.randint", "torch.randperm"):
             positional = [a for a in node.args if a.keyword is None]
             literals = [literal(a.value) for a in positional[:3]] if qualname == "torch.arange" else [0]
-            dtype = "int64" if all(isinstance(v, int) and not isinstance(v, bool) for v in literals) else None
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in literals):
+                dtype = "int64"
+            elif any(isinstance(v, float) for v in literals):
+                dtype = "float32"  # `torch.arange(0, n, 0.5)`
+            else:
+                dtype = None
         elif qualname in ("torch.randn", "torch.rand", "torch.zeros", "torch.ones", "torch.empty", "torch.linspace"):
             dtype = "float32"
         shape = None
