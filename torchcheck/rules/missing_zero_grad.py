@@ -25,6 +25,7 @@ class _LoopEvents:
         self.cleared_models: set[str] = set()  # `netD` in `netD.zero_grad()`, lexically in the loop
         self.clears_any = False  # p.grad = None, a model cleared in a called function: whatever they cover
         self.created: set[str] = set()  # optimizers built inside the loop: a fresh one each iteration
+        self.called_steps: list[tuple[cst.Call, FunctionInfo]] = []  # steps in the functions it calls
 
     def scan(self, body: cst.CSTNode) -> _LoopEvents:
         for node in descendants(body, prune=_nested):
@@ -50,9 +51,8 @@ class _LoopEvents:
             self.clears_any = True
         elif name == "step":
             optimizer = stepped_optimizer(self.ctx, node)
-            if optimizer is not None and not self.depth:
-                if not _has_closure(node):
-                    self.steps.append((node, optimizer))
+            if optimizer is not None and not _has_closure(node):
+                self.steps.append((node, optimizer))
         self._follow(node)
 
     def _follow(self, node: cst.Call) -> None:
@@ -65,6 +65,7 @@ class _LoopEvents:
         self.seen.add(info)
         inner = _LoopEvents(info.analysis, self.depth + 1, self.seen).scan(info.node.body)
         self.backward = self.backward or inner.backward
+        self.called_steps += [(call, info) for call, _ in inner.steps] + inner.called_steps
         self.cleared |= inner.cleared
         self.clears_any |= inner.clears_any or bool(inner.cleared_models)
 
@@ -74,6 +75,11 @@ class _LoopEvents:
                 self.clears_any = True
             elif isinstance(node.value, cst.Call) and self.ctx.value(node.value).kind == "optimizer":
                 self.created.add(dotted_name(target.target) or "")
+
+
+def _called_name(call: cst.Call) -> str | None:
+    func = call.func
+    return func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else None
 
 
 def _nested(node: cst.CSTNode) -> bool:
@@ -142,6 +148,10 @@ class MissingZeroGrad(Rule):
     runtime_check = True
     needles = ("backward",)
 
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self._steppers: set[str] | None = None
+
     def visit_For(self, node: cst.For) -> None:
         self._check(node)
 
@@ -149,11 +159,32 @@ class MissingZeroGrad(Rule):
         self._check(node)
 
     def _check(self, loop) -> None:
-        if not any(isinstance(n, cst.Call) and method_name(n) == "step" for n in descendants(loop.body, prune=_nested)):
-            return  # only a step written in the loop itself is reported: no need to analyse it
+        if not any(isinstance(n, cst.Call) and (method_name(n) == "step" or _called_name(n) in self._stepping_functions())
+                   for n in descendants(loop.body, prune=_nested)):
+            return  # no step in the loop or in a function of this file it calls: no need to analyse it
         events = _LoopEvents(self.ctx).scan(loop.body)
-        if events.backward:
-            self._report_uncleared(events, loop, "loop", "runs in a loop that calls backward() but never clears")
+        if not events.backward:
+            return
+        self._report_uncleared(events, loop, "loop", "runs in a loop that calls backward() but never clears")
+        if not (events.cleared or events.cleared_models or events.clears_any):
+            for call, function in events.called_steps:
+                if function.analysis is self.ctx.analysis:
+                    self.report(
+                        call,
+                        f"`{dotted_name(call.func) or 'step'}()` runs in `{function.name}()`, which a loop calls"
+                        " with backward() but nothing in the loop ever clears gradients, so they accumulate"
+                        " across iterations; call `zero_grad()` each step",
+                        related=[(loop, f"the loop that calls `{function.name}()` and never clears gradients"),
+                                 (events.backward, "backward() adds to the gradients here")],
+                    )
+
+    def _stepping_functions(self) -> set[str]:
+        """Names of the functions of this file that call `.step(...)`."""
+        if self._steppers is None:
+            self._steppers = {info.name for info in self.ctx.analysis.all_functions
+                              if any(isinstance(n, cst.Call) and method_name(n) == "step"
+                                     for n in descendants(info.node.body, prune=_nested))}
+        return self._steppers
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         """A training-step function that clears some gradients itself owns the clearing: an optimizer
@@ -200,6 +231,15 @@ class MissingZeroGrad(Rule):
         return None  # built in another object's scope: its `self` is not ours
 
     VALID = [
+        """
+        def train_step(model, opt, criterion, x, y):
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+        for x, y in loader:
+            optimizer.zero_grad()
+            train_step(model, optimizer, criterion, x, y)
+        """,
         """
         import torch.optim as optim
         def train_step(netD, netG, lossD, lossG):
@@ -296,6 +336,17 @@ class MissingZeroGrad(Rule):
                 loss = criterion(model(x), y)
                 loss.backward()
                 optimizer.step()
+            """
+        ),
+        Invalid(
+            """
+            def train_step(model, optimizer, criterion, x, y):
+                loss = criterion(model(x), y)
+                loss.backward()
+                optimizer.step()
+                return loss.item()
+            for x, y in loader:
+                train_step(model, optimizer, criterion, x, y)
             """
         ),
         Invalid(
