@@ -20,7 +20,7 @@ from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON, GRAD_UNKNOWN, GradModeQueries
 from torchcheck.analysis.imports import ImportTable, child_blocks, iter_statements
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
-from torchcheck.analysis.syntax import argument, literal
+from torchcheck.analysis.syntax import argument, called_names, literal
 from torchcheck.analysis.train_mode import TrainModeQueries
 from torchcheck.analysis.values import UNKNOWN, Value, join
 
@@ -93,8 +93,38 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         frame = Frame(self, None, record=True)
         frame.run()
         self.module_env = frame.env
-        for info in self.all_functions:
+        for info in self._callers_first():
             self.evaluate_standalone(info)
+
+    def _callers_first(self) -> list[FunctionInfo]:
+        """All functions, each after the functions that (by name) call it, so that a function's call
+        sites are known when it is evaluated: what its callers pass binds its parameters."""
+        by_name: dict[str, list[FunctionInfo]] = {}
+        for info in self.all_functions:
+            by_name.setdefault(info.name, []).append(info)
+        callers: dict[FunctionInfo, list[FunctionInfo]] = {}
+        for info in self.all_functions:
+            for name in called_names(info.node.body):
+                for callee in by_name.get(name, ()):
+                    if callee is not info:
+                        callers.setdefault(callee, []).append(info)
+        order: list[FunctionInfo] = []
+        seen: set[FunctionInfo] = set()
+        for root in self.all_functions:
+            if root in seen:
+                continue
+            seen.add(root)
+            stack = [(root, iter(callers.get(root, ())))]
+            while stack:  # depth-first, iteratively: a function is placed after all its callers
+                info, pending = stack[-1]
+                caller = next(pending, None)
+                if caller is None:
+                    stack.pop()
+                    order.append(info)
+                elif caller not in seen:
+                    seen.add(caller)
+                    stack.append((caller, iter(callers.get(caller, ()))))
+        return order
 
     def evaluate_standalone(self, info: FunctionInfo) -> None:
         key = ("standalone", info)

@@ -256,6 +256,8 @@ class CallSemantics:
             return Value(kind="tensor", image=True, shape=(None, None, None), graph=False)
         if api.is_torchvision_builder(qualname):
             return Value(kind="model", qualname=qualname, activation="logits")
+        if qualname in api.MODEL_WRAPPERS and first.kind == "model":
+            return first
         if qualname == "torch.optim.swa_utils.AveragedModel":
             return Value(kind="model", qualname=qualname)
         if qualname in api.TENSOR_FACTORIES:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from torchcheck.walk import descendants
+
 
 def argument(call: cst.Call, position: int, name: str | None = None) -> cst.Arg | None:
     """The argument given for parameter `name` at `position` (positional or keyword)."""
@@ -15,6 +17,16 @@ def argument(call: cst.Call, position: int, name: str | None = None) -> cst.Arg 
     return None
 
 
+def called_names(body: cst.CSTNode) -> set[str]:
+    """The names called in `body`: `f` of `f(x)`, `step` of `self.step(x)`."""
+    names = set()
+    for node in descendants(body):
+        if isinstance(node, cst.Call):
+            if isinstance(node.func, cst.Name):
+                names.add(node.func.value)
+            elif isinstance(node.func, cst.Attribute):
+                names.add(node.func.attr.value)
+    return names
 
 
 def literal(node: cst.CSTNode):

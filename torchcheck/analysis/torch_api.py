@@ -178,6 +178,12 @@ IMAGE_TRANSFORM_CLASSES = {
     "torchvision.transforms.v2.PILToTensor",
 }
 
+# Wrappers whose forward runs the wrapped model's: `DataParallel(model)(x)` returns what `model(x)` does.
+MODEL_WRAPPERS = {
+    "torch.nn.DataParallel", "torch.nn.parallel.DataParallel", "torch.nn.parallel.DistributedDataParallel",
+    "torch.compile",
+}
+
 # Modules that only hold others: their value lists what they hold.
 MODULE_CONTAINERS = {"torch.nn.Sequential", "torch.nn.ModuleList"}
 
