@@ -28,6 +28,9 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
     """The loss computed by `node`, whether functional (`F.cross_entropy(x, y)`) or a criterion
     object (`criterion(x, y)`, `self.criterion.forward(x, y)`) of a known loss class."""
     qualname = ctx.qualname(node.func)
+    if qualname is None and isinstance(node.func, (cst.Name, cst.Attribute)):
+        held = ctx.value(node.func)  # `self.loss_func = F.binary_cross_entropy_with_logits`
+        qualname = held.qualname if held.kind == "ref" else None
     name = api.functional_loss(qualname)
     if name is not None:
         loss, params = api.FUNCTIONAL_LOSSES[name]

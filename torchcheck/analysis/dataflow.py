@@ -160,6 +160,9 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                 merged = join(merged, value)
             if merged.kind not in ("unknown", "tensor", "number"):
                 agreed[name] = merged
+            elif merged.is_tensor and merged.activation is not None:
+                # Only the activation: the graph and shape the callers see are theirs.
+                agreed[name] = Value(kind="tensor", activation=merged.activation, origin=merged.origin)
         return agreed
 
     def sites_of(self, info: FunctionInfo, cross_file: bool = False):
@@ -179,18 +182,30 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             found.extend((call, caller, other) for call, caller in other.call_sites.get(info, []))
         return found
 
-    def call_function(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame) -> Value:
-        """The return value of a project function called with these argument values."""
+    def call_function(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame,
+                      receiver: str | None = None) -> Value:
+        """The return value of a project function called with these argument values. A method called
+        on `receiver` (`self._build()` in `__init__`) also sets, in the caller, the attributes it sets."""
         key = (info, bound.kind if bound else None, tuple(args), tuple(sorted(kwargs.items())), caller.grad)
-        if key in self._summaries:
-            return self._summaries[key]
-        if key in self._in_progress or caller.depth >= MAX_CALL_DEPTH:
-            return UNKNOWN
-        self._in_progress.add(key)
+        if key not in self._summaries:
+            if key in self._in_progress or caller.depth >= MAX_CALL_DEPTH:
+                return UNKNOWN
+            self._in_progress.add(key)
+            self._summaries[key] = self._run_call(info, args, kwargs, bound, caller)
+            self._in_progress.discard(key)
+        result, assigned = self._summaries[key]
+        if receiver is not None:
+            caller.env.update({f"{receiver}.{attr}": value for attr, value in assigned.items()})
+        return result
+
+    def _run_call(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
+        """(the return value, the attributes of the bound object the call assigned)."""
         frame = Frame(info.analysis, info, record=False, depth=caller.depth + 1, grad=caller.grad)
         names = info.param_names()
+        prefix = None
         if bound is not None and names:
             frame.env[names[0]] = bound
+            prefix = names[0] + "."
             names = names[1:]
         for name, value in zip(names, args):
             frame.env[name] = value
@@ -202,10 +217,8 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             result = value if i == 0 else join(result, value)
         if result.is_tensor and _LOSS_FUNCTION.search(info.name):
             result = result.with_(is_loss=True)  # `compute_loss(...)`, `_smooth_l1_loss(...)`
-        self._in_progress.discard(key)
-        self._summaries[key] = result
-        return result
-
+        assigned = {k[len(prefix):]: v for k, v in frame.env.items() if k.startswith(prefix)} if prefix else {}
+        return result, assigned
 
     def qualname(self, node: cst.CSTNode) -> str | None:
         return self.imports.qualname(node)

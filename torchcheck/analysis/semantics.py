@@ -54,7 +54,8 @@ class CallSemantics:
         if callee.kind == "function" and isinstance(callee.info, FunctionInfo):
             if self.record:
                 self.fa.call_sites.setdefault(callee.info, []).append((node, self.func))
-            return self.fa.call_function(callee.info, args, kwargs, callee.bound, self)
+            receiver = dotted_name(func.value) if callee.bound is not None and method_base is not None else None
+            return self.fa.call_function(callee.info, args, kwargs, callee.bound, self, receiver)
         if method_base is not None and callee.kind == "unknown" and not (
             not method_base.is_tensor and is_model_like(dotted_name(func))
         ):
@@ -256,7 +257,7 @@ class CallSemantics:
             return Value(kind="tensor", image=True, shape=(None, None, None), graph=False)
         if api.is_torchvision_builder(qualname):
             return Value(kind="model", qualname=qualname, activation="logits")
-        if qualname in api.MODEL_WRAPPERS and first.kind == "model":
+        if qualname in api.MODEL_WRAPPERS and first.kind in ("model", "layer"):
             return first
         if qualname == "torch.optim.swa_utils.AveragedModel":
             return Value(kind="model", qualname=qualname)

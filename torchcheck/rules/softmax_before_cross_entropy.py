@@ -172,6 +172,17 @@ class SoftmaxBeforeCrossEntropy(Rule):
                 return ce(log_softmax(logits, 1).exp(), y)
             """
         ),
+        Invalid(
+            """
+            import torch.nn as nn
+            def train(model, loader, criterion):
+                for x, y in loader:
+                    criterion(model(x), y).backward()
+            def main(loader):
+                model = nn.DataParallel(nn.Sequential(nn.Linear(8, 3), nn.Softmax(dim=1)))
+                train(model, loader, nn.CrossEntropyLoss())
+            """
+        ),
     ]
 
 
