@@ -41,7 +41,7 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
     func = node.func
     if isinstance(func, cst.Attribute) and func.attr.value == "forward":
         func = func.value
-    if not isinstance(func, (cst.Name, cst.Attribute, cst.Call)):
+    if not isinstance(func, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):  # Subscript: `losses["cls"](x, y)`
         return None
     if isinstance(func, cst.Call):  # nn.CrossEntropyLoss()(x, y)
         loss = api.loss_class(ctx.qualname(func.func))
@@ -52,8 +52,8 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
         return None
     first = argument(node, 0, "input")
     second = argument(node, 1, "target")
-    return LossCall(loss, node, first.value if first else None, second.value if second else None,
-                    dotted_name(func) or "criterion")
+    text = short_code(ctx, func) if isinstance(func, cst.Subscript) else dotted_name(func) or "criterion"
+    return LossCall(loss, node, first.value if first else None, second.value if second else None, text)
 
 
 def short_code(ctx, node: cst.CSTNode, limit: int = 60) -> str:

@@ -11,7 +11,7 @@ from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
 from torchcheck.analysis.semantics import CallSemantics
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo
-from torchcheck.analysis.syntax import literal
+from torchcheck.analysis.syntax import literal, string_key
 from torchcheck.analysis.train_mode import mode_of_chain
 from torchcheck.analysis.values import INHERIT, NUMBER, TENSOR, UNKNOWN, Value, combine_graph, join
 
@@ -140,8 +140,10 @@ class Frame(CallSemantics):
             if name is not None:
                 self.env[name] = value
                 self.replace_submodule(target, value)
-        elif isinstance(target, cst.Subscript) and isinstance(target.value, cst.Attribute):
-            self.replace_submodule(target.value, value)  # `model.classifier[6] = nn.Linear(4096, 2)`
+        elif isinstance(target, cst.Subscript):
+            self.set_item(target, value)
+            if isinstance(target.value, cst.Attribute):
+                self.replace_submodule(target.value, value)  # `model.classifier[6] = nn.Linear(4096, 2)`
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = target.elements
             for i, element in enumerate(elements):
@@ -153,6 +155,21 @@ class Frame(CallSemantics):
         if self.record:
             self.fa.values[target] = value
             self.fa.scope[target] = self.func
+
+    def set_item(self, target: cst.Subscript, value: Value) -> None:
+        """`outputs["probs"] = F.softmax(x, 1)`: a dict of known keys gains or changes one."""
+        owner = dotted_name(target.value)
+        key = string_key(target)
+        bag = self.env.get(owner) if owner else None
+        if bag is None or bag.kind != "dict":
+            return
+        if key is None:
+            self.env[owner] = UNKNOWN
+        elif key in bag.keys:
+            i = bag.keys.index(key)
+            self.env[owner] = bag.with_(items=bag.items[:i] + (value,) + bag.items[i + 1:])
+        else:
+            self.env[owner] = bag.with_(keys=bag.keys + (key,), items=bag.items + (value,))
 
     def replace_submodule(self, target: cst.Attribute, layer: Value) -> None:
         """`model.fc = nn.Sequential(..., nn.LogSoftmax(1))`: a new head changes what the model returns."""
@@ -198,6 +215,8 @@ class Frame(CallSemantics):
             return NUMBER
         if isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
             return Value(kind="str")
+        if isinstance(node, cst.Dict):
+            return self.dict_display(node)
         if isinstance(node, (cst.Tuple, cst.List)):
             items = []
             for element in node.elements:
@@ -221,6 +240,20 @@ class Frame(CallSemantics):
         else:
             self.eval_children(node)  # comprehensions, comparisons, f-strings...: record the calls inside
         return UNKNOWN
+
+    def dict_display(self, node: cst.Dict) -> Value:
+        """`{"logits": x, "probs": p}`: a dict whose keys are all strings holds its values by key."""
+        keys, items = [], []
+        for element in node.elements:
+            if isinstance(element, cst.DictElement):
+                self.eval(element.key)
+                keys.append(literal(element.key))
+            else:
+                keys.append(None)  # `**other`
+            items.append(self.eval(element.value))
+        if not all(isinstance(key, str) for key in keys):
+            return UNKNOWN
+        return Value(kind="dict", keys=tuple(keys), items=tuple(items))
 
     def eval_lambda(self, node: cst.Lambda) -> None:
         """Record what the body's expressions hold, its parameters unknown."""
@@ -248,8 +281,8 @@ class Frame(CallSemantics):
             return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
         if name in self.fa.functions:
             return Value(kind="function", info=self.fa.functions[name])
-        if name == "sum" and name not in self.fa.imports.aliases:
-            return Value(kind="ref", qualname="sum")  # the builtin
+        if name in ("sum", "dict") and name not in self.fa.imports.aliases:
+            return Value(kind="ref", qualname=name)  # the builtin
         return self.imported(node)
 
     def imported(self, node: cst.CSTNode) -> Value:
@@ -296,6 +329,9 @@ class Frame(CallSemantics):
                 indices.append(literal(element.slice.value) if isinstance(element.slice.value, cst.Integer) else None)
             else:
                 indices.append(None)
+        if base.kind == "dict":
+            key = string_key(node)
+            return base.items[base.keys.index(key)] if key in base.keys else UNKNOWN
         if base.kind == "tuple" and len(indices) == 1 and isinstance(indices[0], int):
             i = indices[0]
             return base.items[i] if -len(base.items) <= i < len(base.items) else UNKNOWN

@@ -66,6 +66,9 @@ class CallSemantics:
         """`layers.append(nn.ReLU())`, `self.model.add_module("act", nn.Sigmoid())`: the receiver grows."""
         receiver = dotted_name(func.value)
         name = func.attr.value
+        if base.kind == "dict" and receiver in self.env and name in ("update", "setdefault", "pop", "popitem", "clear"):
+            self.env[receiver] = UNKNOWN  # its items are no longer known
+            return
         container = base.kind == "tuple" or base.kind == "layer" and base.qualname in api.MODULE_CONTAINERS
         if receiver is None or not container or receiver not in self.env:
             return
@@ -176,7 +179,7 @@ class CallSemantics:
             elif callee.info is None:
                 out = Value(kind="tensor", activation=callee.activation)  # a torchvision model's logits
             graph = self.model_output_graph()
-            if out.kind == "tuple":
+            if out.kind in ("tuple", "dict"):
                 return out.with_(items=tuple(i.with_(graph=graph, source=source) if i.is_tensor else i for i in out.items))
             return out.with_(graph=graph, source=source, is_loss=out.is_loss)
         if kind == "unknown" and isinstance(node.func, (cst.Name, cst.Attribute)):
@@ -279,6 +282,8 @@ class CallSemantics:
             return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname == "dict" and not args:
+            return Value(kind="dict", keys=tuple(kwargs), items=tuple(kwargs.values()))
         if qualname in ("sum",):
             items = first.items if first.kind == "tuple" else ()
             return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))

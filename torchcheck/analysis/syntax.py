@@ -44,6 +44,12 @@ def literal(node: cst.CSTNode):
     return None
 
 
+def string_key(node: cst.Subscript) -> str | None:
+    """`"probs"` of `out["probs"]`."""
+    if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        return None
+    key = literal(node.slice[0].slice.value)
+    return key if isinstance(key, str) else None
 
 
 def infer_literal_dtype(node: cst.CSTNode) -> str | None:

@@ -11,7 +11,7 @@ INHERIT = "inherit"
 @dataclass(frozen=True)
 class Value:
     # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
-    # function | instance | tuple | record_type (a namedtuple class) | grad_ctx | unknown
+    # function | instance | tuple | dict | record_type (a namedtuple class) | grad_ctx | unknown
     kind: str = "unknown"
     qualname: str | None = None  # imported object (ref), loss class (criterion), layer or model class
     activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | nonneg
@@ -21,7 +21,8 @@ class Value:
     dtype: str | None = None
     shape: tuple | None = None
     image: bool = False
-    items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers
+    items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers; dicts: values
+    keys: tuple = ()  # dicts with string keys: the key of each item
     arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
     origin: object = field(default=None, compare=False)  # node that applied the activation
     info: object = field(default=None, compare=False)  # ClassInfo / FunctionInfo
@@ -44,7 +45,7 @@ def join(a: Value, b: Value) -> Value:
     """Merge the values of two control-flow paths, keeping only what both agree on."""
     if a is b or a == b:
         return a
-    if a.kind != b.kind or a.items != b.items:
+    if a.kind != b.kind or a.items != b.items or a.keys != b.keys:
         return UNKNOWN
     return Value(
         kind=a.kind,
@@ -57,6 +58,7 @@ def join(a: Value, b: Value) -> Value:
         shape=a.shape if a.shape == b.shape else None,
         image=a.image and b.image,
         items=a.items,
+        keys=a.keys,
         arithmetic=a.arithmetic or b.arithmetic,
         origin=a.origin if a.activation == b.activation else None,
         info=a.info if a.info is b.info else None,

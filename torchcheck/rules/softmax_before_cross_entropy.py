@@ -183,6 +183,16 @@ class SoftmaxBeforeCrossEntropy(Rule):
                 train(model, loader, nn.CrossEntropyLoss())
             """
         ),
+        Invalid(
+            """
+            import torch.nn as nn
+            import torch.nn.functional as F
+            def step(model, x, y):
+                losses = {"cls": nn.CrossEntropyLoss(), "box": nn.L1Loss()}
+                out = {"probs": F.softmax(model(x), dim=1)}
+                return losses["cls"](out["probs"], y)
+            """
+        ),
     ]
 
 
