@@ -14,11 +14,13 @@ from torchcheck.analysis.structure import ClassInfo, FunctionInfo
 from torchcheck.analysis.syntax import literal, string_key
 from torchcheck.analysis.train_mode import mode_of_chain
 from torchcheck.analysis.values import INHERIT, NUMBER, TENSOR, UNKNOWN, Value, combine_graph, join
+from torchcheck.walk import descendants
 
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
 
 MAX_CALL_DEPTH = 4
+MAX_UNROLLED_LAYERS = 32
 
 
 class Frame(CallSemantics):
@@ -75,11 +77,10 @@ class Frame(CallSemantics):
             if isinstance(stmt, cst.If):
                 self.eval(stmt.test)
             self.exec_branches(child_blocks(stmt), exhaustive=isinstance(stmt, cst.If) and stmt.orelse is not None)
-        elif isinstance(stmt, (cst.For, cst.While)):
-            if isinstance(stmt, cst.For):
-                self.bind(stmt.target, self.element_of(self.eval(stmt.iter)))
-            else:
-                self.eval(stmt.test)
+        elif isinstance(stmt, cst.For):
+            self.exec_for(stmt)
+        elif isinstance(stmt, cst.While):
+            self.eval(stmt.test)
             for block in child_blocks(stmt):
                 self.exec_block(block)
         elif isinstance(stmt, cst.With):
@@ -112,6 +113,26 @@ class Frame(CallSemantics):
                 k: v | frozenset({"unknown"}) for k, v in other_modes.items() if k not in modes
             }
         self.env, self.modes = env, modes
+
+    def exec_for(self, stmt: cst.For) -> None:
+        iterable = self.eval(stmt.iter)
+        start = dict(self.env)
+        self.bind(stmt.target, self.element_of(iterable))
+        for block in child_blocks(stmt):
+            self.exec_block(block)
+        layers = iterable.items if iterable.qualname in api.MODULE_CONTAINERS or iterable.kind == "tuple" else ()
+        if 0 < len(layers) <= MAX_UNROLLED_LAYERS and all(item.kind in ("layer", "model") for item in layers) \
+                and not any(isinstance(node, cst.Break) for node in descendants(stmt.body)):
+            # `for layer in self.layers: x = layer(x)` applies the layers in turn: the last one decides what x
+            # holds. The pass above recorded what each expression holds on any iteration; this one, recording
+            # nothing, gives the state after the loop.
+            recording, self.record, self.env = self.record, False, start
+            for layer in layers:
+                self.bind(stmt.target, layer)
+                self.exec_block(stmt.body)
+            if stmt.orelse is not None:
+                self.exec_block(stmt.orelse.body)
+            self.record = recording
 
     def exec_with(self, stmt: cst.With) -> None:
         saved = self.grad
