@@ -132,11 +132,13 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             return
         self._in_progress.add(key)
         frame = Frame(self, info, record=True)
+        bound = self.bound_params(info)
         if info.cls is not None and info.node.params.params:
-            frame.env[info.node.params.params[0].name.value] = Value(
+            receiver = info.node.params.params[0].name.value
+            frame.env[receiver] = bound.pop(receiver, None) or Value(
                 kind="model" if info.cls.is_module() else "instance", qualname=info.cls.key, info=info.cls
             )
-        for name, value in self.bound_params(info).items():
+        for name, value in bound.items():
             frame.env.setdefault(name, value)
         frame.run()
         self._in_progress.discard(key)
@@ -150,6 +152,10 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         names = info.param_names()
         offset = 1 if info.cls is not None else 0
         agreed: dict[str, Value] = {}
+        if offset and names:
+            receiver = self._agreed_receiver(info, sites)
+            if receiver is not None:
+                agreed[names[0]] = receiver
         for position, name in enumerate(names[offset:]):
             values = []
             for call, _caller, where in sites:
@@ -164,6 +170,20 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                 # Only the activation: the graph and shape the callers see are theirs.
                 agreed[name] = Value(kind="tensor", activation=merged.activation, origin=merged.origin)
         return agreed
+
+    @staticmethod
+    def _agreed_receiver(info: FunctionInfo, sites) -> Value | None:
+        """`trainer.step(x, y)` everywhere on one `Trainer(model, nn.CrossEntropyLoss())`: that instance,
+        with the attributes its constructor set from its arguments."""
+        merged = None
+        for call, _caller, where in sites:
+            if not isinstance(call.func, cst.Attribute):
+                return None
+            value = where.values.get(call.func.value, UNKNOWN)
+            merged = value if merged is None else join(merged, value)
+        if merged is None or not merged.keys or not isinstance(merged.info, ClassInfo):
+            return None
+        return merged if merged.info.method(info.name) is info else None
 
     def sites_of(self, info: FunctionInfo, cross_file: bool = False):
         """Calls of a function as (call, calling function, its file's analysis). With `cross_file`, a
@@ -186,17 +206,29 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                       receiver: str | None = None) -> Value:
         """The return value of a project function called with these argument values. A method called
         on `receiver` (`self._build()` in `__init__`) also sets, in the caller, the attributes it sets."""
-        key = (info, bound.kind if bound else None, tuple(args), tuple(sorted(kwargs.items())), caller.grad)
-        if key not in self._summaries:
-            if key in self._in_progress or caller.depth >= MAX_CALL_DEPTH:
-                return UNKNOWN
-            self._in_progress.add(key)
-            self._summaries[key] = self._run_call(info, args, kwargs, bound, caller)
-            self._in_progress.discard(key)
-        result, assigned = self._summaries[key]
+        result, assigned = self._summary(info, args, kwargs, bound, caller)
         if receiver is not None:
             caller.env.update({f"{receiver}.{attr}": value for attr, value in assigned.items()})
         return result
+
+    def construct(self, instance: Value, args, kwargs, caller: Frame) -> Value:
+        """`Net(3, head=nn.Softmax(1))`: the new instance, holding the attributes its `__init__` sets
+        from these arguments (`self.head = head`)."""
+        init = instance.info.method("__init__")
+        if init is None or not args and not kwargs:
+            return instance
+        _, assigned = self._summary(init, args, kwargs, instance, caller)
+        return instance.with_(keys=tuple(assigned), items=tuple(assigned.values()))
+
+    def _summary(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
+        key = (info, bound, tuple(args), tuple(sorted(kwargs.items())), caller.grad)
+        if key not in self._summaries:
+            if key in self._in_progress or caller.depth >= MAX_CALL_DEPTH:
+                return UNKNOWN, {}
+            self._in_progress.add(key)
+            self._summaries[key] = self._run_call(info, args, kwargs, bound, caller)
+            self._in_progress.discard(key)
+        return self._summaries[key]
 
     def _run_call(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
         """(the return value, the attributes of the bound object the call assigned)."""

@@ -95,6 +95,8 @@ class CallSemantics:
     def attribute_of(self, base: Value, attr: str) -> Value:
         """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
+            if attr in base.keys:  # set by its constructor from the arguments it was given
+                return base.items[base.keys.index(attr)]
             attrs = base.info.attrs()
             if attr in attrs:
                 return attrs[attr]
@@ -155,9 +157,9 @@ class CallSemantics:
         if kind == "ref":
             return self.call_ref(node, callee.qualname or "", args, kwargs)
         if kind == "class" and isinstance(callee.info, ClassInfo):
-            if callee.info.is_module():
-                return Value(kind="model", qualname=callee.info.key, info=callee.info)
-            return Value(kind="instance", qualname=callee.info.key, info=callee.info)
+            instance = Value(kind="model" if callee.info.is_module() else "instance", qualname=callee.info.key,
+                             info=callee.info)
+            return self.fa.construct(instance, args, kwargs, self)
         if kind == "record_type":
             return Value(kind="tuple", items=tuple(args))  # a namedtuple holds its fields in order
         if kind == "criterion":

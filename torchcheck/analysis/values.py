@@ -22,7 +22,7 @@ class Value:
     shape: tuple | None = None
     image: bool = False
     items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers; dicts: values
-    keys: tuple = ()  # dicts with string keys: the key of each item
+    keys: tuple = ()  # dicts with string keys: the key of each item; instances: attributes set from arguments
     arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
     origin: object = field(default=None, compare=False)  # node that applied the activation
     info: object = field(default=None, compare=False)  # ClassInfo / FunctionInfo
@@ -45,6 +45,8 @@ def join(a: Value, b: Value) -> Value:
     """Merge the values of two control-flow paths, keeping only what both agree on."""
     if a is b or a == b:
         return a
+    if a.kind in ("model", "instance") and a.info is not None and a.info is b.info and a.items != b.items:
+        return Value(kind=a.kind, qualname=a.qualname, info=a.info)  # built with other arguments: the class
     if a.kind != b.kind or a.items != b.items or a.keys != b.keys:
         return UNKNOWN
     return Value(
