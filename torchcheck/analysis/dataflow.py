@@ -152,6 +152,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         names = info.param_names()
         offset = 1 if info.cls is not None else 0
         agreed: dict[str, Value] = {}
+        defaults = {name: Frame(self, info, record=False).eval(node) for name, node in info.defaults().items()}
         if offset and names:
             receiver = self._agreed_receiver(info, sites)
             if receiver is not None:
@@ -160,7 +161,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             values = []
             for call, _caller, where in sites:
                 arg = argument(call, position, name)
-                values.append(where.values.get(arg.value, UNKNOWN) if arg is not None else UNKNOWN)
+                values.append(where.values.get(arg.value, UNKNOWN) if arg is not None else defaults.get(name, UNKNOWN))
             merged = values[0]
             for value in values[1:]:
                 merged = join(merged, value)
@@ -215,7 +216,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         """`Net(3, head=nn.Softmax(1))`: the new instance, holding the attributes its `__init__` sets
         from these arguments (`self.head = head`)."""
         init = instance.info.method("__init__")
-        if init is None or not args and not kwargs:
+        if init is None or not args and not kwargs and not init.defaults():
             return instance
         _, assigned = self._summary(init, args, kwargs, instance, caller)
         return instance.with_(keys=tuple(assigned), items=tuple(assigned.values()))
@@ -243,6 +244,9 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             frame.env[name] = value
         for name, value in kwargs.items():
             frame.env[name] = value
+        for name, default in info.defaults().items():
+            if name not in frame.env:
+                frame.env[name] = frame.eval(default)
         frame.run()
         result = UNKNOWN
         for i, value in enumerate(frame.returns):

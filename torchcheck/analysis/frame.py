@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.branches import case_taken, if_taken
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
 from torchcheck.analysis.semantics import CallSemantics
@@ -33,6 +34,7 @@ class Frame(CallSemantics):
         self.depth = depth
         self.env: dict[str, Value] = {}
         self.returns: list[Value] = []
+        self.returned = False  # the path being evaluated has returned: what follows is not on it
         self.modes: dict[str, frozenset] = {}
         if grad is not None:
             self.grad = grad
@@ -55,6 +57,8 @@ class Frame(CallSemantics):
     # -- statements ----------------------------------------------------------------------------
     def exec_block(self, block) -> None:
         for stmt in iter_statements(block):
+            if self.returned:
+                break
             self.exec(stmt)
 
     def exec(self, stmt: cst.CSTNode) -> None:
@@ -73,16 +77,29 @@ class Frame(CallSemantics):
             self.eval(stmt.value)
         elif isinstance(stmt, cst.Return):
             self.returns.append(self.eval(stmt.value) if stmt.value is not None else UNKNOWN)
-        elif isinstance(stmt, (cst.If, cst.Try, cst.Match)) or type(stmt).__name__ == "TryStar":
-            if isinstance(stmt, cst.If):
-                self.eval(stmt.test)
-            self.exec_branches(child_blocks(stmt), exhaustive=isinstance(stmt, cst.If) and stmt.orelse is not None)
+            self.returned = True
+        elif isinstance(stmt, cst.If):
+            self.eval(stmt.test)
+            taken = None if self.record else if_taken(self, stmt.test)
+            if taken is None:
+                self.exec_branches(child_blocks(stmt), exhaustive=stmt.orelse is not None)
+            elif taken or stmt.orelse is not None:
+                self.exec_block(child_blocks(stmt)[0 if taken else 1])
+        elif isinstance(stmt, cst.Match):
+            case = None if self.record else case_taken(self, stmt)
+            if case is None:
+                self.exec_branches(child_blocks(stmt), exhaustive=False)
+            else:
+                self.exec_block(case.body)
+        elif isinstance(stmt, cst.Try) or type(stmt).__name__ == "TryStar":
+            self.exec_branches(child_blocks(stmt), exhaustive=False)
         elif isinstance(stmt, cst.For):
             self.exec_for(stmt)
         elif isinstance(stmt, cst.While):
             self.eval(stmt.test)
             for block in child_blocks(stmt):
                 self.exec_block(block)
+            self.returned = False  # the loop may not have run
         elif isinstance(stmt, cst.With):
             self.exec_with(stmt)
         elif isinstance(stmt, cst.FunctionDef):
@@ -97,10 +114,12 @@ class Frame(CallSemantics):
         start_env, start_modes = dict(self.env), dict(self.modes)
         ends = []
         for block in blocks:
-            self.env, self.modes = dict(start_env), dict(start_modes)
+            self.env, self.modes, self.returned = dict(start_env), dict(start_modes), False
             self.exec_block(block)
-            ends.append((self.env, self.modes))
-        if not exhaustive:
+            if not self.returned:  # a branch that returned does not reach the code after it
+                ends.append((self.env, self.modes))
+        self.returned = exhaustive and not ends
+        if not exhaustive or not ends:
             ends.append((start_env, start_modes))
         # A name bound on some paths only holds, wherever it is defined, what those paths bound.
         env: dict[str, Value] = {}
@@ -133,6 +152,7 @@ class Frame(CallSemantics):
             if stmt.orelse is not None:
                 self.exec_block(stmt.orelse.body)
             self.record = recording
+        self.returned = False  # the loop may not have run
 
     def exec_with(self, stmt: cst.With) -> None:
         saved = self.grad
@@ -234,7 +254,10 @@ class Frame(CallSemantics):
             return self.call(node)
         if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary)):
             return NUMBER
-        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
+        if isinstance(node, cst.SimpleString):
+            text = node.evaluated_value
+            return Value(kind="str", text=text if isinstance(text, str) else None)
+        if isinstance(node, (cst.ConcatenatedString, cst.FormattedString)):
             return Value(kind="str")
         if isinstance(node, cst.Dict):
             return self.dict_display(node)
@@ -302,7 +325,7 @@ class Frame(CallSemantics):
             return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
         if name in self.fa.functions:
             return Value(kind="function", info=self.fa.functions[name])
-        if name in ("sum", "dict") and name not in self.fa.imports.aliases:
+        if name in ("sum", "dict", "getattr") and name not in self.fa.imports.aliases:
             return Value(kind="ref", qualname=name)  # the builtin
         return self.imported(node)
 
@@ -346,12 +369,12 @@ class Frame(CallSemantics):
         indices = []
         for element in node.slice:
             if isinstance(element.slice, cst.Index):
-                self.eval(element.slice.value)
-                indices.append(literal(element.slice.value) if isinstance(element.slice.value, cst.Integer) else None)
+                index = self.eval(element.slice.value)
+                indices.append(literal(element.slice.value) if isinstance(element.slice.value, cst.Integer) else index.text)
             else:
                 indices.append(None)
         if base.kind == "dict":
-            key = string_key(node)
+            key = indices[0] if len(indices) == 1 else None  # `outputs["probs"]`, `ACTIVATIONS[name]`
             return base.items[base.keys.index(key)] if key in base.keys else UNKNOWN
         if base.kind == "tuple" and len(indices) == 1 and isinstance(indices[0], int):
             i = indices[0]

@@ -105,6 +105,12 @@ class CallSemantics:
                 return Value(kind="function", info=method, bound=base)
         return UNKNOWN
 
+    def named_attribute(self, base: Value, name: str) -> Value:
+        """`getattr(nn, "Softmax")`, `getattr(self, "head")`: the attribute a known string names."""
+        if base.kind == "ref" and base.qualname and name.isidentifier():
+            return Value(kind="ref", qualname=f"{base.qualname}.{name}")
+        return self.attribute_of(base, name)
+
     def method_call(self, node: cst.Call, base: Value, name: str, args, kwargs) -> Value:
         if base.kind in ("model", "criterion", "layer") and name in ("to", "cuda", "cpu", "float", "double", "half", "train", "eval", "requires_grad_"):
             return base
@@ -284,6 +290,8 @@ class CallSemantics:
             return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname == "getattr" and len(args) == 2 and args[1].text is not None:
+            return self.named_attribute(args[0], args[1].text)
         if qualname == "dict" and not args:
             return Value(kind="dict", keys=tuple(kwargs), items=tuple(kwargs.values()))
         if qualname in ("sum",):

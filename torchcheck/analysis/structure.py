@@ -51,6 +51,12 @@ class FunctionInfo:
         p = self.node.params
         return [param.name.value for param in (*p.posonly_params, *p.params, *p.kwonly_params)]
 
+    def defaults(self) -> dict[str, cst.BaseExpression]:
+        """Parameter name -> its default value's expression."""
+        p = self.node.params
+        return {param.name.value: param.default for param in (*p.posonly_params, *p.params, *p.kwonly_params)
+                if param.default is not None}
+
     def decorator_qualnames(self) -> list[str]:
         out = []
         for decorator in self.node.decorators:

@@ -22,6 +22,7 @@ class Value:
     shape: tuple | None = None
     image: bool = False
     items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers; dicts: values
+    text: str | None = None  # str: the string, when known
     keys: tuple = ()  # dicts with string keys: the key of each item; instances: attributes set from arguments
     arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
     origin: object = field(default=None, compare=False)  # node that applied the activation

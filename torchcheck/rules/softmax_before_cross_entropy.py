@@ -105,6 +105,15 @@ class SoftmaxBeforeCrossEntropy(Rule):
         def step(x, y):
             return criterion(model(x), y)
         """,
+        """
+        import torch.nn as nn
+        def make_head(kind):
+            if kind == "probs":
+                return nn.Softmax(dim=1)
+            return nn.Identity()
+        model = nn.Sequential(nn.Linear(8, 3), make_head("logits"))
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        """,
     ]
     INVALID = [
         Invalid(
@@ -191,6 +200,23 @@ class SoftmaxBeforeCrossEntropy(Rule):
                 losses = {"cls": nn.CrossEntropyLoss(), "box": nn.L1Loss()}
                 out = {"probs": F.softmax(model(x), dim=1)}
                 return losses["cls"](out["probs"], y)
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            def make_head(kind):
+                if kind == "probs":
+                    return nn.Softmax(dim=1)
+                return nn.Identity()
+            class Net(nn.Module):
+                def __init__(self, head="probs"):
+                    super().__init__()
+                    self.body = nn.Sequential(nn.Linear(8, 3), make_head(head))
+                def forward(self, x):
+                    return self.body(x)
+            model = Net()
+            loss = nn.CrossEntropyLoss()(model(x), y)
             """
         ),
     ]
