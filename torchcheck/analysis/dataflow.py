@@ -40,6 +40,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.classes: dict[str, ClassInfo] = {}
         self.all_functions: list[FunctionInfo] = []
         self.function_of_node: dict[cst.FunctionDef, FunctionInfo] = {}
+        self.class_of_node: dict[cst.ClassDef, ClassInfo] = {}
         self._index(module, None, None)
         self.values: dict[cst.CSTNode, Value] = {}
         self.scope: dict[cst.CSTNode, FunctionInfo | None] = {}
@@ -66,6 +67,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                 self._index(stmt.body, None, info)
             elif isinstance(stmt, cst.ClassDef):
                 info = ClassInfo(stmt, self)
+                self.class_of_node[stmt] = info
                 if cls is None and parent is None:
                     self.classes[info.name] = info
                 self._index(stmt.body, info, None)

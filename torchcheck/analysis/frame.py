@@ -105,6 +105,9 @@ class Frame(CallSemantics):
         elif isinstance(stmt, cst.FunctionDef):
             info = self.fa.function_of_node.get(stmt)
             self.env[stmt.name.value] = Value(kind="function", info=info)
+        elif isinstance(stmt, cst.ClassDef) and self.func is not None:  # a class defined inside a function
+            cls = self.fa.class_of_node[stmt]
+            self.env[stmt.name.value] = Value(kind="class", qualname=cls.key, info=cls)
         elif isinstance(stmt, cst.Assert):
             self.eval(stmt.test)
         elif isinstance(stmt, cst.Del):
