@@ -217,6 +217,11 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
     def construct(self, instance: Value, args, kwargs, caller: Frame) -> Value:
         """`Net(3, head=nn.Softmax(1))`: the new instance, holding the attributes its `__init__` sets
         from these arguments (`self.head = head`)."""
+        fields = instance.info.record_fields()
+        if fields is not None:  # a dataclass or NamedTuple: its fields hold the arguments
+            values = dict(zip(fields, args)) | kwargs
+            kind = "tuple" if instance.info.is_named_tuple() else instance.kind
+            return instance.with_(kind=kind, keys=tuple(fields), items=tuple(values.get(f, UNKNOWN) for f in fields))
         init = instance.info.method("__init__")
         if init is None or not args and not kwargs and not init.defaults():
             return instance

@@ -7,7 +7,7 @@ from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
-from torchcheck.analysis.syntax import infer_literal_dtype, literal
+from torchcheck.analysis.syntax import infer_literal_dtype, literal, namedtuple_fields
 from torchcheck.analysis.train_mode import mode_set_by
 from torchcheck.analysis.values import NUMBER, TENSOR, UNKNOWN, Value, combine_graph
 
@@ -94,9 +94,9 @@ class CallSemantics:
 
     def attribute_of(self, base: Value, attr: str) -> Value:
         """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
+        if base.keys and base.kind != "dict" and attr in base.keys:  # set from the arguments it was built with
+            return base.items[base.keys.index(attr)]
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
-            if attr in base.keys:  # set by its constructor from the arguments it was given
-                return base.items[base.keys.index(attr)]
             attrs = base.info.attrs()
             if attr in attrs:
                 return attrs[attr]
@@ -166,8 +166,11 @@ class CallSemantics:
             instance = Value(kind="model" if callee.info.is_module() else "instance", qualname=callee.info.key,
                              info=callee.info)
             return self.fa.construct(instance, args, kwargs, self)
-        if kind == "record_type":
-            return Value(kind="tuple", items=tuple(args))  # a namedtuple holds its fields in order
+        if kind == "record_type":  # a namedtuple holds its fields in order
+            if callee.keys and (kwargs or len(args) == len(callee.keys)):
+                values = dict(zip(callee.keys, args)) | kwargs
+                return Value(kind="tuple", keys=callee.keys, items=tuple(values.get(k, UNKNOWN) for k in callee.keys))
+            return Value(kind="tuple", items=tuple(args))
         if kind == "criterion":
             return Value(kind="tensor", is_loss=True, graph=_loss_graph(self, args), source=first.source)
         if kind == "layer":
@@ -187,7 +190,7 @@ class CallSemantics:
             elif callee.info is None:
                 out = Value(kind="tensor", activation=callee.activation)  # a torchvision model's logits
             graph = self.model_output_graph()
-            if out.kind in ("tuple", "dict"):
+            if out.kind in ("tuple", "dict") or out.keys:
                 return out.with_(items=tuple(i.with_(graph=graph, source=source) if i.is_tensor else i for i in out.items))
             return out.with_(graph=graph, source=source, is_loss=out.is_loss)
         if kind == "unknown" and isinstance(node.func, (cst.Name, cst.Attribute)):
@@ -258,7 +261,9 @@ class CallSemantics:
                 items = [i.items[1] if len(i.items) > 1 else UNKNOWN for i in args[0].items]  # OrderedDict
             return Value(kind="layer", qualname=qualname, items=tuple(items))
         if qualname in ("collections.namedtuple", "typing.NamedTuple"):
-            return Value(kind="record_type", qualname=qualname)
+            return Value(kind="record_type", qualname=qualname, keys=namedtuple_fields(node))
+        if qualname in api.NAMESPACES and not args:
+            return Value(kind="instance", qualname=qualname, keys=tuple(kwargs), items=tuple(kwargs.values()))
         if qualname in ("collections.OrderedDict",) and args:
             return args[0]
         if qualname == "torchvision.transforms.Compose":

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.imports import dotted_name, iter_statements
 from torchcheck.analysis.values import Value
 
 if TYPE_CHECKING:
@@ -107,6 +107,18 @@ class ClassInfo:
         return any(q in api.LIGHTNING_MODULES for q in self.base_qualnames()) or any(
             base.is_lightning() for base in self.base_classes()
         )
+
+    def record_fields(self) -> list[str] | None:
+        """The fields, in order, of a dataclass or a NamedTuple class; None for other classes."""
+        decorators = [d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator for d in self.node.decorators]
+        if not self.is_named_tuple() and not any(
+                self.analysis.imports.qualname(d) in api.RECORD_DECORATORS for d in decorators):
+            return None
+        return [stmt.target.value for stmt in iter_statements(self.node.body)
+                if isinstance(stmt, cst.AnnAssign) and isinstance(stmt.target, cst.Name)]
+
+    def is_named_tuple(self) -> bool:
+        return "typing.NamedTuple" in self.base_qualnames()
 
     def method(self, name: str) -> FunctionInfo | None:
         if name in self.methods:

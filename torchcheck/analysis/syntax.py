@@ -52,6 +52,29 @@ def string_key(node: cst.Subscript) -> str | None:
     return key if isinstance(key, str) else None
 
 
+def namedtuple_fields(call: cst.Call) -> tuple[str, ...]:
+    """The field names of `namedtuple("Out", ["logits", "probs"])`, `namedtuple("Out", "logits probs")` or
+    `NamedTuple("Out", [("logits", Tensor), ...])`; () when not literal."""
+    fields = argument(call, 1, "field_names") or argument(call, 1, "fields")
+    if fields is None:
+        return ()
+    value = literal(fields.value)
+    if isinstance(value, str):
+        return tuple(value.replace(",", " ").split())
+    if not isinstance(fields.value, (cst.List, cst.Tuple)):
+        return ()
+    names = []
+    for element in fields.value.elements:
+        item = element.value
+        if isinstance(item, cst.Tuple) and item.elements:
+            item = item.elements[0].value
+        name = literal(item)
+        if not isinstance(name, str):
+            return ()
+        names.append(name)
+    return tuple(names)
+
+
 def infer_literal_dtype(node: cst.CSTNode) -> str | None:
     values = []
 
