@@ -356,7 +356,7 @@ class Frame(CallSemantics):
                         return self.imported(node)
         base = self.eval(node.value)
         attr = node.attr.value
-        if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo) or base.keys and base.kind != "dict":
+        if base.kind in ("instance", "model", "class") and isinstance(base.info, ClassInfo) or base.keys and base.kind != "dict":
             return self.attribute_of(base, attr)
         if base.kind == "layer" and attr == "weight":
             return Value(kind="tensor", graph=True)

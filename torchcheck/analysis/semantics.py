@@ -96,6 +96,8 @@ class CallSemantics:
         """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
         if base.keys and base.kind != "dict" and attr in base.keys:  # set from the arguments it was built with
             return base.items[base.keys.index(attr)]
+        if base.kind == "class" and isinstance(base.info, ClassInfo):  # `Config.criterion`; methods are unbound here
+            return base.info.attrs().get(attr, UNKNOWN)
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
             attrs = base.info.attrs()
             if attr in attrs:
@@ -295,6 +297,8 @@ class CallSemantics:
             return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname == "functools.partial" and len(args) == 1 and first.kind == "ref":
+            return first  # `partial(F.cross_entropy, reduction="sum")`: the same function, options bound
         if qualname == "getattr" and len(args) == 2 and args[1].text is not None:
             return self.named_attribute(args[0], args[1].text)
         if qualname == "dict" and not args:

@@ -130,16 +130,22 @@ class ClassInfo:
         return None
 
     def attrs(self) -> dict[str, Value]:
-        """`self.x` values assigned in `__init__` (and in bases' `__init__`)."""
+        """Class attributes (`criterion = nn.CrossEntropyLoss()` in the class body) and `self.x` values
+        assigned in `__init__` (and in bases')."""
         if self._attrs is None:
+            from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
+
             self._attrs = {}
             merged: dict[str, Value] = {}
             for base in reversed(self.base_classes()):
                 merged.update(base.attrs())
+            body = Frame(self.analysis, None, record=False, depth=MAX_CALL_DEPTH - 1)
+            for stmt in iter_statements(self.node.body):
+                if isinstance(stmt, (cst.Assign, cst.AnnAssign)):
+                    body.exec(stmt)
+            merged.update({k: v for k, v in body.env.items() if "." not in k})
             init = self.methods.get("__init__")
             if init is not None:
-                from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
-
                 frame = Frame(self.analysis, init, record=False, depth=MAX_CALL_DEPTH - 1)
                 frame.env["self"] = Value(kind="instance", info=self)
                 frame.run()
