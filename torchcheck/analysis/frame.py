@@ -10,21 +10,20 @@ from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.branches import case_taken, if_taken
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
+from torchcheck.analysis.containers import ContainerSemantics
 from torchcheck.analysis.semantics import CallSemantics
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo
-from torchcheck.analysis.syntax import literal, string_key
+from torchcheck.analysis.syntax import literal
 from torchcheck.analysis.train_mode import mode_of_chain
 from torchcheck.analysis.values import INHERIT, NUMBER, TENSOR, UNKNOWN, Value, combine_graph, join
-from torchcheck.walk import descendants
 
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
 
 MAX_CALL_DEPTH = 4
-MAX_UNROLLED_LAYERS = 32
 
 
-class Frame(CallSemantics):
+class Frame(ContainerSemantics, CallSemantics):
     """One evaluation of a function body (or the module body)."""
 
     def __init__(self, analysis: FileAnalysis, func: FunctionInfo | None, record: bool, depth: int = 0, grad=None):
@@ -136,27 +135,6 @@ class Frame(CallSemantics):
             }
         self.env, self.modes = env, modes
 
-    def exec_for(self, stmt: cst.For) -> None:
-        iterable = self.eval(stmt.iter)
-        start = dict(self.env)
-        self.bind(stmt.target, self.element_of(iterable))
-        for block in child_blocks(stmt):
-            self.exec_block(block)
-        layers = iterable.items if iterable.qualname in api.MODULE_CONTAINERS or iterable.kind == "tuple" else ()
-        if 0 < len(layers) <= MAX_UNROLLED_LAYERS and all(item.kind in ("layer", "model") for item in layers) \
-                and not any(isinstance(node, cst.Break) for node in descendants(stmt.body)):
-            # `for layer in self.layers: x = layer(x)` applies the layers in turn: the last one decides what x
-            # holds. The pass above recorded what each expression holds on any iteration; this one, recording
-            # nothing, gives the state after the loop.
-            recording, self.record, self.env = self.record, False, start
-            for layer in layers:
-                self.bind(stmt.target, layer)
-                self.exec_block(stmt.body)
-            if stmt.orelse is not None:
-                self.exec_block(stmt.orelse.body)
-            self.record = recording
-        self.returned = False  # the loop may not have run
-
     def exec_with(self, stmt: cst.With) -> None:
         saved = self.grad
         for item in stmt.items:
@@ -199,21 +177,6 @@ class Frame(CallSemantics):
         if self.record:
             self.fa.values[target] = value
             self.fa.scope[target] = self.func
-
-    def set_item(self, target: cst.Subscript, value: Value) -> None:
-        """`outputs["probs"] = F.softmax(x, 1)`: a dict of known keys gains or changes one."""
-        owner = dotted_name(target.value)
-        key = string_key(target)
-        bag = self.env.get(owner) if owner else None
-        if bag is None or bag.kind != "dict":
-            return
-        if key is None:
-            self.env[owner] = UNKNOWN
-        elif key in bag.keys:
-            i = bag.keys.index(key)
-            self.env[owner] = bag.with_(items=bag.items[:i] + (value,) + bag.items[i + 1:])
-        else:
-            self.env[owner] = bag.with_(keys=bag.keys + (key,), items=bag.items + (value,))
 
     def replace_submodule(self, target: cst.Attribute, layer: Value) -> None:
         """`model.fc = nn.Sequential(..., nn.LogSoftmax(1))`: a new head changes what the model returns."""
@@ -287,20 +250,6 @@ class Frame(CallSemantics):
         else:
             self.eval_children(node)  # comprehensions, comparisons, f-strings...: record the calls inside
         return UNKNOWN
-
-    def dict_display(self, node: cst.Dict) -> Value:
-        """`{"logits": x, "probs": p}`: a dict whose keys are all strings holds its values by key."""
-        keys, items = [], []
-        for element in node.elements:
-            if isinstance(element, cst.DictElement):
-                self.eval(element.key)
-                keys.append(literal(element.key))
-            else:
-                keys.append(None)  # `**other`
-            items.append(self.eval(element.value))
-        if not all(isinstance(key, str) for key in keys):
-            return UNKNOWN
-        return Value(kind="dict", keys=tuple(keys), items=tuple(items))
 
     def eval_lambda(self, node: cst.Lambda) -> None:
         """Record what the body's expressions hold, its parameters unknown."""
