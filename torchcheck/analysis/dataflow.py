@@ -47,11 +47,13 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.grad_at: dict[cst.CSTNode, str] = {}  # call -> on | off | inherit (lexical)
         self.modes_at: dict[cst.CSTNode, dict[str, frozenset]] = {}
         self.call_sites: dict[FunctionInfo, list[tuple[cst.Call, FunctionInfo | None]]] = {}
+        self.module_calls: dict[FunctionInfo, list[tuple[cst.Call, FunctionInfo | None]]] = {}  # forward -> `m(x)`
         self.module_env: dict[str, Value] = {}
         self._evaluated = False
         self._in_progress: set = set()
         self._summaries: dict = {}
         self._entry_grad: dict[FunctionInfo, str] = {}
+        self._bound_used: dict[FunctionInfo, dict[str, Value]] = {}
 
     # -- index ---------------------------------------------------------------------------------
     def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None) -> None:
@@ -97,6 +99,14 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.module_env = frame.env
         for info in self._callers_first():
             self.evaluate_standalone(info)
+        # A function whose callers could not be told by name (a forward, run by calling its module) was
+        # evaluated before them: once more, with what they pass.
+        for info in self.all_functions:
+            if self.bound_params(info) != self._bound_used.get(info):
+                self._summaries.pop(("standalone", info))
+                for sites in (*self.call_sites.values(), *self.module_calls.values()):
+                    sites[:] = [site for site in sites if site[1] is not info]
+                self.evaluate_standalone(info)
 
     def _callers_first(self) -> list[FunctionInfo]:
         """All functions, each after the functions that (by name) call it, so that a function's call
@@ -135,6 +145,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._in_progress.add(key)
         frame = Frame(self, info, record=True)
         bound = self.bound_params(info)
+        self._bound_used[info] = dict(bound)
         if info.cls is not None and info.node.params.params:
             receiver = info.node.params.params[0].name.value
             frame.env[receiver] = bound.pop(receiver, None) or Value(
@@ -147,8 +158,9 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._summaries[key] = frame
 
     def bound_params(self, info: FunctionInfo) -> dict[str, Value]:
-        """Parameter values that every caller in this file agrees on (e.g. the criterion passed in)."""
-        sites = self.sites_of(info)
+        """Parameter values that every caller in this file agrees on (e.g. the criterion passed in); the
+        callers of a forward include the calls of its module (`criterion(out, y)`)."""
+        sites = self.sites_of(info) + [(call, caller, self) for call, caller in self.module_calls.get(info, [])]
         if not sites:
             return {}
         names = info.param_names()
@@ -180,9 +192,14 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         with the attributes its constructor set from its arguments."""
         merged = None
         for call, _caller, where in sites:
-            if not isinstance(call.func, cst.Attribute):
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value == info.name:
+                receiver = func.value
+            elif info.name == "forward":  # `model(x)`
+                receiver = func
+            else:
                 return None
-            value = where.values.get(call.func.value, UNKNOWN)
+            value = where.values.get(receiver, UNKNOWN)
             merged = value if merged is None else join(merged, value)
         if merged is None or not merged.keys or not isinstance(merged.info, ClassInfo):
             return None

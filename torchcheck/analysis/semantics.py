@@ -56,6 +56,10 @@ class CallSemantics:
                 self.fa.call_sites.setdefault(callee.info, []).append((node, self.func))
             receiver = dotted_name(func.value) if callee.bound is not None and method_base is not None else None
             return self.fa.call_function(callee.info, args, kwargs, callee.bound, self, receiver)
+        if callee.kind == "model" and isinstance(callee.info, ClassInfo) and self.record:
+            forward = callee.info.method("forward")  # `criterion(out, y)` on a loss module: a call of its forward
+            if forward is not None:
+                self.fa.module_calls.setdefault(forward, []).append((node, self.func))
         if method_base is not None and callee.kind == "unknown" and not (
             not method_base.is_tensor and is_model_like(dotted_name(func))
         ):
