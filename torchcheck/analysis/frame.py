@@ -342,8 +342,12 @@ class Frame(ContainerSemantics, CallSemantics):
 
     def binop(self, left: Value, right: Value, operator=None) -> Value:
         if left.is_tensor or right.is_tensor:
+            # `e / e.sum(dim=1, keepdim=True)` with `e = torch.exp(x)`: a softmax written out
+            softmax = isinstance(operator, cst.Divide) and left.activation == "exp" and right.activation == "exp_sum"
             return Value(
                 kind="tensor",
+                activation="softmax" if softmax else None,
+                origin=left.origin if softmax else None,
                 graph=combine_graph(*(g for g in (left.graph, right.graph) if g is not None)),
                 is_loss=left.is_loss or right.is_loss,
                 source=left.source or right.source,

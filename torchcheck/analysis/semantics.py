@@ -127,8 +127,16 @@ class CallSemantics:
         graph = base.graph if base.is_tensor else None
         if name in ("softmax", "log_softmax", "sigmoid"):
             return Value(kind="tensor", activation=name, origin=node, graph=graph, source=base.source)
+        if name == "sigmoid_" and base.is_tensor:  # in place: the receiver holds probabilities from now on
+            out = base.with_(activation="sigmoid", origin=node)
+            receiver = dotted_name(node.func.value)
+            if receiver in self.env:
+                self.env[receiver] = out
+            return out
         if name == "exp" and base.activation == "log_softmax":
             return base.with_(activation="softmax", origin=node)
+        if name == "exp" and base.is_tensor:
+            return Value(kind="tensor", activation="exp", origin=node, graph=graph, source=base.source)
         if name == "log" and base.activation == "softmax":
             return base.with_(activation="log_softmax", origin=node)
         if name == "topk" and base.kind == "unknown":  # a tensor-only method: indices are int64
@@ -148,7 +156,8 @@ class CallSemantics:
             keep_shape = name in ("cuda", "cpu", "to", "contiguous", "clone")
             return base.with_(dtype=dtype, shape=base.shape if keep_shape else None, image=base.image and keep_shape)
         if name in ("sum", "mean"):
-            return Value(kind="tensor", graph=graph, is_loss=base.is_loss, source=base.source)
+            total = "exp_sum" if name == "sum" and base.activation == "exp" else None
+            return Value(kind="tensor", graph=graph, is_loss=base.is_loss, source=base.source, activation=total)
         if name in api.VALUES_AND_INDICES and (args or kwargs or name in ("topk", "sort", "kthvalue")):
             values = Value(kind="tensor", graph=graph, source=base.source, dtype=base.dtype)
             return Value(kind="tuple", items=(values, Value(kind="tensor", graph=False, dtype="int64")))
@@ -235,6 +244,8 @@ class CallSemantics:
             return Value(kind="tensor", activation="sigmoid", origin=node, graph=first.graph, source=first.source)
         if qualname == "torch.exp" and first.activation == "log_softmax":
             return first.with_(activation="softmax", origin=node)
+        if qualname == "torch.exp" and first.is_tensor:
+            return Value(kind="tensor", activation="exp", origin=node, graph=first.graph, source=first.source)
         if qualname == "torch.log" and first.activation == "softmax":
             return first.with_(activation="log_softmax", origin=node)
         if qualname.startswith("torch.nn.functional."):
@@ -296,7 +307,9 @@ class CallSemantics:
                               shape=None, image=False, kind="tensor")
         if qualname in ("torch.sum", "torch.mean"):
             items = first.items if first.kind == "tuple" else (first,)
-            return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))
+            total = "exp_sum" if qualname == "torch.sum" and first.activation == "exp" else None
+            return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items),
+                         activation=total)
         if qualname in api.MODULE_CONTAINERS:
             return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():

@@ -14,7 +14,7 @@ class Value:
     # function | instance | tuple | dict | record_type (a namedtuple class) | grad_ctx | unknown
     kind: str = "unknown"
     qualname: str | None = None  # imported object (ref), loss class (criterion), layer or model class
-    activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | nonneg
+    activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | exp | exp_sum (a sum of exp)
     graph: object = None  # True | False | None | INHERIT
     is_loss: bool = False
     source: str | None = None  # the model expression a tensor came out of
