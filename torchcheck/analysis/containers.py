@@ -54,7 +54,7 @@ class ContainerSemantics:
         owner = dotted_name(target.value)
         key = string_key(target)
         bag = self.env.get(owner) if owner else None
-        if bag is None or bag.kind != "dict":
+        if bag is None or not bag.is_keyed:
             return
         if key is None:
             self.env[owner] = UNKNOWN

@@ -277,7 +277,7 @@ class Frame(ContainerSemantics, CallSemantics):
             return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
         if name in self.fa.functions:
             return Value(kind="function", info=self.fa.functions[name])
-        if name in ("sum", "dict", "getattr") and name not in self.fa.imports.aliases:
+        if name in ("sum", "dict", "getattr", "super") and name not in self.fa.imports.aliases:
             return Value(kind="ref", qualname=name)  # the builtin
         return self.imported(node)
 
@@ -325,7 +325,7 @@ class Frame(ContainerSemantics, CallSemantics):
                 indices.append(literal(element.slice.value) if isinstance(element.slice.value, cst.Integer) else index.text)
             else:
                 indices.append(None)
-        if base.kind == "dict":
+        if base.is_keyed:
             key = indices[0] if len(indices) == 1 else None  # `outputs["probs"]`, `ACTIVATIONS[name]`
             return base.items[base.keys.index(key)] if key in base.keys else UNKNOWN
         if base.kind == "tuple" and len(indices) == 1 and isinstance(indices[0], int):

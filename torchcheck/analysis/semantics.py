@@ -55,6 +55,8 @@ class CallSemantics:
             if self.record:
                 self.fa.call_sites.setdefault(callee.info, []).append((node, self.func))
             receiver = dotted_name(func.value) if callee.bound is not None and method_base is not None else None
+            if method_base is not None and method_base.kind == "super":  # `super().__init__(...)` sets our attributes
+                receiver = self.func.param_names()[0]
             return self.fa.call_function(callee.info, args, kwargs, callee.bound, self, receiver)
         if callee.kind == "model" and isinstance(callee.info, ClassInfo) and self.record:
             forward = callee.info.method("forward")  # `criterion(out, y)` on a loss module: a call of its forward
@@ -70,7 +72,7 @@ class CallSemantics:
         """`layers.append(nn.ReLU())`, `self.model.add_module("act", nn.Sigmoid())`: the receiver grows."""
         receiver = dotted_name(func.value)
         name = func.attr.value
-        if base.kind == "dict" and receiver in self.env and name in ("update", "setdefault", "pop", "popitem", "clear"):
+        if base.is_keyed and receiver in self.env and name in ("update", "setdefault", "pop", "popitem", "clear"):
             self.env[receiver] = UNKNOWN  # its items are no longer known
             return
         container = base.kind == "tuple" or base.kind == "layer" and base.qualname in api.MODULE_CONTAINERS
@@ -100,6 +102,12 @@ class CallSemantics:
         """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
         if base.keys and base.kind != "dict" and attr in base.keys:  # set from the arguments it was built with
             return base.items[base.keys.index(attr)]
+        if base.kind == "super" and isinstance(base.info, ClassInfo) and base.bound is not None:
+            for cls in base.info.base_classes():  # `super().__init__`: the first base that has it, on our `self`
+                method = cls.method(attr)
+                if method is not None:
+                    return Value(kind="function", info=method, bound=base.bound)
+            return UNKNOWN
         if base.kind == "class" and isinstance(base.info, ClassInfo):  # `Config.criterion`; methods are unbound here
             return base.info.attrs().get(attr, UNKNOWN)
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
@@ -312,8 +320,12 @@ class CallSemantics:
                          activation=total)
         if qualname in api.MODULE_CONTAINERS:
             return Value(kind="layer", qualname=qualname, items=first.items if first.kind == "tuple" else ())
+        if qualname == "torch.nn.ModuleDict" and first.kind == "dict":
+            return Value(kind="layer", qualname=qualname, keys=first.keys, items=first.items)
         if qualname.startswith("torch.nn.") and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)
+        if qualname == "super" and self.func is not None and self.func.cls is not None and self.func.param_names():
+            return Value(kind="super", info=self.func.cls, bound=self.env.get(self.func.param_names()[0]))
         if qualname == "functools.partial" and len(args) == 1 and first.kind == "ref":
             return first  # `partial(F.cross_entropy, reduction="sum")`: the same function, options bound
         if qualname == "getattr" and len(args) == 2 and args[1].text is not None:

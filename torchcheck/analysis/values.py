@@ -11,7 +11,7 @@ INHERIT = "inherit"
 @dataclass(frozen=True)
 class Value:
     # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
-    # function | instance | tuple | dict | record_type (a namedtuple class) | grad_ctx | unknown
+    # function | instance | tuple | dict | record_type (a namedtuple class) | super (`super()`) | grad_ctx | unknown
     kind: str = "unknown"
     qualname: str | None = None  # imported object (ref), loss class (criterion), layer or model class
     activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | exp | exp_sum (a sum of exp)
@@ -35,6 +35,11 @@ class Value:
     @property
     def is_tensor(self) -> bool:
         return self.kind == "tensor"
+
+    @property
+    def is_keyed(self) -> bool:
+        """A dict, or an `nn.ModuleDict`: items looked up by key."""
+        return self.kind == "dict" or self.qualname == "torch.nn.ModuleDict"
 
 
 UNKNOWN = Value()
