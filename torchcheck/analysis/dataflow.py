@@ -144,6 +144,11 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             return
         self._in_progress.add(key)
         frame = Frame(self, info, record=True)
+        if info.parent is not None:  # a nested function sees what its enclosing function holds
+            self.evaluate_standalone(info.parent)
+            enclosing = self._summaries.get(("standalone", info.parent))
+            if enclosing is not None:
+                frame.env.update({k: v for k, v in enclosing.env.items() if k not in info.param_names()})
         bound = self.bound_params(info)
         self._bound_used[info] = dict(bound)
         if info.cls is not None and info.node.params.params:
@@ -258,6 +263,8 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
     def _run_call(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
         """(the return value, the attributes of the bound object the call assigned)."""
         frame = Frame(info.analysis, info, record=False, depth=caller.depth + 1, grad=caller.grad)
+        if info.parent is not None and info.parent is caller.func:  # a nested function sees its caller's names
+            frame.env.update({k: v for k, v in caller.env.items() if k not in info.param_names()})
         names = info.param_names()
         prefix = None
         if bound is not None and names:
