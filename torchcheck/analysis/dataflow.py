@@ -164,14 +164,15 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
 
     def bound_params(self, info: FunctionInfo) -> dict[str, Value]:
         """Parameter values that every caller in this file agrees on (e.g. the criterion passed in); the
-        callers of a forward include the calls of its module (`criterion(out, y)`)."""
+        callers of a forward include the calls of its module (`criterion(out, y)`). A function that nothing
+        here calls gets its defaults (`criterion=nn.CrossEntropyLoss()`)."""
         sites = self.sites_of(info) + [(call, caller, self) for call, caller in self.module_calls.get(info, [])]
+        defaults = {name: Frame(self, info, record=False).eval(node) for name, node in info.defaults().items()}
         if not sites:
-            return {}
+            return {name: value for name, value in defaults.items() if value.kind not in ("unknown", "tensor", "number")}
         names = info.param_names()
         offset = 1 if info.cls is not None else 0
         agreed: dict[str, Value] = {}
-        defaults = {name: Frame(self, info, record=False).eval(node) for name, node in info.defaults().items()}
         if offset and names:
             receiver = self._agreed_receiver(info, sites)
             if receiver is not None:
