@@ -169,7 +169,8 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         sites = self.sites_of(info) + [(call, caller, self) for call, caller in self.module_calls.get(info, [])]
         defaults = {name: Frame(self, info, record=False).eval(node) for name, node in info.defaults().items()}
         if not sites:
-            return {name: value for name, value in defaults.items() if value.kind not in ("unknown", "tensor", "number")}
+            return {name: value for name, value in defaults.items()
+                    if value.kind not in ("unknown", "tensor", "number")}
         names = info.param_names()
         offset = 1 if info.cls is not None else 0
         agreed: dict[str, Value] = {}

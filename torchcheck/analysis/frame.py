@@ -8,9 +8,9 @@ import libcst as cst
 
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.branches import case_taken, if_taken
+from torchcheck.analysis.containers import ContainerSemantics
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
-from torchcheck.analysis.containers import ContainerSemantics
 from torchcheck.analysis.semantics import CallSemantics
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo
 from torchcheck.analysis.syntax import literal
@@ -305,7 +305,8 @@ class Frame(ContainerSemantics, CallSemantics):
                         return self.imported(node)
         base = self.eval(node.value)
         attr = node.attr.value
-        if base.kind in ("instance", "model", "class") and isinstance(base.info, ClassInfo) or base.keys and base.kind != "dict":
+        has_fields = base.keys and base.kind != "dict"  # a record, or an instance built with arguments
+        if base.kind in ("instance", "model", "class") and isinstance(base.info, ClassInfo) or has_fields:
             return self.attribute_of(base, attr)
         if base.kind == "layer" and attr == "weight":
             return Value(kind="tensor", graph=True)
@@ -322,7 +323,8 @@ class Frame(ContainerSemantics, CallSemantics):
         for element in node.slice:
             if isinstance(element.slice, cst.Index):
                 index = self.eval(element.slice.value)
-                indices.append(literal(element.slice.value) if isinstance(element.slice.value, cst.Integer) else index.text)
+                is_int = isinstance(element.slice.value, cst.Integer)
+                indices.append(literal(element.slice.value) if is_int else index.text)
             else:
                 indices.append(None)
         if base.is_keyed:
