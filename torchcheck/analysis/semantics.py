@@ -55,9 +55,14 @@ class CallSemantics:
             if self.record:
                 self.fa.call_sites.setdefault(callee.info, []).append((node, self.func))
             receiver = dotted_name(func.value) if callee.bound is not None and method_base is not None else None
+            bound = callee.bound
             if method_base is not None and method_base.kind == "super":  # `super().__init__(...)` sets our attributes
                 receiver = self.func.param_names()[0]
-            return self.fa.call_function(callee.info, args, kwargs, callee.bound, self, receiver)
+            elif receiver is not None:
+                bound = self.with_attributes_set(bound, receiver, callee.info)
+                if self.record:
+                    self.fa.values[func.value] = bound
+            return self.fa.call_function(callee.info, args, kwargs, bound, self, receiver)
         if callee.kind == "model" and isinstance(callee.info, ClassInfo) and self.record:
             forward = callee.info.method("forward")  # `criterion(out, y)` on a loss module: a call of its forward
             if forward is not None:
@@ -67,6 +72,17 @@ class CallSemantics:
         ):
             return self.method_call(node, method_base, func.attr.value, args, kwargs)
         return self.apply(node, callee, args, kwargs)
+
+    def with_attributes_set(self, obj: Value, receiver: str, method: FunctionInfo) -> Value:
+        """`self.forward(); self.backward_G()`: the attributes that earlier calls and assignments here set on
+        the receiver (`self.pred_fake`), where the method reads them, travel with it."""
+        if obj.kind not in ("instance", "model") or not isinstance(obj.info, ClassInfo):
+            return obj
+        held = {attr: self.env[f"{receiver}.{attr}"] for attr in method.attributes_read if f"{receiver}.{attr}" in self.env}
+        if not held:
+            return obj
+        fields = dict(zip(obj.keys, obj.items)) | held
+        return obj.with_(keys=tuple(fields), items=tuple(fields.values()))
 
     def mutate(self, func: cst.Attribute, base: Value, args) -> None:
         """`layers.append(nn.ReLU())`, `self.model.add_module("act", nn.Sigmoid())`: the receiver grows."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import libcst as cst
@@ -11,6 +12,7 @@ import libcst as cst
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.imports import dotted_name, iter_statements
 from torchcheck.analysis.values import Value
+from torchcheck.walk import descendants
 
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
@@ -56,6 +58,15 @@ class FunctionInfo:
         p = self.node.params
         return {param.name.value: param.default for param in (*p.posonly_params, *p.params, *p.kwonly_params)
                 if param.default is not None}
+
+    @cached_property
+    def attributes_read(self) -> frozenset[str]:
+        """`x` of every `self.x` in a method's body."""
+        names = self.param_names()
+        if self.cls is None or not names:
+            return frozenset()
+        return frozenset(node.attr.value for node in descendants(self.node.body) if isinstance(node, cst.Attribute)
+                         and isinstance(node.value, cst.Name) and node.value.value == names[0])
 
     def decorator_qualnames(self) -> list[str]:
         out = []
