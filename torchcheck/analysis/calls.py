@@ -29,6 +29,9 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
     """The loss computed by `node`, whether functional (`F.cross_entropy(x, y)`) or a criterion
     object (`criterion(x, y)`, `self.criterion.forward(x, y)`) of a known loss class."""
     qualname = ctx.qualname(node.func)
+    if qualname is None and isinstance(node.func, (cst.Name, cst.Attribute)):
+        held = ctx.value(node.func)  # `self.loss_func = F.binary_cross_entropy_with_logits`
+        qualname = held.qualname if held.kind == "ref" else None
     name = api.functional_loss(qualname)
     if name is not None:
         loss, params = api.FUNCTIONAL_LOSSES[name]
@@ -39,7 +42,7 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
     func = node.func
     if isinstance(func, cst.Attribute) and func.attr.value == "forward":
         func = func.value
-    if not isinstance(func, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
+    if not isinstance(func, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):  # Subscript: `losses["cls"](x, y)`
         return None
     loss = api.loss_class(ctx.qualname(func.func)) if isinstance(func, cst.Call) else None  # nn.CrossEntropyLoss()(x, y)
     if loss is None:  # a criterion by dataflow: `criterion`, `self.losses["ce"]`, `make_criterion(cfg)`

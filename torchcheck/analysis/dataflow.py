@@ -20,10 +20,9 @@ from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON, GRAD_UNKNOWN, GradModeQueries
 from torchcheck.analysis.imports import ImportTable, child_blocks, iter_statements
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
-from torchcheck.analysis.syntax import argument, literal
+from torchcheck.analysis.syntax import argument, called_names, literal
 from torchcheck.analysis.train_mode import TrainModeQueries
 from torchcheck.analysis.values import UNKNOWN, Value, join
-from torchcheck.walk import descendants
 
 _LOSS_FUNCTION = re.compile(r"(^|_)loss$", re.IGNORECASE)
 
@@ -41,18 +40,20 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.classes: dict[str, ClassInfo] = {}
         self.all_functions: list[FunctionInfo] = []
         self.function_of_node: dict[cst.FunctionDef, FunctionInfo] = {}
+        self.class_of_node: dict[cst.ClassDef, ClassInfo] = {}
         self._index(module, None, None)
         self.values: dict[cst.CSTNode, Value] = {}
         self.scope: dict[cst.CSTNode, FunctionInfo | None] = {}
         self.grad_at: dict[cst.CSTNode, str] = {}  # call -> on | off | inherit (lexical)
         self.modes_at: dict[cst.CSTNode, dict[str, frozenset]] = {}
         self.call_sites: dict[FunctionInfo, list[tuple[cst.Call, FunctionInfo | None]]] = {}
+        self.module_calls: dict[FunctionInfo, list[tuple[cst.Call, FunctionInfo | None]]] = {}  # forward -> `m(x)`
         self.module_env: dict[str, Value] = {}
         self._evaluated = False
         self._in_progress: set = set()
         self._summaries: dict = {}
         self._entry_grad: dict[FunctionInfo, str] = {}
-        self._callers: dict[str, list[FunctionInfo]] | None = None
+        self._bound_used: dict[FunctionInfo, dict[str, Value]] = {}
 
     # -- index ---------------------------------------------------------------------------------
     def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None) -> None:
@@ -68,6 +69,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                 self._index(stmt.body, None, info)
             elif isinstance(stmt, cst.ClassDef):
                 info = ClassInfo(stmt, self)
+                self.class_of_node[stmt] = info
                 if cls is None and parent is None:
                     self.classes[info.name] = info
                 self._index(stmt.body, info, None)
@@ -95,63 +97,92 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         frame = Frame(self, None, record=True)
         frame.run()
         self.module_env = frame.env
-        for info in self.all_functions:
+        for info in self._callers_first():
             self.evaluate_standalone(info)
+        # A function whose callers could not be told by name (a forward, run by calling its module) was
+        # evaluated before them: once more, with what they pass.
+        for info in self.all_functions:
+            if self.bound_params(info) != self._bound_used.get(info):
+                self._summaries.pop(("standalone", info))
+                for sites in (*self.call_sites.values(), *self.module_calls.values()):
+                    sites[:] = [site for site in sites if site[1] is not info]
+                self.evaluate_standalone(info)
+
+    def _callers_first(self) -> list[FunctionInfo]:
+        """All functions, each after the functions that (by name) call it, so that a function's call
+        sites are known when it is evaluated: what its callers pass binds its parameters."""
+        by_name: dict[str, list[FunctionInfo]] = {}
+        for info in self.all_functions:
+            by_name.setdefault(info.name, []).append(info)
+        callers: dict[FunctionInfo, list[FunctionInfo]] = {}
+        for info in self.all_functions:
+            for name in called_names(info.node.body):
+                for callee in by_name.get(name, ()):
+                    if callee is not info:
+                        callers.setdefault(callee, []).append(info)
+        order: list[FunctionInfo] = []
+        seen: set[FunctionInfo] = set()
+        for root in self.all_functions:
+            if root in seen:
+                continue
+            seen.add(root)
+            stack = [(root, iter(callers.get(root, ())))]
+            while stack:  # depth-first, iteratively: a function is placed after all its callers
+                info, pending = stack[-1]
+                caller = next(pending, None)
+                if caller is None:
+                    stack.pop()
+                    order.append(info)
+                elif caller not in seen:
+                    seen.add(caller)
+                    stack.append((caller, iter(callers.get(caller, ()))))
+        return order
 
     def evaluate_standalone(self, info: FunctionInfo) -> None:
         key = ("standalone", info)
         if key in self._summaries or key in self._in_progress:
             return
         self._in_progress.add(key)
-        for caller in self._callers_named(info.name):
-            self.evaluate_standalone(caller)  # records the calls that bind this function's parameters
         frame = Frame(self, info, record=True)
+        if info.parent is not None:  # a nested function sees what its enclosing function holds
+            self.evaluate_standalone(info.parent)
+            enclosing = self._summaries.get(("standalone", info.parent))
+            if enclosing is not None:
+                frame.env.update({k: v for k, v in enclosing.env.items() if k not in info.param_names()})
+        bound = self.bound_params(info)
+        self._bound_used[info] = dict(bound)
         if info.cls is not None and info.node.params.params:
-            frame.env[info.node.params.params[0].name.value] = Value(
+            receiver = info.node.params.params[0].name.value
+            frame.env[receiver] = bound.pop(receiver, None) or Value(
                 kind="model" if info.cls.is_module() else "instance", qualname=info.cls.key, info=info.cls
             )
-        for name, value in self.bound_params(info).items():
+        for name, value in bound.items():
             frame.env.setdefault(name, value)
-        passed = self._passed_params(info)
-        _bind_defaults(frame, info, skip=passed)
         frame.run()
         self._in_progress.discard(key)
         self._summaries[key] = frame
 
-    def _callers_named(self, name: str) -> list[FunctionInfo]:
-        """The functions of this file with a call of `name` (or `x.name`) in them, by syntax alone."""
-        if self._callers is None:
-            self._callers = {}
-            for info in self.all_functions:
-                for node in descendants(info.node.body):
-                    if isinstance(node, cst.Call):
-                        func = node.func
-                        called = func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else None
-                        callers = self._callers.setdefault(called, [])
-                        if called and (not callers or callers[-1] is not info):
-                            callers.append(info)
-        return self._callers.get(name, [])
-
-    def _passed_params(self, info: FunctionInfo) -> set[str]:
-        """The parameters some call of the function in this file passes."""
-        names = info.param_names()
-        offset = 1 if info.cls is not None else 0
-        return {name for call, _caller, _where in self.sites_of(info) for position, name in enumerate(names[offset:])
-                if argument(call, position, name) is not None}
-
     def bound_params(self, info: FunctionInfo) -> dict[str, Value]:
-        """Parameter values that every caller in this file agrees on (e.g. the criterion passed in)."""
-        sites = self.sites_of(info)
+        """Parameter values that every caller in this file agrees on (e.g. the criterion passed in); the
+        callers of a forward include the calls of its module (`criterion(out, y)`). A function that nothing
+        here calls gets its defaults (`criterion=nn.CrossEntropyLoss()`)."""
+        sites = self.sites_of(info) + [(call, caller, self) for call, caller in self.module_calls.get(info, [])]
+        defaults = {name: Frame(self, info, record=False).eval(node) for name, node in info.defaults().items()}
         if not sites:
-            return {}
+            return {name: value for name, value in defaults.items()
+                    if value.kind not in ("unknown", "tensor", "number")}
         names = info.param_names()
         offset = 1 if info.cls is not None else 0
         agreed: dict[str, Value] = {}
+        if offset and names:
+            receiver = self._agreed_receiver(info, sites)
+            if receiver is not None:
+                agreed[names[0]] = receiver
         for position, name in enumerate(names[offset:]):
             values = []
             for call, _caller, where in sites:
                 arg = argument(call, position, name)
-                values.append(where.values.get(arg.value, UNKNOWN) if arg is not None else UNKNOWN)
+                values.append(where.values.get(arg.value, UNKNOWN) if arg is not None else defaults.get(name, UNKNOWN))
             merged = values[0]
             for value in values[1:]:
                 merged = join(merged, value)
@@ -159,7 +190,29 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             # a model's logits) then hold for each call.
             if merged.kind not in ("unknown", "number") and (merged.kind != "tensor" or values.count(merged) == len(values)):
                 agreed[name] = merged
+            elif merged.is_tensor and merged.activation is not None:
+                # Only the activation: the graph and shape the callers see are theirs.
+                agreed[name] = Value(kind="tensor", activation=merged.activation, origin=merged.origin)
         return agreed
+
+    @staticmethod
+    def _agreed_receiver(info: FunctionInfo, sites) -> Value | None:
+        """`trainer.step(x, y)` everywhere on one `Trainer(model, nn.CrossEntropyLoss())`: that instance,
+        with the attributes its constructor set from its arguments."""
+        merged = None
+        for call, _caller, where in sites:
+            func = call.func
+            if isinstance(func, cst.Attribute) and func.attr.value == info.name:
+                receiver = func.value
+            elif info.name == "forward":  # `model(x)`
+                receiver = func
+            else:
+                return None
+            value = where.values.get(receiver, UNKNOWN)
+            merged = value if merged is None else join(merged, value)
+        if merged is None or not merged.keys or not isinstance(merged.info, ClassInfo):
+            return None
+        return merged if merged.info.method(info.name) is info else None
 
     def sites_of(self, info: FunctionInfo, cross_file: bool = False):
         """Calls of a function as (call, calling function, its file's analysis). With `cross_file`, a
@@ -178,34 +231,65 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             found.extend((call, caller, other) for call, caller in other.call_sites.get(info, []))
         return found
 
-    def call_function(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame) -> Value:
-        """The return value of a project function called with these argument values."""
-        key = (info, bound.kind if bound else None, tuple(args), tuple(sorted(kwargs.items())), caller.grad)
-        if key in self._summaries:
-            return self._summaries[key]
-        if key in self._in_progress or caller.depth >= MAX_CALL_DEPTH:
-            return UNKNOWN
-        self._in_progress.add(key)
+    def call_function(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame,
+                      receiver: str | None = None) -> Value:
+        """The return value of a project function called with these argument values. A method called
+        on `receiver` (`self._build()` in `__init__`) also sets, in the caller, the attributes it sets."""
+        result, assigned = self._summary(info, args, kwargs, bound, caller)
+        if receiver is not None:
+            caller.env.update({f"{receiver}.{attr}": value for attr, value in assigned.items()})
+        return result
+
+    def construct(self, instance: Value, args, kwargs, caller: Frame) -> Value:
+        """`Net(3, head=nn.Softmax(1))`: the new instance, holding the attributes its `__init__` sets
+        from these arguments (`self.head = head`)."""
+        fields = instance.info.record_fields()
+        if fields is not None:  # a dataclass or NamedTuple: its fields hold the arguments
+            values = dict(zip(fields, args)) | kwargs
+            kind = "tuple" if instance.info.is_named_tuple() else instance.kind
+            return instance.with_(kind=kind, keys=tuple(fields), items=tuple(values.get(f, UNKNOWN) for f in fields))
+        init = instance.info.method("__init__")
+        if init is None or not args and not kwargs and not init.defaults():
+            return instance
+        _, assigned = self._summary(init, args, kwargs, instance, caller)
+        return instance.with_(keys=tuple(assigned), items=tuple(assigned.values()))
+
+    def _summary(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
+        key = (info, bound, tuple(args), tuple(sorted(kwargs.items())), caller.grad)
+        if key not in self._summaries:
+            if key in self._in_progress or caller.depth >= MAX_CALL_DEPTH:
+                return UNKNOWN, {}
+            self._in_progress.add(key)
+            self._summaries[key] = self._run_call(info, args, kwargs, bound, caller)
+            self._in_progress.discard(key)
+        return self._summaries[key]
+
+    def _run_call(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
+        """(the return value, the attributes of the bound object the call assigned)."""
         frame = Frame(info.analysis, info, record=False, depth=caller.depth + 1, grad=caller.grad)
+        if info.parent is not None and info.parent is caller.func:  # a nested function sees its caller's names
+            frame.env.update({k: v for k, v in caller.env.items() if k not in info.param_names()})
         names = info.param_names()
+        prefix = None
         if bound is not None and names:
             frame.env[names[0]] = bound
+            prefix = names[0] + "."
             names = names[1:]
         for name, value in zip(names, args):
             frame.env[name] = value
         for name, value in kwargs.items():
             frame.env[name] = value
-        _bind_defaults(frame, info, skip=frame.env)
+        for name, default in info.defaults().items():
+            if name not in frame.env:
+                frame.env[name] = frame.eval(default)
         frame.run()
         result = UNKNOWN
         for i, value in enumerate(frame.returns):
             result = value if i == 0 else join(result, value)
         if result.is_tensor and _LOSS_FUNCTION.search(info.name):
             result = result.with_(is_loss=True)  # `compute_loss(...)`, `_smooth_l1_loss(...)`
-        self._in_progress.discard(key)
-        self._summaries[key] = result
-        return result
-
+        assigned = {k[len(prefix):]: v for k, v in frame.env.items() if k.startswith(prefix)} if prefix else {}
+        return result, assigned
 
     def qualname(self, node: cst.CSTNode) -> str | None:
         return self.imports.qualname(node)
@@ -215,10 +299,3 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         return self.values.get(node, UNKNOWN)
 
 
-
-def _bind_defaults(frame: Frame, info: FunctionInfo, skip) -> None:
-    """Parameters no caller passes hold their default: `criterion=nn.CrossEntropyLoss()`."""
-    params = info.node.params
-    for param in (*params.posonly_params, *params.params, *params.kwonly_params):
-        if param.default is not None and param.name.value not in skip and param.name.value not in frame.env:
-            frame.env[param.name.value] = frame.eval(param.default)

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
+from torchcheck.analysis.branches import case_taken, if_taken
+from torchcheck.analysis.containers import ContainerSemantics
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
 from torchcheck.analysis.semantics import CallSemantics
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 MAX_CALL_DEPTH = 4
 
 
-class Frame(CallSemantics):
+class Frame(ContainerSemantics, CallSemantics):
     """One evaluation of a function body (or the module body)."""
 
     def __init__(self, analysis: FileAnalysis, func: FunctionInfo | None, record: bool, depth: int = 0, grad=None):
@@ -32,6 +34,7 @@ class Frame(CallSemantics):
         self.env: dict[str, Value] = {}
         self.returns: list[Value] = []
         self.siblings: dict[str, tuple[str, ...]] = {}  # names unpacked together from one call's result
+        self.returned = False  # the path being evaluated has returned: what follows is not on it
         self.modes: dict[str, frozenset] = {}
         if grad is not None:
             self.grad = grad
@@ -54,6 +57,8 @@ class Frame(CallSemantics):
     # -- statements ----------------------------------------------------------------------------
     def exec_block(self, block) -> None:
         for stmt in iter_statements(block):
+            if self.returned:
+                break
             self.exec(stmt)
 
     def exec(self, stmt: cst.CSTNode) -> None:
@@ -77,22 +82,37 @@ class Frame(CallSemantics):
                 self.note_backward(stmt.value)
         elif isinstance(stmt, cst.Return):
             self.returns.append(self.eval(stmt.value) if stmt.value is not None else UNKNOWN)
-        elif isinstance(stmt, (cst.If, cst.Try, cst.Match)) or type(stmt).__name__ == "TryStar":
-            if isinstance(stmt, cst.If):
-                self.eval(stmt.test)
-            self.exec_branches(child_blocks(stmt), exhaustive=isinstance(stmt, cst.If) and stmt.orelse is not None)
-        elif isinstance(stmt, (cst.For, cst.While)):
-            if isinstance(stmt, cst.For):
-                self.bind(stmt.target, self.element_of(self.eval(stmt.iter)))
+            self.returned = True
+        elif isinstance(stmt, cst.If):
+            self.eval(stmt.test)
+            taken = None if self.record else if_taken(self, stmt.test)
+            if taken is None:
+                self.exec_branches(child_blocks(stmt), exhaustive=stmt.orelse is not None)
+            elif taken or stmt.orelse is not None:
+                self.exec_block(child_blocks(stmt)[0 if taken else 1])
+        elif isinstance(stmt, cst.Match):
+            case = None if self.record else case_taken(self, stmt)
+            if case is None:
+                self.exec_branches(child_blocks(stmt), exhaustive=False)
             else:
-                self.eval(stmt.test)
+                self.exec_block(case.body)
+        elif isinstance(stmt, cst.Try) or type(stmt).__name__ == "TryStar":
+            self.exec_branches(child_blocks(stmt), exhaustive=False)
+        elif isinstance(stmt, cst.For):
+            self.exec_for(stmt)
+        elif isinstance(stmt, cst.While):
+            self.eval(stmt.test)
             for block in child_blocks(stmt):
                 self.exec_block(block)
+            self.returned = False  # the loop may not have run
         elif isinstance(stmt, cst.With):
             self.exec_with(stmt)
         elif isinstance(stmt, cst.FunctionDef):
             info = self.fa.function_of_node.get(stmt)
             self.env[stmt.name.value] = Value(kind="function", info=info)
+        elif isinstance(stmt, cst.ClassDef) and self.func is not None:  # a class defined inside a function
+            cls = self.fa.class_of_node[stmt]
+            self.env[stmt.name.value] = Value(kind="class", qualname=cls.key, info=cls)
         elif isinstance(stmt, cst.Assert):
             self.eval(stmt.test)
         elif isinstance(stmt, cst.Del):
@@ -102,10 +122,12 @@ class Frame(CallSemantics):
         start_env, start_modes = dict(self.env), dict(self.modes)
         ends = []
         for block in blocks:
-            self.env, self.modes = dict(start_env), dict(start_modes)
+            self.env, self.modes, self.returned = dict(start_env), dict(start_modes), False
             self.exec_block(block)
-            ends.append((self.env, self.modes))
-        if not exhaustive:
+            if not self.returned:  # a branch that returned does not reach the code after it
+                ends.append((self.env, self.modes))
+        self.returned = exhaustive and not ends
+        if not exhaustive or not ends:
             ends.append((start_env, start_modes))
         # A name bound on some paths only holds, wherever it is defined, what those paths bound.
         env: dict[str, Value] = {}
@@ -146,8 +168,10 @@ class Frame(CallSemantics):
             if name is not None:
                 self.env[name] = value
                 self.replace_submodule(target, value)
-        elif isinstance(target, cst.Subscript) and isinstance(target.value, cst.Attribute):
-            self.replace_submodule(target.value, value)  # `model.classifier[6] = nn.Linear(4096, 2)`
+        elif isinstance(target, cst.Subscript):
+            self.set_item(target, value)
+            if isinstance(target.value, cst.Attribute):
+                self.replace_submodule(target.value, value)  # `model.classifier[6] = nn.Linear(4096, 2)`
         elif isinstance(target, (cst.Tuple, cst.List)):
             elements = target.elements
             for i, element in enumerate(elements):
@@ -239,16 +263,19 @@ class Frame(CallSemantics):
             return self.call(node)
         if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary)):
             return NUMBER
-        if isinstance(node, (cst.SimpleString, cst.ConcatenatedString, cst.FormattedString)):
+        if isinstance(node, cst.SimpleString):
+            text = node.evaluated_value
+            return Value(kind="str", text=text if isinstance(text, str) else None)
+        if isinstance(node, (cst.ConcatenatedString, cst.FormattedString)):
             return Value(kind="str")
+        if isinstance(node, cst.Dict):
+            return self.dict_display(node)
         if isinstance(node, (cst.Tuple, cst.List)):
             items = []
             for element in node.elements:
                 item = self.eval(element.value)
                 items.append(UNKNOWN if isinstance(element, cst.StarredElement) else item)
             return Value(kind="tuple", items=tuple(items))
-        if isinstance(node, cst.Dict):
-            return self.dict_literal(node)
         if isinstance(node, cst.BinaryOperation):
             return self.binop(self.eval(node.left), self.eval(node.right), node.operator)
         if isinstance(node, cst.UnaryOperation):
@@ -266,20 +293,6 @@ class Frame(CallSemantics):
         else:
             self.eval_children(node)  # comprehensions, comparisons, f-strings...: record the calls inside
         return UNKNOWN
-
-    def dict_literal(self, node: cst.Dict) -> Value:
-        keys, items = [], []
-        for element in node.elements:
-            if isinstance(element, cst.StarredDictElement):
-                self.eval(element.value)
-                return Value(kind="dict")  # `{**other, ...}`: contents unknown
-            key = literal(element.key)
-            item = self.eval(element.value)
-            if isinstance(key, str) and "loss" in key.lower() and item.kind in ("tensor", "unknown"):
-                item = item.with_(kind="tensor", is_loss=True)  # `{"loss_cls": ..., "loss_box": ...}`
-            keys.append(key)
-            items.append(item)
-        return Value(kind="dict", items=tuple(items), keys=tuple(keys))
 
     def eval_lambda(self, node: cst.Lambda) -> None:
         """Record what the body's expressions hold, its parameters unknown."""
@@ -307,7 +320,7 @@ class Frame(CallSemantics):
             return Value(kind="class", qualname=self.fa.classes[name].key, info=self.fa.classes[name])
         if name in self.fa.functions:
             return Value(kind="function", info=self.fa.functions[name])
-        if name in ("sum", "list", "tuple", "dict") and name not in self.fa.imports.aliases:
+        if name in ("sum", "list", "tuple", "dict", "getattr", "super") and name not in self.fa.imports.aliases:
             return Value(kind="ref", qualname=name)  # the builtin
         return self.imported(node)
 
@@ -336,7 +349,8 @@ class Frame(CallSemantics):
                         return self.imported(node)
         base = self.eval(node.value)
         attr = node.attr.value
-        if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo) or base.kind == "dict":
+        has_fields = base.keys and base.kind != "dict"  # a record, or an instance built with arguments
+        if base.kind in ("instance", "model", "class") and isinstance(base.info, ClassInfo) or has_fields:
             return self.attribute_of(base, attr)
         if base.kind == "layer" and attr == "weight":
             return Value(kind="tensor", graph=True)
@@ -352,20 +366,18 @@ class Frame(CallSemantics):
         indices = []
         for element in node.slice:
             if isinstance(element.slice, cst.Index):
-                self.eval(element.slice.value)
-                indices.append(literal(element.slice.value) if isinstance(element.slice.value, cst.Integer) else None)
+                index = self.eval(element.slice.value)
+                is_int = isinstance(element.slice.value, cst.Integer)
+                indices.append(literal(element.slice.value) if is_int else index.text)
             else:
                 indices.append(None)
-        if base.kind == "tuple" and len(indices) == 1 and isinstance(indices[0], int):
-            i = indices[0]
+        if base.is_keyed:
+            # `outputs["probs"]`, `ACTIVATIONS[name]`; any other key: what every item holds
+            return dict_item(base, indices[0] if len(indices) == 1 else None)
+        if (base.kind == "tuple" or base.qualname in api.MODULE_CONTAINERS) and len(indices) == 1 \
+                and isinstance(indices[0], int):
+            i = indices[0]  # `outputs[0]`, `self.layers[-1]`
             return base.items[i] if -len(base.items) <= i < len(base.items) else UNKNOWN
-        if base.kind == "dict" and len(node.slice) == 1 and isinstance(node.slice[0].slice, cst.Index):
-            return dict_item(base, literal(node.slice[0].slice.value))
-        if base.kind == "layer" and base.qualname in api.MODULE_CONTAINERS and len(indices) == 1:
-            key = literal(node.slice[0].slice.value) if isinstance(node.slice[0].slice, cst.Index) else None
-            if not base.keys and isinstance(key, int) and -len(base.items) <= key < len(base.items):
-                return base.items[key]  # `self.layers[-1]`
-            return dict_item(base, key)  # `self.heads["cls"]`; any other index: what all have in common
         if base.is_tensor:
             shape = base.shape
             if shape is not None and len(indices) == 1 and isinstance(indices[0], int):
@@ -377,8 +389,12 @@ class Frame(CallSemantics):
 
     def binop(self, left: Value, right: Value, operator=None) -> Value:
         if left.is_tensor or right.is_tensor:
+            # `e / e.sum(dim=1, keepdim=True)` with `e = torch.exp(x)`: a softmax written out
+            softmax = isinstance(operator, cst.Divide) and left.activation == "exp" and right.activation == "exp_sum"
             return Value(
                 kind="tensor",
+                activation="softmax" if softmax else None,
+                origin=left.origin if softmax else None,
                 graph=combine_graph(left.graph, right.graph),
                 is_loss=left.is_loss or right.is_loss,
                 source=left.source or right.source,

@@ -7,7 +7,7 @@ from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
-from torchcheck.analysis.syntax import infer_literal_dtype, literal
+from torchcheck.analysis.syntax import infer_literal_dtype, literal, namedtuple_fields
 from torchcheck.analysis.train_mode import mode_set_by
 from torchcheck.analysis.values import NUMBER, TENSOR, UNKNOWN, Value, combine_graph, dict_item
 
@@ -56,17 +56,43 @@ class CallSemantics:
         if callee.kind == "function" and isinstance(callee.info, FunctionInfo):
             if self.record:
                 self.fa.call_sites.setdefault(callee.info, []).append((node, self.func))
-            return self.fa.call_function(callee.info, args, kwargs, callee.bound, self)
+            receiver = dotted_name(func.value) if callee.bound is not None and method_base is not None else None
+            bound = callee.bound
+            if method_base is not None and method_base.kind == "super":  # `super().__init__(...)` sets our attributes
+                receiver = self.func.param_names()[0]
+            elif receiver is not None:
+                bound = self.with_attributes_set(bound, receiver, callee.info)
+                if self.record:
+                    self.fa.values[func.value] = bound
+            return self.fa.call_function(callee.info, args, kwargs, bound, self, receiver)
+        if callee.kind == "model" and isinstance(callee.info, ClassInfo) and self.record:
+            forward = callee.info.method("forward")  # `criterion(out, y)` on a loss module: a call of its forward
+            if forward is not None:
+                self.fa.module_calls.setdefault(forward, []).append((node, self.func))
         if method_base is not None and callee.kind == "unknown" and not (
             not method_base.is_tensor and is_model_like(dotted_name(func))
         ):
             return self.method_call(node, method_base, func.attr.value, args, kwargs)
         return self.apply(node, callee, args, kwargs)
 
+    def with_attributes_set(self, obj: Value, receiver: str, method: FunctionInfo) -> Value:
+        """`self.forward(); self.backward_G()`: the attributes that earlier calls and assignments here set on
+        the receiver (`self.pred_fake`), where the method reads them, travel with it."""
+        if obj.kind not in ("instance", "model") or not isinstance(obj.info, ClassInfo):
+            return obj
+        held = {attr: self.env[f"{receiver}.{attr}"] for attr in method.attributes_read if f"{receiver}.{attr}" in self.env}
+        if not held:
+            return obj
+        fields = dict(zip(obj.keys, obj.items)) | held
+        return obj.with_(keys=tuple(fields), items=tuple(fields.values()))
+
     def mutate(self, func: cst.Attribute, base: Value, args) -> None:
         """`layers.append(nn.ReLU())`, `self.model.add_module("act", nn.Sigmoid())`: the receiver grows."""
         receiver = dotted_name(func.value)
         name = func.attr.value
+        if base.is_keyed and receiver in self.env and name in ("update", "setdefault", "pop", "popitem", "clear"):
+            self.env[receiver] = UNKNOWN  # its items are no longer known
+            return
         container = base.kind == "tuple" or base.kind == "layer" and base.qualname in api.MODULE_CONTAINERS
         if receiver is None or not container or receiver not in self.env:
             return
@@ -99,10 +125,17 @@ class CallSemantics:
         return None
 
     def attribute_of(self, base: Value, attr: str) -> Value:
-        """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`; a
-        field of a namespace (`args.criterion`)."""
-        if base.kind == "dict" and attr in base.keys:
-            return dict_item(base, attr)
+        """`self.fc` / `model.encode`: an attribute set in `__init__`, or a method bound to `base`."""
+        if base.keys and base.kind != "dict" and attr in base.keys:  # set from the arguments it was built with
+            return base.items[base.keys.index(attr)]
+        if base.kind == "super" and isinstance(base.info, ClassInfo) and base.bound is not None:
+            for cls in base.info.base_classes():  # `super().__init__`: the first base that has it, on our `self`
+                method = cls.method(attr)
+                if method is not None:
+                    return Value(kind="function", info=method, bound=base.bound)
+            return UNKNOWN
+        if base.kind == "class" and isinstance(base.info, ClassInfo):  # `Config.criterion`; methods are unbound here
+            return base.info.attrs().get(attr, UNKNOWN)
         if base.kind in ("instance", "model") and isinstance(base.info, ClassInfo):
             attrs = base.info.attrs()
             if attr in attrs:
@@ -111,6 +144,12 @@ class CallSemantics:
             if method is not None:
                 return Value(kind="function", info=method, bound=base)
         return UNKNOWN
+
+    def named_attribute(self, base: Value, name: str) -> Value:
+        """`getattr(nn, "Softmax")`, `getattr(self, "head")`: the attribute a known string names."""
+        if base.kind == "ref" and base.qualname and name.isidentifier():
+            return Value(kind="ref", qualname=f"{base.qualname}.{name}")
+        return self.attribute_of(base, name)
 
     def method_call(self, node: cst.Call, base: Value, name: str, args, kwargs) -> Value:
         if base.kind in ("model", "criterion", "layer") and name in ("to", "cuda", "cpu", "float", "double", "half", "train", "eval", "requires_grad_"):
@@ -130,8 +169,16 @@ class CallSemantics:
         graph = base.graph if base.is_tensor else None
         if name in ("softmax", "log_softmax", "sigmoid"):
             return Value(kind="tensor", activation=name, origin=node, graph=graph, source=base.source)
+        if name == "sigmoid_" and base.is_tensor:  # in place: the receiver holds probabilities from now on
+            out = base.with_(activation="sigmoid", origin=node)
+            receiver = dotted_name(node.func.value)
+            if receiver in self.env:
+                self.env[receiver] = out
+            return out
         if name == "exp" and base.activation == "log_softmax":
             return base.with_(activation="softmax", origin=node)
+        if name == "exp" and base.is_tensor:
+            return Value(kind="tensor", activation="exp", origin=node, graph=graph, source=base.source)
         if name == "log" and base.activation == "softmax":
             return base.with_(activation="log_softmax", origin=node)
         if name == "get_normalized_probs" and args:  # fairseq-style models: (log-)probabilities of an output
@@ -158,7 +205,8 @@ class CallSemantics:
             keep_shape = name in ("cuda", "cpu", "to", "contiguous", "clone")
             return base.with_(dtype=dtype, shape=base.shape if keep_shape else None, image=base.image and keep_shape)
         if name in ("sum", "mean"):
-            return Value(kind="tensor", graph=graph, is_loss=base.is_loss, source=base.source)
+            total = "exp_sum" if name == "sum" and base.activation == "exp" else None
+            return Value(kind="tensor", graph=graph, is_loss=base.is_loss, source=base.source, activation=total)
         if name in api.VALUES_AND_INDICES and (args or kwargs or name in ("topk", "sort", "kthvalue")):
             values = Value(kind="tensor", graph=graph, source=base.source, dtype=base.dtype)
             return Value(kind="tuple", items=(values, Value(kind="tensor", graph=False, dtype="int64")))
@@ -179,13 +227,16 @@ class CallSemantics:
         if kind == "ref":
             return self.call_ref(node, callee.qualname or "", args, kwargs)
         if kind == "class" and isinstance(callee.info, ClassInfo):
-            if callee.info.is_module():
-                return Value(kind="model", qualname=callee.info.key, info=callee.info)
-            return Value(kind="instance", qualname=callee.info.key, info=callee.info)
+            instance = Value(kind="model" if callee.info.is_module() else "instance", qualname=callee.info.key,
+                             info=callee.info)
+            return self.fa.construct(instance, args, kwargs, self)
+        if kind == "record_type":  # a namedtuple holds its fields in order
+            if callee.keys and (kwargs or len(args) == len(callee.keys)):
+                values = dict(zip(callee.keys, args)) | kwargs
+                return Value(kind="tuple", keys=callee.keys, items=tuple(values.get(k, UNKNOWN) for k in callee.keys))
+            return Value(kind="tuple", items=tuple(args))
         if kind == "instance" and isinstance(callee.info, ClassInfo) and callee.info.method("__call__") is not None:
             return self.fa.call_function(callee.info.method("__call__"), args, kwargs, callee, self)
-        if kind == "record_type":
-            return Value(kind="tuple", items=tuple(args))  # a namedtuple holds its fields in order
         if kind == "criterion":
             return Value(kind="tensor", is_loss=True, graph=_loss_graph(self, args), source=first.source)
         if kind == "layer":
@@ -205,7 +256,7 @@ class CallSemantics:
             elif callee.info is None:
                 out = Value(kind="tensor", activation=callee.activation)  # a torchvision model's logits
             graph = self.model_output_graph()
-            if out.kind == "tuple":
+            if out.kind in ("tuple", "dict") or out.keys:
                 return out.with_(items=tuple(i.with_(graph=graph, source=source) if i.is_tensor else i for i in out.items))
             return out.with_(graph=graph, source=source, is_loss=out.is_loss)
         if kind == "unknown" and isinstance(node.func, (cst.Name, cst.Attribute)):
@@ -247,6 +298,8 @@ class CallSemantics:
             return Value(kind="tensor", activation="sigmoid", origin=node, graph=first.graph, source=first.source)
         if qualname == "torch.exp" and first.activation == "log_softmax":
             return first.with_(activation="softmax", origin=node)
+        if qualname == "torch.exp" and first.is_tensor:
+            return Value(kind="tensor", activation="exp", origin=node, graph=first.graph, source=first.source)
         if qualname == "torch.log" and first.activation == "softmax":
             return first.with_(activation="log_softmax", origin=node)
         if qualname.startswith("torch.nn.functional."):
@@ -279,7 +332,9 @@ class CallSemantics:
                 items = [i.items[1] if len(i.items) > 1 else UNKNOWN for i in args[0].items]  # OrderedDict
             return Value(kind="layer", qualname=qualname, items=tuple(items))
         if qualname in ("collections.namedtuple", "typing.NamedTuple"):
-            return Value(kind="record_type", qualname=qualname)
+            return Value(kind="record_type", qualname=qualname, keys=namedtuple_fields(node))
+        if qualname in api.NAMESPACES and not args:
+            return Value(kind="instance", qualname=qualname, keys=tuple(kwargs), items=tuple(kwargs.values()))
         if qualname in ("collections.OrderedDict",) and args:
             return args[0]
         if qualname == "torchvision.transforms.Compose":
@@ -289,6 +344,8 @@ class CallSemantics:
             return Value(kind="tensor", image=True, shape=(None, None, None), graph=False)
         if api.is_torchvision_builder(qualname):
             return Value(kind="model", qualname=qualname, activation="logits")
+        if qualname in api.MODEL_WRAPPERS and first.kind in ("model", "layer"):
+            return first
         if qualname == "torch.optim.swa_utils.AveragedModel":
             return Value(kind="model", qualname=qualname)
         if qualname in api.TENSOR_FACTORIES:
@@ -304,14 +361,22 @@ class CallSemantics:
                               shape=None, image=False, kind="tensor")
         if qualname in ("torch.sum", "torch.mean"):
             items = first.items if first.kind == "tuple" else (first,)
-            return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items))
+            total = "exp_sum" if qualname == "torch.sum" and first.activation == "exp" else None
+            return Value(kind="tensor", graph=combine_graph(*(i.graph for i in items)), is_loss=any(i.is_loss for i in items),
+                         activation=total)
         if qualname in api.MODULE_CONTAINERS:
             contents = first if first.kind in ("tuple", "dict") else Value()
             return Value(kind="layer", qualname=qualname, items=contents.items, keys=contents.keys)
         if qualname.startswith(("torch.nn.", "torchvision.transforms.")) and qualname.rsplit(".", 1)[1][:1].isupper():
             return Value(kind="layer", qualname=qualname, origin=node)  # a layer, or an image transform
-        if qualname in ("argparse.Namespace", "types.SimpleNamespace", "dict") and not args:
-            return Value(kind="dict", items=tuple(kwargs.values()), keys=tuple(kwargs))
+        if qualname == "super" and self.func is not None and self.func.cls is not None and self.func.param_names():
+            return Value(kind="super", info=self.func.cls, bound=self.env.get(self.func.param_names()[0]))
+        if qualname == "functools.partial" and len(args) == 1 and first.kind == "ref":
+            return first  # `partial(F.cross_entropy, reduction="sum")`: the same function, options bound
+        if qualname == "getattr" and len(args) == 2 and args[1].text is not None:
+            return self.named_attribute(args[0], args[1].text)
+        if qualname == "dict" and not args:
+            return Value(kind="dict", keys=tuple(kwargs), items=tuple(kwargs.values()))
         if qualname in ("list", "tuple") and first.kind == "tuple":
             return first
         if qualname in ("sum",):

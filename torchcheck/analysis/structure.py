@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.imports import dotted_name, iter_statements
 from torchcheck.analysis.values import Value
+from torchcheck.walk import descendants
 
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
@@ -51,6 +53,21 @@ class FunctionInfo:
     def param_names(self) -> list[str]:
         p = self.node.params
         return [param.name.value for param in (*p.posonly_params, *p.params, *p.kwonly_params)]
+
+    def defaults(self) -> dict[str, cst.BaseExpression]:
+        """Parameter name -> its default value's expression."""
+        p = self.node.params
+        return {param.name.value: param.default for param in (*p.posonly_params, *p.params, *p.kwonly_params)
+                if param.default is not None}
+
+    @cached_property
+    def attributes_read(self) -> frozenset[str]:
+        """`x` of every `self.x` in a method's body."""
+        names = self.param_names()
+        if self.cls is None or not names:
+            return frozenset()
+        return frozenset(node.attr.value for node in descendants(self.node.body) if isinstance(node, cst.Attribute)
+                         and isinstance(node.value, cst.Name) and node.value.value == names[0])
 
     def decorator_qualnames(self) -> list[str]:
         out = []
@@ -103,6 +120,18 @@ class ClassInfo:
             base.is_lightning() for base in self.base_classes()
         )
 
+    def record_fields(self) -> list[str] | None:
+        """The fields, in order, of a dataclass or a NamedTuple class; None for other classes."""
+        decorators = [d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator for d in self.node.decorators]
+        if not self.is_named_tuple() and not any(
+                self.analysis.imports.qualname(d) in api.RECORD_DECORATORS for d in decorators):
+            return None
+        return [stmt.target.value for stmt in iter_statements(self.node.body)
+                if isinstance(stmt, cst.AnnAssign) and isinstance(stmt.target, cst.Name)]
+
+    def is_named_tuple(self) -> bool:
+        return "typing.NamedTuple" in self.base_qualnames()
+
     def method(self, name: str) -> FunctionInfo | None:
         if name in self.methods:
             return self.methods[name]
@@ -113,16 +142,22 @@ class ClassInfo:
         return None
 
     def attrs(self) -> dict[str, Value]:
-        """`self.x` values assigned in `__init__` (and in bases' `__init__`)."""
+        """Class attributes (`criterion = nn.CrossEntropyLoss()` in the class body) and `self.x` values
+        assigned in `__init__` (and in bases')."""
         if self._attrs is None:
+            from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
+
             self._attrs = {}
             merged: dict[str, Value] = {}
             for base in reversed(self.base_classes()):
                 merged.update(base.attrs())
+            body = Frame(self.analysis, None, record=False, depth=MAX_CALL_DEPTH - 1)
+            for stmt in iter_statements(self.node.body):
+                if isinstance(stmt, (cst.Assign, cst.AnnAssign)):
+                    body.exec(stmt)
+            merged.update({k: v for k, v in body.env.items() if "." not in k})
             init = self.methods.get("__init__")
             if init is not None:
-                from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
-
                 frame = Frame(self.analysis, init, record=False, depth=MAX_CALL_DEPTH - 1)
                 frame.env["self"] = Value(kind="instance", info=self)
                 frame.run()

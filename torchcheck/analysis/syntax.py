@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import libcst as cst
 
+from torchcheck.walk import descendants
+
 
 def argument(call: cst.Call, position: int, name: str | None = None) -> cst.Arg | None:
     """The argument given for parameter `name` at `position` (positional or keyword)."""
@@ -15,6 +17,16 @@ def argument(call: cst.Call, position: int, name: str | None = None) -> cst.Arg 
     return None
 
 
+def called_names(body: cst.CSTNode) -> set[str]:
+    """The names called in `body`: `f` of `f(x)`, `step` of `self.step(x)`."""
+    names = set()
+    for node in descendants(body):
+        if isinstance(node, cst.Call):
+            if isinstance(node.func, cst.Name):
+                names.add(node.func.value)
+            elif isinstance(node.func, cst.Attribute):
+                names.add(node.func.attr.value)
+    return names
 
 
 def literal(node: cst.CSTNode):
@@ -32,6 +44,35 @@ def literal(node: cst.CSTNode):
     return None
 
 
+def string_key(node: cst.Subscript) -> str | None:
+    """`"probs"` of `out["probs"]`."""
+    if len(node.slice) != 1 or not isinstance(node.slice[0].slice, cst.Index):
+        return None
+    key = literal(node.slice[0].slice.value)
+    return key if isinstance(key, str) else None
+
+
+def namedtuple_fields(call: cst.Call) -> tuple[str, ...]:
+    """The field names of `namedtuple("Out", ["logits", "probs"])`, `namedtuple("Out", "logits probs")` or
+    `NamedTuple("Out", [("logits", Tensor), ...])`; () when not literal."""
+    fields = argument(call, 1, "field_names") or argument(call, 1, "fields")
+    if fields is None:
+        return ()
+    value = literal(fields.value)
+    if isinstance(value, str):
+        return tuple(value.replace(",", " ").split())
+    if not isinstance(fields.value, (cst.List, cst.Tuple)):
+        return ()
+    names = []
+    for element in fields.value.elements:
+        item = element.value
+        if isinstance(item, cst.Tuple) and item.elements:
+            item = item.elements[0].value
+        name = literal(item)
+        if not isinstance(name, str):
+            return ()
+        names.append(name)
+    return tuple(names)
 
 
 def infer_literal_dtype(node: cst.CSTNode) -> str | None:

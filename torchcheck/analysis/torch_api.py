@@ -162,11 +162,12 @@ PRESERVING_METHODS = {
     "view", "reshape", "squeeze", "unsqueeze", "contiguous", "clone", "cuda", "cpu", "to", "flatten",
     "permute", "transpose", "t", "view_as", "reshape_as", "expand", "expand_as", "type_as", "float", "double",
     "half", "bfloat16", "resize", "movedim", "swapaxes", "swapdims", "unflatten", "squeeze_", "unsqueeze_",
+    "clamp", "clamp_", "clip", "clip_",
 }
 # torch functions that reshape their first argument and keep what it holds.
 PRESERVING_FUNCTIONS = {f"torch.{name}" for name in (
     "flatten", "reshape", "squeeze", "unsqueeze", "transpose", "permute", "movedim", "swapaxes", "swapdims",
-    "unflatten", "t",
+    "unflatten", "t", "clamp", "clip",
 )}
 
 # Functions returning an image tensor shaped (C, H, W).
@@ -180,6 +181,17 @@ IMAGE_TRANSFORM_CLASSES = {
     "torchvision.transforms.ToTensor", "torchvision.transforms.PILToTensor", "torchvision.transforms.v2.ToImage",
     "torchvision.transforms.v2.PILToTensor",
 }
+
+# Wrappers whose forward runs the wrapped model's: `DataParallel(model)(x)` returns what `model(x)` does.
+MODEL_WRAPPERS = {
+    "torch.nn.DataParallel", "torch.nn.parallel.DataParallel", "torch.nn.parallel.DistributedDataParallel",
+    "torch.compile",
+}
+
+# Class decorators that make a class a record of its annotated fields.
+RECORD_DECORATORS = {"dataclasses.dataclass", "attr.dataclass", "attrs.define", "attrs.frozen"}
+# Attribute bags built from keyword arguments.
+NAMESPACES = {"types.SimpleNamespace", "argparse.Namespace"}
 
 # Modules that only hold others: their value lists what they hold.
 MODULE_CONTAINERS = {"torch.nn.Sequential", "torch.nn.ModuleList", "torch.nn.ModuleDict"}

@@ -11,18 +11,19 @@ INHERIT = "inherit"
 @dataclass(frozen=True)
 class Value:
     # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
-    # function | instance | tuple | dict | record_type (a namedtuple class) | grad_ctx | unknown
+    # function | instance | tuple | dict | record_type (a namedtuple class) | super (`super()`) | grad_ctx | unknown
     kind: str = "unknown"
     qualname: str | None = None  # imported object (ref), loss class (criterion), layer or model class
-    activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | nonneg
+    activation: str | None = None  # tensors: softmax | log_softmax | sigmoid | logits | exp | exp_sum (a sum of exp)
     graph: object = None  # True | False | None | INHERIT
     is_loss: bool = False
     source: str | None = None  # tensors: the model expression they came out of; optimizers: the model they update
     dtype: str | None = None
     shape: tuple | None = None
     image: bool = False
-    items: tuple = ()  # tuples and lists: their items; dicts: their values; Sequential and ModuleList: their layers
-    keys: tuple = ()  # dicts: the literal key of each item (None where not a literal)
+    items: tuple = ()  # tuples and lists: their items; Sequential and ModuleList: their layers; dicts: values
+    text: str | None = None  # str: the string, when known
+    keys: tuple = ()  # dicts: the literal key of each item (None where not a literal); instances: attributes set from arguments
     arithmetic: bool = False  # tensors: computed by arithmetic (`r + gamma * q`), not returned by a model
     # tensors: backward() already ran through it (on it, or on the total it is a term of)
     backpropagated: bool = False
@@ -37,6 +38,11 @@ class Value:
     def is_tensor(self) -> bool:
         return self.kind == "tensor"
 
+    @property
+    def is_keyed(self) -> bool:
+        """A dict, or an `nn.ModuleDict`: items looked up by key."""
+        return self.kind == "dict" or self.qualname == "torch.nn.ModuleDict"
+
 
 UNKNOWN = Value()
 NUMBER = Value(kind="number", graph=False)
@@ -47,6 +53,8 @@ def join(a: Value, b: Value) -> Value:
     """Merge the values of two control-flow paths, keeping only what both agree on."""
     if a is b or a == b:
         return a
+    if a.kind in ("model", "instance") and a.info is not None and a.info is b.info and a.items != b.items:
+        return Value(kind=a.kind, qualname=a.qualname, info=a.info)  # built with other arguments: the class
     if a.kind != b.kind or len(a.items) != len(b.items) or a.keys != b.keys:
         return UNKNOWN
     if a.items != b.items and a.kind not in ("tuple", "dict"):

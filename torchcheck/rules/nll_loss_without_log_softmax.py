@@ -108,4 +108,17 @@ class NllLossWithoutLogSoftmax(Rule):
                 return criterion(net(x), y)
             """
         ),
+        Invalid(
+            """
+            import torch.nn as nn
+            class Trainer:
+                def __init__(self, model, criterion):
+                    self.model = model
+                    self.criterion = criterion
+                def step(self, x, y):
+                    return self.criterion(self.model(x), y)
+            trainer = Trainer(nn.Sequential(nn.Linear(8, 3), nn.Softmax(dim=1)), nn.NLLLoss())
+            trainer.step(x, y)
+            """
+        ),
     ]

@@ -97,4 +97,17 @@ class SigmoidBeforeBceWithLogits(Rule):
                 return F.binary_cross_entropy_with_logits(D(x), real)
             """
         ),
+        Invalid(
+            """
+            import torch
+            import torch.nn.functional as F
+            class Trainer:
+                def __init__(self):
+                    self.loss_fn = F.binary_cross_entropy_with_logits
+                def loss(self, scores, labels):
+                    return self.loss_fn(scores, labels)
+                def step(self, model, x, y):
+                    return self.loss(torch.sigmoid(model(x)), y)
+            """
+        ),
     ]

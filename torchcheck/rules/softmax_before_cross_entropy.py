@@ -106,6 +106,15 @@ class SoftmaxBeforeCrossEntropy(Rule):
         def step(x, y):
             return criterion(model(x), y)
         """,
+        """
+        import torch.nn as nn
+        def make_head(kind):
+            if kind == "probs":
+                return nn.Softmax(dim=1)
+            return nn.Identity()
+        model = nn.Sequential(nn.Linear(8, 3), make_head("logits"))
+        loss = nn.CrossEntropyLoss()(model(x), y)
+        """,
     ]
     INVALID = [
         Invalid(
@@ -171,6 +180,44 @@ class SoftmaxBeforeCrossEntropy(Rule):
             from torch.nn.functional import cross_entropy as ce, log_softmax
             def step(logits, y):
                 return ce(log_softmax(logits, 1).exp(), y)
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            def train(model, loader, criterion):
+                for x, y in loader:
+                    criterion(model(x), y).backward()
+            def main(loader):
+                model = nn.DataParallel(nn.Sequential(nn.Linear(8, 3), nn.Softmax(dim=1)))
+                train(model, loader, nn.CrossEntropyLoss())
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            import torch.nn.functional as F
+            def step(model, x, y):
+                losses = {"cls": nn.CrossEntropyLoss(), "box": nn.L1Loss()}
+                out = {"probs": F.softmax(model(x), dim=1)}
+                return losses["cls"](out["probs"], y)
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            def make_head(kind):
+                if kind == "probs":
+                    return nn.Softmax(dim=1)
+                return nn.Identity()
+            class Net(nn.Module):
+                def __init__(self, head="probs"):
+                    super().__init__()
+                    self.body = nn.Sequential(nn.Linear(8, 3), make_head(head))
+                def forward(self, x):
+                    return self.body(x)
+            model = Net()
+            loss = nn.CrossEntropyLoss()(model(x), y)
             """
         ),
     ]
