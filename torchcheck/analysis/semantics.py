@@ -194,7 +194,7 @@ class CallSemantics:
             return UNKNOWN
         if name == "detach":
             return base.with_(graph=False)
-        if name in ("item", "tolist", "numpy"):
+        if name in ("item", "tolist", "numpy") or name in api.SHAPE_METHODS:
             return NUMBER
         if name in api.DTYPE_METHODS:
             return base.with_(dtype=api.DTYPE_METHODS[name])
@@ -257,8 +257,8 @@ class CallSemantics:
                 out = Value(kind="tensor", activation=callee.activation)  # a torchvision model's logits
             graph = self.model_output_graph()
             if out.kind in ("tuple", "dict") or out.keys:
-                return out.with_(items=tuple(i.with_(graph=graph, source=source) if i.is_tensor else i for i in out.items))
-            return out.with_(graph=graph, source=source, is_loss=out.is_loss)
+                return out.with_(items=tuple(_model_output(i, graph, source) if i.is_tensor else i for i in out.items))
+            return _model_output(out, graph, source)
         if kind == "unknown" and isinstance(node.func, (cst.Name, cst.Attribute)):
             # An unknown callable named like a model, or fed tensors, gives a tensor of unknown kind.
             name = dotted_name(node.func)
@@ -430,6 +430,12 @@ def _updated_model(node: cst.Call) -> str | None:
     if isinstance(first, cst.Call) and isinstance(first.func, cst.Attribute) and first.func.attr.value == "parameters":
         return dotted_name(first.func.value)
     return None
+
+
+def _model_output(out: Value, graph: object, source: str | None) -> Value:
+    """An output of a model's forward: it carries the graph of the grad mode the model runs in, unless
+    the forward made it without one (`labels = torch.arange(n)` returned beside the logits)."""
+    return out.with_(graph=False if out.graph is False else graph, source=source)
 
 
 def _loss_graph(frame, args) -> object:

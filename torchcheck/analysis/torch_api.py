@@ -271,6 +271,9 @@ def has_parameters(qualname: str | None) -> bool:
 # Tensor methods (and torch functions) returning (values, int64 indices).
 VALUES_AND_INDICES = {"topk", "sort", "max", "min", "kthvalue", "mode", "median", "cummax", "cummin"}
 INDEX_RESULTS = {"argmax", "argmin", "argsort", "nonzero", "searchsorted", "bucketize"}
+# Tensor methods that describe the tensor (a size, a count, a flag), not tensors: `x.size(0)`.
+SHAPE_METHODS = {"size", "dim", "ndimension", "numel", "nelement", "element_size", "stride", "storage_offset",
+                 "get_device", "data_ptr", "is_contiguous", "is_floating_point"}
 # Tensor methods whose result has the input's dtype (values picked or rearranged, not computed).
 DTYPE_KEEPING = {"index_select", "gather", "masked_select", "narrow", "repeat", "roll", "flip", "detach",
                  "fmod", "remainder", "abs", "neg", "clamp", "masked_fill", "unique", "take", "select"}

@@ -6,6 +6,7 @@ from torchcheck.analysis.dataflow import is_model_like
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety, Severity
+from torchcheck.walk import descendants
 
 
 class ForwardCalledDirectly(Rule):
@@ -77,7 +78,9 @@ class ForwardCalledDirectly(Rule):
             return False
         head, _, attr = name.partition(".")
         if self_name is not None and head == self_name and "." not in attr and cls.is_module():
-            return attr in cls.attrs()  # a submodule the module was built with: `self.module.forward(x)`
+            # A submodule the module was built with: `self.module.forward(x)`; not any object it holds (a
+            # TorchScript custom class, a kernel handle), whose `forward` has no hooks.
+            return attr in cls.attrs() and (is_model_like(name) or _handed_in(cls, attr))
         return is_model_like(name)
 
     VALID = [
@@ -104,6 +107,16 @@ class ForwardCalledDirectly(Rule):
                 return x
             def score(self, x):
                 return self.forward(x)
+        """,
+        """
+        import torch
+        import torch.nn as nn
+        class FusedAct(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.kernel = torch.classes.fused.Act()  # a TorchScript custom class, not a module
+            def forward(self, x):
+                return self.kernel.forward(x)
         """,
     ]
     INVALID = [
@@ -172,6 +185,17 @@ class ForwardCalledDirectly(Rule):
             """,
         ),
     ]
+
+
+def _handed_in(cls, attr: str) -> bool:
+    """`self.module = module` in `__init__`: the object the module wraps, handed in by its builder."""
+    init = cls.method("__init__")
+    params = init.param_names() if init is not None else []
+    if not params:
+        return False
+    target = f"{params[0]}.{attr}"
+    return any(isinstance(n, cst.Assign) and isinstance(n.value, cst.Name) and n.value.value in params[1:]
+               and any(dotted_name(t.target) == target for t in n.targets) for n in descendants(init.node.body))
 
 
 def _first_param(function: cst.FunctionDef) -> str | None:

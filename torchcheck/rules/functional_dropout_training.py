@@ -4,7 +4,7 @@ import libcst as cst
 
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.calls import keyword_arg, with_args
-from torchcheck.analysis.dataflow import argument, literal
+from torchcheck.analysis.dataflow import argument
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
@@ -14,7 +14,8 @@ class FunctionalDropoutTraining(Rule):
     """
     ## What it does
     Finds `F.dropout` (and `dropout1d/2d/3d`, `alpha_dropout`, `feature_alpha_dropout`) called in a
-    method of an `nn.Module` without `training=self.training`, or with `training=True`.
+    method of an `nn.Module` without `training=`. An explicit `training=True` says that dropping at
+    evaluation time is intended (Monte-Carlo dropout) and is not reported.
 
     ## Why is this bad?
     Unlike the `nn.Dropout` layer, the functional form does not know the module's mode: its
@@ -41,7 +42,7 @@ class FunctionalDropoutTraining(Rule):
 
     ## Fix safety
     The fix passes `training=self.training`. It is unsafe where dropout at evaluation time is
-    deliberate (Monte-Carlo dropout): there, keep `training=True` and suppress the finding.
+    deliberate (Monte-Carlo dropout): there, pass `training=True`.
 
     ## References
     - https://pytorch.org/docs/stable/generated/torch.nn.functional.dropout.html
@@ -68,18 +69,13 @@ class FunctionalDropoutTraining(Rule):
         self_name = params[0].name.value
         if self._guarded_by_training(self_name):
             return  # `if self.training: x = F.dropout(x, p)` only runs in training mode
-        given = argument(node, api.FUNCTIONAL_DROPOUT[qualname], "training")
+        if argument(node, api.FUNCTIONAL_DROPOUT[qualname], "training") is not None:
+            return
         name = qualname.rsplit(".", 1)[1]
-        if given is None:
-            fixed = with_args(node, [*node.args, keyword_arg("training", f"{self_name}.training")])
-            self.report(node, f"`{name}` is called without `training=`, so it keeps dropping after `.eval()`;"
-                              f" pass `training={self_name}.training`",
-                        FixSpec(f"Pass `training={self_name}.training`", (Replacement(node, self.ctx.code(fixed)),)))
-        elif literal(given.value) is True:
-            self.report(given.value, f"`{name}(..., training=True)` drops units even after `.eval()`;"
-                                     f" pass `training={self_name}.training`",
-                        FixSpec(f"Pass `training={self_name}.training`",
-                                (Replacement(given.value, f"{self_name}.training"),)))
+        fixed = with_args(node, [*node.args, keyword_arg("training", f"{self_name}.training")])
+        self.report(node, f"`{name}` is called without `training=`, so it keeps dropping after `.eval()`;"
+                          f" pass `training={self_name}.training`",
+                    FixSpec(f"Pass `training={self_name}.training`", (Replacement(node, self.ctx.code(fixed)),)))
 
     def _guarded_by_training(self, self_name: str) -> bool:
         """Inside the body of an `if self.training:` (or `if self.training and ...:`)."""
@@ -127,6 +123,13 @@ class FunctionalDropoutTraining(Rule):
             def forward(self, x):
                 return F.dropout(x, 0.5, self.training)
         """,
+        """
+        from torch import nn
+        from torch.nn.functional import dropout2d
+        class MCBlock(nn.Module):
+            def forward(self, x):
+                return dropout2d(x, 0.2, training=True)  # Monte-Carlo dropout: deliberate at evaluation too
+        """,
     ]
     INVALID = [
         Invalid(
@@ -151,7 +154,7 @@ class FunctionalDropoutTraining(Rule):
             from torch.nn.functional import dropout2d
             class Block(nn.Module):
                 def forward(self, x):
-                    return dropout2d(x, 0.2, training=True)
+                    return dropout2d(x, 0.2)
             """
         ),
     ]
