@@ -4,7 +4,7 @@ The static linter needs only libcst; `watch` (the runtime harness) imports torch
 """
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["IndexCheckError", "Run", "TorchcheckError", "__version__", "lint_paths", "watch"]
 _RUNTIME = {"watch", "Run", "TorchcheckError", "IndexCheckError"}

@@ -246,19 +246,21 @@ class CallSemantics:
             return out
         if kind == "model":
             source = dotted_name(node.func) if not isinstance(node.func, cst.Attribute) or node.func.attr.value != "forward" else dotted_name(node.func.value)
-            out = TENSOR
+            out, evaluated = TENSOR, False
             if isinstance(callee.info, ClassInfo):
                 forward = callee.info.method("forward")
                 if forward is not None:
                     out = self.fa.call_function(forward, args, kwargs, callee, self)
-                    if out.kind == "unknown":
+                    evaluated = out.kind != "unknown"
+                    if not evaluated:
                         out = TENSOR
             elif callee.info is None:
                 out = Value(kind="tensor", activation=callee.activation)  # a torchvision model's logits
             graph = self.model_output_graph()
             if out.kind in ("tuple", "dict") or out.keys:
-                return out.with_(items=tuple(_model_output(i, graph, source) if i.is_tensor else i for i in out.items))
-            return _model_output(out, graph, source)
+                return out.with_(items=tuple(_model_output(i, graph, source, evaluated) if i.is_tensor else i
+                                             for i in out.items))
+            return _model_output(out, graph, source, evaluated)
         if kind == "unknown" and isinstance(node.func, (cst.Name, cst.Attribute)):
             # An unknown callable named like a model, or fed tensors, gives a tensor of unknown kind.
             name = dotted_name(node.func)
@@ -432,10 +434,12 @@ def _updated_model(node: cst.Call) -> str | None:
     return None
 
 
-def _model_output(out: Value, graph: object, source: str | None) -> Value:
+def _model_output(out: Value, graph: object, source: str | None, evaluated: bool) -> Value:
     """An output of a model's forward: it carries the graph of the grad mode the model runs in, unless
-    the forward made it without one (`labels = torch.arange(n)` returned beside the logits)."""
-    return out.with_(graph=False if out.graph is False else graph, source=source)
+    the forward made it without one (`labels = torch.arange(n)` returned beside the logits), or, where
+    its forward was followed, from values whose graph is unknown."""
+    keep = out.graph is False or evaluated and out.graph is None
+    return out.with_(graph=out.graph if keep else graph, source=source)
 
 
 def _loss_graph(frame, args) -> object:
