@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import gc
 import io
 import os
 import re
@@ -333,7 +334,23 @@ def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Proj
 _WORKER: dict = {}
 
 
+# libcst trees are large and hold no cycles: at the collector's default pace, re-scanning them takes a
+# quarter of the lint time. Linting collects less often.
+_GC_THRESHOLD = (20_000, 20, 20)
+
+
+@contextlib.contextmanager
+def _fewer_collections():
+    saved = gc.get_threshold()
+    gc.set_threshold(*_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+
+
 def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path]) -> None:
+    gc.set_threshold(*_GC_THRESHOLD)
     _WORKER["config"] = config
     _WORKER["rules"] = [registry.resolve_rule(c) for c in rule_codes]
     _WORKER["project"] = Project(modules)
@@ -368,7 +385,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                 results[file] = FileResult(display_path(file), cached, error=any(f.code in ERROR_CODES for f in cached))
     todo = [f for f in files if f not in results]
     jobs = jobs or os.cpu_count() or 1
-    with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance:
+    with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance, _fewer_collections():
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
             codes = [r.code for r in rules]
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules)) as pool:

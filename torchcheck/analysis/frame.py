@@ -13,7 +13,7 @@ from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
 from torchcheck.analysis.semantics import CallSemantics
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo
-from torchcheck.analysis.syntax import literal
+from torchcheck.analysis.syntax import literal, string_value
 from torchcheck.analysis.train_mode import mode_of_chain
 from torchcheck.analysis.values import INHERIT, NUMBER, TENSOR, UNKNOWN, Value, combine_graph, dict_item, join
 
@@ -264,7 +264,7 @@ class Frame(ContainerSemantics, CallSemantics):
         if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary)):
             return NUMBER
         if isinstance(node, cst.SimpleString):
-            text = node.evaluated_value
+            text = string_value(node)
             return Value(kind="str", text=text if isinstance(text, str) else None)
         if isinstance(node, (cst.ConcatenatedString, cst.FormattedString)):
             return Value(kind="str")

@@ -40,8 +40,18 @@ def literal(node: cst.CSTNode):
         inner = literal(node.expression)
         return -inner if isinstance(inner, (int, float)) and not isinstance(inner, bool) else None
     if isinstance(node, cst.SimpleString):
-        return node.evaluated_value
+        return string_value(node)
     return None
+
+
+def string_value(node: cst.SimpleString) -> str | bytes | None:
+    """What a string literal holds; a plain one is read without evaluating it (a file's docstrings
+    and messages are many), and a long one with escapes is not read at all."""
+    prefix = node.prefix.lower()
+    body = node.value[len(prefix) + len(node.quote):-len(node.quote)]
+    if "b" not in prefix and ("\\" not in body or "r" in prefix):
+        return body
+    return node.evaluated_value if len(body) <= 200 else None
 
 
 def string_key(node: cst.Subscript) -> str | None:

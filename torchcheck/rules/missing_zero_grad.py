@@ -189,6 +189,9 @@ class MissingZeroGrad(Rule):
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         """A training-step function that clears some gradients itself owns the clearing: an optimizer
         it steps and never clears accumulates (`netG.zero_grad()` but no `netD.zero_grad()`)."""
+        called = {method_name(n) for n in descendants(node.body, prune=_nested) if isinstance(n, cst.Call)}
+        if not {"step", "zero_grad"} <= called:
+            return  # no need to analyse a function that does not both step and clear
         events = _LoopEvents(self.ctx).scan(node.body)
         if events.backward and (events.cleared or events.cleared_models):
             self._report_uncleared(events, node, "step function",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from torchcheck.analysis.calls import keyword_arg, with_args
@@ -48,7 +50,7 @@ class TorchLoadWithoutWeightsOnly(Rule):
     fix_safety = FixSafety.UNSAFE
     fix_reason = "A checkpoint holding arbitrary Python objects stops loading."
     max_target_version = (2, 6)
-    needles = ("load",)
+    needles = (re.compile(r"torch\.load|(?<![\w.])load\("),)
 
     def visit_Call(self, node: cst.Call) -> None:
         if self.ctx.qualname(node.func) != "torch.load":
