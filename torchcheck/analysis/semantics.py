@@ -375,8 +375,12 @@ class CallSemantics:
             return Value(kind="super", info=self.func.cls, bound=self.env.get(self.func.param_names()[0]))
         if qualname == "functools.partial" and len(args) == 1 and first.kind == "ref":
             return first  # `partial(F.cross_entropy, reduction="sum")`: the same function, options bound
-        if qualname == "getattr" and len(args) == 2 and args[1].text is not None:
-            return self.named_attribute(args[0], args[1].text)
+        if qualname == "getattr" and len(args) == 2:
+            name = args[1].text
+            if name is not None and (name.isidentifier() or first.kind != "ref"):
+                return self.named_attribute(first, name)
+            if first.kind == "ref" and first.qualname:  # `getattr(models, arch)`
+                return Value(kind="ref", qualname=f"{first.qualname}.{api.CHOSEN_BY_NAME}")
         if qualname == "dict" and not args:
             return Value(kind="dict", keys=tuple(kwargs), items=tuple(kwargs.values()))
         if qualname in ("list", "tuple") and first.kind == "tuple":

@@ -191,6 +191,9 @@ MODEL_WRAPPERS = {
 # Class decorators that make a class a record of its annotated fields.
 RECORD_DECORATORS = {"dataclasses.dataclass", "attr.dataclass", "attrs.define", "attrs.frozen"}
 # Attribute bags built from keyword arguments.
+# The last part of a qualname looked up by a name not known statically: `getattr(models, arch)`.
+CHOSEN_BY_NAME = "<chosen by name>"
+
 NAMESPACES = {"types.SimpleNamespace", "argparse.Namespace"}
 
 # Modules that only hold others: their value lists what they hold.

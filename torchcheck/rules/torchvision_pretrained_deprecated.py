@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.calls import keyword_arg, with_args
 from torchcheck.analysis.dataflow import literal
 from torchcheck.analysis.imports import dotted_name
@@ -67,14 +68,13 @@ class TorchvisionPretrainedDeprecated(Rule):
                         self._fix(node, arg, qualname, enum[1]) if enum is not None else None)
 
     def _dynamic_builder(self, func: cst.BaseExpression) -> bool:
-        """`getattr(models, arch)` and `models.__dict__[arch]`: a torchvision builder chosen by name."""
-        if isinstance(func, cst.Call) and isinstance(func.func, cst.Name) and func.func.value == "getattr" and func.args:
-            namespace = func.args[0].value
-        elif isinstance(func, cst.Subscript) and isinstance(func.value, cst.Attribute) and func.value.attr.value == "__dict__":
-            namespace = func.value.value
-        else:
-            return False
-        return (self.ctx.qualname(namespace) or "").startswith("torchvision.models")
+        """`getattr(models, arch)` (called at once or later) and `models.__dict__[arch]`: a torchvision
+        builder chosen by name."""
+        if isinstance(func, cst.Subscript) and isinstance(func.value, cst.Attribute) and func.value.attr.value == "__dict__":
+            return (self.ctx.qualname(func.value.value) or "").startswith("torchvision.models")
+        value = self.ctx.value(func)
+        return value.kind == "ref" and (value.qualname or "").startswith("torchvision.models") and (
+            value.qualname.endswith(api.CHOSEN_BY_NAME) or weights_enum(value.qualname) is not None)
 
     def _fix(self, node: cst.Call, arg: cst.Arg, qualname: str, enum: str) -> FixSpec | None:
         flag = literal(arg.value)
