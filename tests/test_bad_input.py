@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from torchcheck.analysis.project import Project
 from torchcheck.cli import main
 from torchcheck.config import Config
 from torchcheck.engine import lint_file
-from torchcheck.analysis.project import Project
 from torchcheck.registry import all_rules
 
 BUGGY = b"import torch.nn as nn\ncriterion = nn.NLLLoss2d()\n"

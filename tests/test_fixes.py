@@ -169,7 +169,9 @@ def test_fix_is_built_from_source_not_from_the_message(tmp_path, capsys):
 
 
 def test_a_breaking_fix_is_dropped_alone(tmp_path, capsys, monkeypatch):
-    from torchcheck.rules.loss_accumulated_without_item import LossAccumulatedWithoutItem
+    from torchcheck.rules.loss_accumulated_without_item import (
+        LossAccumulatedWithoutItem,
+    )
 
     original = LossAccumulatedWithoutItem.report
 

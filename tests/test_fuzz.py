@@ -7,13 +7,12 @@ import libcst as cst
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_fixes import check_fix_invariants
 
 from torchcheck.analysis.project import Project
 from torchcheck.config import Config
 from torchcheck.engine import lint_source
 from torchcheck.registry import all_rules
-
-from test_fixes import check_fix_invariants
 
 hypothesmith = pytest.importorskip("hypothesmith")
 RULES = list(all_rules())

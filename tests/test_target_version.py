@@ -1,6 +1,5 @@
 """The target torch version is read from the project (its torch requirement's lower bound) unless
 the config names it, and version-gated rules follow it."""
-from pathlib import Path
 
 import pytest
 

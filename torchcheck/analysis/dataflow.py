@@ -7,8 +7,11 @@ helper that applies softmax, a criterion passed in by every caller. Evaluation i
 whose rules never ask a question is never interpreted.
 
 The layer is split by concern: `structure` (functions, classes, model attributes), `frame`
-(statements and expressions), `semantics` (what calls do), `grad_mode` and `train_mode` (the
-context at a call), `syntax` (argument binding, literals).
+(statements and expressions), `semantics` (what calls of project code, models and methods do),
+`library_calls` (what torch, torchvision and standard-library calls return), `containers` (dicts
+and layer stacks), `branches` (known strings choosing a path), `backward` (what a backward() call
+teaches), `grad_mode` and `train_mode` (the context at a call), `syntax` (argument binding,
+literals), `evaluation` (where evaluation code is).
 """
 from __future__ import annotations
 
@@ -17,7 +20,12 @@ import re
 import libcst as cst
 
 from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
-from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON, GRAD_UNKNOWN, GradModeQueries
+from torchcheck.analysis.grad_mode import (
+    GRAD_OFF,
+    GRAD_ON,
+    GRAD_UNKNOWN,
+    GradModeQueries,
+)
 from torchcheck.analysis.imports import ImportTable, child_blocks, iter_statements
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import argument, called_names, literal

@@ -6,7 +6,14 @@ import re
 
 import libcst as cst
 
-from torchcheck.analysis.calls import forward_receiver, is_backward, is_model_forward, is_optimizer, method_name, receiver
+from torchcheck.analysis.calls import (
+    forward_receiver,
+    is_backward,
+    is_model_forward,
+    is_optimizer,
+    method_name,
+    receiver,
+)
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
 from torchcheck.walk import descendants
 

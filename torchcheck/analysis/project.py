@@ -13,7 +13,6 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
-from torchcheck.analysis.values import Value
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.values import Value
 

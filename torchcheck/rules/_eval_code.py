@@ -6,8 +6,14 @@ import libcst as cst
 
 from torchcheck.analysis.calls import forward_model, forward_receiver, is_model_forward
 from torchcheck.analysis.dataflow import ClassInfo
-from torchcheck.analysis.evaluation import (EVAL_FUNCTION, fresh_model, is_eval_after_training, is_eval_by_mode,
-                                           is_eval_function, is_eval_loop)
+from torchcheck.analysis.evaluation import (
+    EVAL_FUNCTION,
+    fresh_model,
+    is_eval_after_training,
+    is_eval_by_mode,
+    is_eval_function,
+    is_eval_loop,
+)
 from torchcheck.rule import Rule
 
 _CALL_SITES = 3  # the calls of an evaluation function cited as evidence, at most

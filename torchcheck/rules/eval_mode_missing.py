@@ -3,10 +3,9 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis.calls import forward_model, forward_receiver
-from torchcheck.rule import Invalid
 from torchcheck.analysis.evaluation import EVAL_WORDS
+from torchcheck.rule import Invalid
 from torchcheck.rules._eval_code import EvalCodeRule
-
 
 _CONSEQUENCES = {
     "dropout": "Dropout stays active",

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import is_backward, method_name, short_code, source_evidence
+from torchcheck.analysis.calls import (
+    is_backward,
+    method_name,
+    short_code,
+    source_evidence,
+)
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety

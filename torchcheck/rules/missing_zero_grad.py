@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import is_backward, is_optimizer, method_name, optimizer_key, stepped_optimizer
+from torchcheck.analysis.calls import (
+    is_backward,
+    is_optimizer,
+    method_name,
+    optimizer_key,
+    stepped_optimizer,
+)
 from torchcheck.analysis.dataflow import FunctionInfo
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid, Rule

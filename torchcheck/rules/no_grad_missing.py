@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.dataflow import GRAD_ON
 from torchcheck.analysis.calls import forward_receiver
-from torchcheck.rule import FixSpec, Invalid, Replacement
+from torchcheck.analysis.dataflow import GRAD_ON
 from torchcheck.analysis.evaluation import EVAL_WORDS
+from torchcheck.rule import FixSpec, Invalid, Replacement
 from torchcheck.rules._eval_code import EvalCodeRule
 from torchcheck.types import FixSafety
 
