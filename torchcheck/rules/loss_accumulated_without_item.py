@@ -39,7 +39,7 @@ def _backward_roots(ctx, scope: cst.CSTNode) -> set[str]:
 
 
 def _backpropagated_names(ctx, scope: cst.CSTNode, roots: set[str]) -> set[str]:
-    """Every name whose value flows into an expression that is back-propagated in `scope`:
+    """Every name whose value flows into `roots` in `scope`; for the names back-propagated there,
     `loss = torch.stack(terms).sum(); loss.backward()` back-propagates `terms` too."""
     sources: dict[str, set[str]] = {}
     for node in descendants(scope):
@@ -137,6 +137,7 @@ class LossAccumulatedWithoutItem(Rule):
         self.loops: list[list] = [[]]  # the loops enclosing the node, per function
         self._backward_names: dict = {}
         self._assigned: dict = {}
+        self._returned: dict = {}
 
     def visit_For(self, node) -> None:
         self.loops[-1].append(node)
@@ -214,7 +215,14 @@ class LossAccumulatedWithoutItem(Rule):
         function = self.ctx.functions[-1]
         if "." in name and function.params.params and head == function.params.params[0].name.value:
             return True
-        return head not in self._assigned_names(function) or head not in _returned_names(function)
+        return head not in self._assigned_names(function) or head not in self._returned_flow(function)
+
+    def _returned_flow(self, function: cst.FunctionDef) -> set[str]:
+        """The names whose values flow into what the function returns: `total_loss` and, through
+        `total_loss += visual_total`, `visual_total`."""
+        if function not in self._returned:
+            self._returned[function] = _backpropagated_names(self.ctx, function, _returned_names(function))
+        return self._returned[function]
 
     def _assigned_names(self, function: cst.FunctionDef) -> set[str]:
         if function not in self._assigned:
@@ -229,6 +237,21 @@ class LossAccumulatedWithoutItem(Rule):
         return self._backward_names[scope]
 
     VALID = [
+        """
+        import torch
+        import torch.nn as nn
+        class Pretraining(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.losses = {"ce": nn.CrossEntropyLoss(), "l2": nn.MSELoss()}
+            def forward(self, outputs, labels):
+                total = torch.zeros(())
+                task_total = torch.zeros(())
+                for name, kind in (("cls", "ce"), ("box", "l2")):
+                    task_total += self.losses[kind](outputs[name], labels[name])
+                total += task_total
+                return total
+        """,
         """
         import torch.nn.functional as F
         def compute_loss(preds, targets):
