@@ -79,9 +79,9 @@ def join(a: Value, b: Value) -> Value:
 
 
 def dict_item(mapping: Value, key) -> Value:
-    """The item of a literal key, or for any other key what every item has in common."""
-    if key is not None and key in mapping.keys:
-        return mapping.items[mapping.keys.index(key)]
+    """The item of a known key, or for a key not known statically what every item has in common."""
+    if key is not None:
+        return mapping.items[mapping.keys.index(key)] if key in mapping.keys else UNKNOWN
     if not mapping.items:
         return UNKNOWN
     merged = mapping.items[0]
