@@ -64,3 +64,11 @@ def test_show_settings_names_the_source_and_the_rules_turned_off(tmp_path, capsy
     out = capsys.readouterr().out
     assert "target torch version: 1.8 (requirements.txt: torch>=1.8,<2)" in out
     assert "torchvision-pretrained-deprecated" in out  # weights= needs torchvision 0.13 (torch 1.12)
+
+
+def test_torch_own_sources_are_not_reported(tmp_path):
+    package = tmp_path / "torch"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "serialization_helpers.py").write_text(LOAD)
+    assert main(["lint", "--no-cache", str(tmp_path)]) == 0

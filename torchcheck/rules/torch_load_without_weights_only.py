@@ -32,7 +32,8 @@ class TorchLoadWithoutWeightsOnly(Rule):
     state = torch.load("model.pt", map_location="cpu", weights_only=True)
     ```
     Pass `weights_only=False` explicitly only for a file you trust that holds arbitrary objects.
-    A project declaring `torch>=2.6` (or `target-version = "2.6"`) gets no finding.
+    A project declaring `torch>=2.6` (or `target-version = "2.6"`) gets no finding, and neither
+    does the `torch` package's own code, which always runs on its own default.
 
     ## Fix safety
     The fix adds `weights_only=True`. It is unsafe: a checkpoint that holds arbitrary Python
@@ -55,6 +56,8 @@ class TorchLoadWithoutWeightsOnly(Rule):
     def visit_Call(self, node: cst.Call) -> None:
         if self.ctx.qualname(node.func) != "torch.load":
             return
+        if self.ctx.module_name.split(".")[0] == "torch":
+            return  # torch's own code runs on the torch it is part of: the default there is its own
         if any(arg.keyword is not None and arg.keyword.value == "weights_only" or arg.star == "**" for arg in node.args):
             return
         self.report(
