@@ -1,12 +1,13 @@
-"""Benchmark: lint a large tree of real code, cold, warm (cache) and after one file changed;
-report files/s and peak memory beside the cost of only parsing the same files with libcst in the
-same number of processes; where installed, run TorchFix and torch-preflight on the same tree in the
-same run and print the ratios.
+"""Benchmark: lint large trees of real code cold, warm (cache), after one core module and one leaf
+file changed, and one file alone; report files/s and peak memory beside the cost of only parsing
+the same files with libcst in the same number of processes; where installed, run TorchFix and
+torch-preflight on the same tree in the same run and print the ratios.
 
-    python bench/lint_bench.py [PATH] [--jobs N] [--tools DIR]
+    python bench/lint_bench.py [PATH ...] [--jobs N] [--tools DIR]
 
-PATH defaults to the installed torchvision package; the tree is copied to a temporary folder so
-that the cache and the changed file never touch it. Not a test: numbers go in issue notes.
+PATH defaults to the installed torchvision and transformers packages (a row is skipped where the
+package is absent); each tree is copied to a temporary folder so that the cache and the changed
+files never touch it. Not a test: numbers go in issue notes.
 """
 from __future__ import annotations
 
@@ -20,14 +21,27 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+# For each default tree, a module most files import and a leaf file nothing imports.
+DEFAULT_TREES = {"torchvision": ("models/_utils.py", "models/alexnet.py"),
+                 "transformers": ("modeling_utils.py", "models/bert/modeling_bert.py")}
 
-def default_tree() -> Path:
+
+def default_trees() -> list[Path]:
     import importlib.util
 
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or spec.origin is None:
-        sys.exit("torchvision is not installed: pass a PATH to lint")
-    return Path(spec.origin).parent
+    trees = []
+    for package in DEFAULT_TREES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            print(f"{package}: not installed, row skipped")
+            continue
+        trees.append(Path(spec.origin).parent)
+    return trees
+
+
+def touch(file: Path) -> None:
+    with open(file, "a", encoding="utf-8") as handle:
+        handle.write("\n# changed\n")
 
 
 def _parse(path: Path) -> int:
@@ -60,41 +74,50 @@ def timed(command: list[str], cwd: Path) -> tuple[float, float, int]:
     return float(out[0]), float(out[1]), int(out[2])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("path", nargs="?", type=Path)
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--tools", type=Path, help="a folder holding torchfix / torch-preflight executables")
-    args = parser.parse_args()
-    source = args.path or default_tree()
+def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch) / source.name
         shutil.copytree(source, tree, ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyc", "*.dll"))
         files = sorted(tree.rglob("*.py"))
         lines = sum(p.read_bytes().count(b"\n") for p in files)
-        print(f"tree: {source}\nfiles: {len(files)}, lines: {lines}, jobs: {args.jobs}")
-        parse_seconds = parse_only(files, args.jobs)
+        print(f"\ntree: {source}\nfiles: {len(files)}, lines: {lines}, jobs: {jobs}")
+        parse_seconds = parse_only(files, jobs)
         print(f"libcst parse only        {parse_seconds:7.2f} s  ({len(files) / parse_seconds:6.1f} files/s)")
         # -P: the tree must not shadow the standard library (torch has signal/ and multiprocessing/ packages)
-        lint = [sys.executable, "-P", "-m", "torchcheck", "lint", ".", "--exit-zero", "--jobs", str(args.jobs)]
+        lint = [sys.executable, "-P", "-m", "torchcheck", "lint", ".", "--exit-zero", "--jobs", str(jobs)]
         cold, peak, _ = timed([*lint, "--no-cache"], tree)
         print(f"torchcheck cold          {cold:7.2f} s  ({len(files) / cold:6.1f} files/s, peak {peak:.0f} MiB,"
               f" {cold / parse_seconds:.2f}x parsing)")
         timed(lint, tree)  # fill the cache
         warm, peak, _ = timed(lint, tree)
         print(f"torchcheck warm (cache)  {warm:7.2f} s  (peak {peak:.0f} MiB)")
-        with open(files[len(files) // 2], "a", encoding="utf-8") as handle:
-            handle.write("\n# changed\n")
-        changed, _, _ = timed(lint, tree)
-        print(f"torchcheck one changed   {changed:7.2f} s")
+        core, leaf = DEFAULT_TREES.get(source.name, (None, None))
+        for label, changed in (("core module", core), ("leaf file", leaf)):
+            file = tree / changed if changed else files[len(files) // 2]
+            touch(file)
+            seconds, _, _ = timed(lint, tree)
+            print(f"one {label} changed  {seconds:7.2f} s  ({file.relative_to(tree)})")
+        one = tree / leaf if leaf else files[0]
+        alone, _, _ = timed([sys.executable, "-P", "-m", "torchcheck", "lint", str(one), "--exit-zero", "--no-cache"], tree)
+        print(f"one file alone, cold     {alone:7.2f} s  ({one.relative_to(tree)})")
         tools = {"torchfix": [".", "--select", "ALL"], "torch-preflight": ["check", "."]}
         for tool, tool_args in tools.items():
-            executable = shutil.which(tool, path=str(args.tools) if args.tools else None)
+            executable = shutil.which(tool, path=str(tools_dir) if tools_dir else None)
             if executable is None:
                 print(f"{tool:24} not installed")
                 continue
             seconds, peak, _ = timed([executable, *tool_args], tree)
             print(f"{tool:24} {seconds:7.2f} s  (peak {peak:.0f} MiB; torchcheck cold is {seconds / cold:.1f}x faster)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", type=Path)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--tools", type=Path, help="a folder holding torchfix / torch-preflight executables")
+    args = parser.parse_args()
+    for source in args.paths or default_trees():
+        bench_tree(source, args.jobs, args.tools)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The result cache: a warm run answers from the cache, a change re-lints the file and the files
-that can see it, results are identical either way."""
+whose findings read it, results are identical either way."""
 import json
 import shutil
 from pathlib import Path
@@ -42,7 +42,24 @@ def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypat
     original = engine.lint_file
     monkeypatch.setattr(engine, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
     assert lint_json(capsys, ".") == []  # train.py's finding came from models.py: it was re-linted
-    assert sorted(calls) == ["models.py", "train.py"]
+    # engine.py's evaluate() is judged by what train.py passes it, a models.py model: it read models.py too
+    assert sorted(calls) == ["engine.py", "models.py", "train.py"]
+
+
+def test_a_change_that_nothing_reads_relints_only_that_file(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    (copy / "unrelated.py").write_text("import torch\n\nx = torch.zeros(3)\n")
+    monkeypatch.chdir(copy)
+    lint_json(capsys, ".")
+    (copy / "unrelated.py").write_text("import torch\n\nx = torch.ones(3)\n")
+    import torchcheck.engine as engine
+
+    calls = []
+    original = engine.lint_file
+    monkeypatch.setattr(engine, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
+    lint_json(capsys, ".")
+    assert calls == ["unrelated.py"]
 
 
 def test_no_cache_flag_and_config(tmp_path, capsys, monkeypatch):

@@ -1,5 +1,5 @@
-"""Cross-file analysis: one hop, bounded memory, and findings that never depend on lint order,
-process count or hash seed."""
+"""Cross-file analysis: modules analysed once per run and shared, re-exports followed, and findings
+that never depend on lint order, what the run holds, process count or hash seed."""
 import json
 import os
 import subprocess
@@ -14,6 +14,7 @@ from torchcheck.registry import all_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 SPLIT = ROOT / "fixtures" / "static" / "split_project"
+PACKAGE = ROOT / "fixtures" / "static" / "package_project"
 
 
 def lint_in_order(order: list[str]) -> dict[str, list]:
@@ -36,17 +37,29 @@ def test_findings_do_not_depend_on_lint_order():
     assert forward == backward and alone["train"] == forward["train"] == ["TC101"]
 
 
-def test_neighbours_over_the_memory_budget_are_not_analysed(monkeypatch):
-    train_tokens = project_module.count_tokens((SPLIT / "train.py").read_bytes())
-    monkeypatch.setattr(project_module, "TREE_TOKENS", train_tokens + 10)
-    assert lint_in_order(["train"]) == {"train": []}  # models.py unknown: nothing reported on a guess
+def test_dropping_held_analyses_between_files_changes_no_finding(monkeypatch):
+    kept = lint_in_order(["models", "engine", "train"])
+    monkeypatch.setattr(project_module, "HELD_TOKENS", 1)  # every file starts from nothing
+    assert lint_in_order(["models", "engine", "train"]) == kept
 
 
-def test_neighbours_are_one_hop():
-    modules = project_modules(sorted(SPLIT.glob("*.py")), [SPLIT])
-    project = Project(modules)
-    assert project.neighbours("train") == {"models", "engine"}
-    assert project.neighbours("models") == {"train"}
+def test_a_module_is_parsed_once_for_all_the_files_that_ask(monkeypatch):
+    parsed = []
+    original = project_module.cst.parse_module
+    monkeypatch.setattr(project_module.cst, "parse_module", lambda source: parsed.append(source) or original(source))
+    lint_in_order(["train", "engine", "models"])
+    assert len(parsed) == len(set(parsed))  # models.py and engine.py, parsed for train.py, are linted from that tree
+
+
+def test_re_exports_and_two_hops_are_followed():
+    """`from vision import Classifier`, re-exported by vision/__init__.py, whose head is in a third file."""
+    files = sorted(PACKAGE.rglob("*.py"))
+    project = Project(project_modules(files, [PACKAGE]))
+    train = PACKAGE / "train.py"
+    findings = lint_file(train, Config(), list(all_rules()), project, "train").findings
+    assert [(f.code, f.line) for f in findings] == [("TC101", 15)]
+    assert [Path(r.path).name for r in findings[0].related][:2] == ["heads.py", "models.py"]
+    assert project.dependencies(project._analyses["train"])[0] >= {"vision", "vision.models", "vision.heads"}
 
 
 def test_findings_are_the_same_under_any_hash_seed_and_process_count():

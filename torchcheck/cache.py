@@ -1,15 +1,18 @@
 """Per-file result cache, ruff-style, in `.torchcheck_cache/`.
 
-A file's entry is keyed by torchcheck's version, the effective config, the file's own content and
-the content of the files of the tree it imports and that import it (cross-file facts flow both
-ways: a model's forward, an evaluation function's callers), so changing one file re-lints exactly
-what can see it. Entries are written atomically (temp file + rename): concurrent runs are safe."""
+A file's entry is found by torchcheck's version, the effective config and the file's own content.
+It records what its findings were read from: the content of every module the file's analysis
+consulted (a model's forward in another file, the modules that one asked in turn) and the sets of
+importers it asked about (who calls an evaluation function). The entry is used only while all of
+them are unchanged, so changing one file re-lints exactly the files that read it. Entries are
+written atomically (temp file + rename): concurrent runs are safe."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchcheck import __version__
@@ -28,18 +31,20 @@ def content_hashes(files: list[Path]) -> dict[Path, str]:
     return hashes
 
 
-def dependency_keys(files: list[Path], hashes: dict[Path, str], project, fingerprint: str) -> dict[Path, str]:
-    """The cache key of every file: itself plus its one-hop neighbours in the import graph, the files
-    its cross-file questions can reach."""
-    module_of = {path: name for name, path in project.files.items()}
-    keys = {}
-    for file in files:
-        name = module_of.get(file)
-        neighbours = project.neighbours(name) if name is not None else set()
-        contents = sorted(hashes.get(project.files[m], "") for m in neighbours)
-        material = "\0".join([__version__, fingerprint, str(file.resolve()), hashes[file], *contents])
-        keys[file] = hashlib.sha256(material.encode()).hexdigest()
-    return keys
+def entry_key(file: Path, digest: str, fingerprint: str) -> str:
+    material = "\0".join([__version__, fingerprint, str(file.resolve()), digest])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass
+class Entry:
+    findings: list[Finding]
+    dependencies: dict[str, str]  # module -> content hash
+    importers: dict[str, list[str]]  # module -> the modules importing it
+
+    def is_current(self, module_hashes: dict[str, str], project) -> bool:
+        return all(module_hashes.get(m) == h for m, h in self.dependencies.items()) and all(
+            sorted(project.importers_of_module(m)) == names for m, names in self.importers.items())
 
 
 class Cache:
@@ -49,14 +54,15 @@ class Cache:
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> list[Finding] | None:
+    def get(self, key: str) -> Entry | None:
         try:
             data = json.loads(self._path(key).read_text(encoding="utf-8"))
-            return [_finding(item) for item in data]
-        except (OSError, ValueError, KeyError, TypeError):
+            return Entry([_finding(item) for item in data["findings"]], dict(data["dependencies"]),
+                         {m: list(names) for m, names in data["importers"].items()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def put(self, key: str, findings: list[Finding]) -> None:
+    def put(self, key: str, entry: Entry) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +70,8 @@ class Cache:
                 (path.parent.parent.parent / ".gitignore").write_text("# created by torchcheck\n*\n")
             fd, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump([f.to_dict() for f in findings], handle)
+                json.dump({"findings": [f.to_dict() for f in entry.findings], "dependencies": entry.dependencies,
+                           "importers": entry.importers}, handle)
             os.replace(temp, path)
         except OSError:
             pass  # a read-only tree just runs uncached

@@ -31,7 +31,7 @@ class Report:
 
 class FileContext:
     def __init__(self, path: Path, display_path: str, source: str, module: cst.Module, module_name: str,
-                 project: Project, config: Config) -> None:
+                 project: Project, config: Config, analysis: FileAnalysis | None = None) -> None:
         self.path = path
         self.display_path = display_path
         self.source = source
@@ -39,12 +39,16 @@ class FileContext:
         self.module_name = module_name
         self.project = project
         self.config = config
-        self.imports = ImportTable(module, module_name)
+        self.imports = analysis.imports if analysis is not None else ImportTable(module, module_name)
         self.reports: list[Report] = []
         self.statements: list[cst.CSTNode] = []  # enclosing statements during traversal
         self.functions: list[cst.FunctionDef] = []
         self.classes: list[cst.ClassDef] = []
-        self._analysis: FileAnalysis | None = None
+        self._analysis = analysis
+
+    @property
+    def has_analysis(self) -> bool:
+        return self._analysis is not None
 
     @property
     def analysis(self) -> FileAnalysis:

@@ -38,6 +38,8 @@ class FileResult:
     findings: list[Finding] = field(default_factory=list)
     source: str | None = None
     error: bool = False  # the file could not be read or parsed, or a rule crashed
+    # The modules whose content the findings read, and those whose importers they read (cache keys)
+    dependencies: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 
 @dataclass
@@ -139,9 +141,9 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
             return _error_result(shown, "syntax-error", f"Cannot parse file: {type(exc).__name__}: {exc}")
         return FileResult(shown)
     name = name or module_name(path, path.parent)
-    project.begin(name, source_bytes)
+    held = project.begin(name, source_bytes)
     try:
-        result = _lint_tree(source_bytes, text, path, shown, name, config, active, project)
+        result = _lint_tree(source_bytes, text, path, shown, name, config, active, project, held)
     finally:
         project.end()
     if not result.findings:
@@ -150,15 +152,15 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
 
 
 def _lint_tree(source_bytes: bytes, text: str, path: Path, shown: str, name: str, config: Config,
-               active: list[type[Rule]], project: Project) -> FileResult:
+               active: list[type[Rule]], project: Project, held) -> FileResult:
     try:
-        module = cst.parse_module(source_bytes)
+        module = held.module if held is not None else cst.parse_module(source_bytes)
     except cst.ParserSyntaxError as exc:
         return _error_result(shown, "syntax-error", f"Cannot parse file: {exc.message}", exc.raw_line,
                              exc.raw_column + 1)
     except (RecursionError, ValueError, MemoryError) as exc:
         return _error_result(shown, "syntax-error", f"Cannot parse file: {type(exc).__name__}: {exc}")
-    ctx = FileContext(path, shown, text, module, name, project, config)
+    ctx = FileContext(path, shown, text, module, name, project, config, held)
     result = FileResult(shown, source=text)
     failed: dict[type[Rule], str] = {}
     visitors = [rule(ctx) for rule in active]
@@ -171,6 +173,9 @@ def _lint_tree(source_bytes: bytes, text: str, path: Path, shown: str, name: str
         result.findings.append(Finding("TC002", "internal-error",
                                        f"Rule {getattr(rule_class, 'name', 'engine')} crashed on this file: {trace}",
                                        shown, 1, 1, 1, 1, registry.resolve_rule("internal-error").severity))
+    if ctx.has_analysis:
+        modules, importer_sets = project.dependencies(ctx.analysis)
+        result.dependencies = (frozenset(modules - {name}), frozenset(importer_sets))
     reports = [r for r in ctx.reports if type(r.rule) not in failed]
     if reports:
         result.findings.extend(_findings(ctx, reports, text))
@@ -274,7 +279,7 @@ def _related_location(ctx: FileContext, positions, node, message: str) -> Relate
     if node in positions:
         path, span = ctx.display_path, positions[node]
     else:
-        found = ctx.project.locate(node, exclude=ctx.module_name)
+        found = ctx.project.locate(node, ctx.analysis)
         if found is None:
             return None
         path, span = display_path(found[0]), found[1]
@@ -363,7 +368,7 @@ def _lint_in_worker(path: Path) -> FileResult:
 
 def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache_root: Path | None = None,
                progress: bool = False) -> LintResult:
-    """Lint files and folders. With `cache_root`, unchanged files (and unchanged neighbours) are
+    """Lint files and folders. With `cache_root`, unchanged files (whose dependencies are unchanged) are
     answered from `.torchcheck_cache/` there."""
     rules = registry.selected_rules(config)
     files, missing = discover(paths, config)
@@ -374,15 +379,18 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     keys: dict[Path, str] = {}
     cache = None
     if cache_root is not None and files:
-        from torchcheck.cache import Cache, content_hashes, dependency_keys
+        from torchcheck.cache import Cache, content_hashes, entry_key
 
         cache = Cache(cache_root)
         fingerprint = config.fingerprint() + repr(sorted(r.code for r in rules))
-        keys = dependency_keys(files, content_hashes(files), project, fingerprint)
+        hashes = content_hashes(files)
+        module_hashes = {name: hashes[path] for name, path in modules.items()}
+        keys = {file: entry_key(file, hashes[file], fingerprint) for file in files}
         for file in files:
-            cached = cache.get(keys[file])
-            if cached is not None:
-                results[file] = FileResult(display_path(file), cached, error=any(f.code in ERROR_CODES for f in cached))
+            entry = cache.get(keys[file])
+            if entry is not None and entry.is_current(module_hashes, project):
+                results[file] = FileResult(display_path(file), entry.findings,
+                                           error=any(f.code in ERROR_CODES for f in entry.findings))
     todo = [f for f in files if f not in results]
     jobs = jobs or os.cpu_count() or 1
     with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance, _fewer_collections():
@@ -397,10 +405,14 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                 results[file] = lint_file(file, config, rules, project, names.get(file))
                 advance()
     if cache is not None:
+        from torchcheck.cache import Entry
+
         for file in todo:
             result = results[file]
             if not any(f.code == "TC003" for f in result.findings):  # unreadable now may be readable later
-                cache.put(keys[file], result.findings)
+                modules, importer_sets = result.dependencies
+                cache.put(keys[file], Entry(result.findings, {m: module_hashes.get(m, "") for m in sorted(modules)},
+                                            {m: sorted(project.importers_of_module(m)) for m in sorted(importer_sets)}))
     for file, result in results.items():  # sources for the report's excerpts, read only where needed
         if result.findings and result.source is None:
             try:

@@ -17,7 +17,7 @@ _NOT_CODE = frozenset({"lpar", "rpar", "leading_lines", "lines_after_decorators"
 _FIRST = {"FunctionDef": ("decorators", "name", "params", "returns"), "ClassDef": ("decorators", "name", "bases", "keywords")}
 
 
-def _all_subclasses(cls: type) -> set[type]:
+def all_subclasses(cls: type) -> set[type]:
     found = set()
     stack = [cls]
     while stack:
@@ -28,8 +28,8 @@ def _all_subclasses(cls: type) -> set[type]:
     return found
 
 
-NODE_TYPES = frozenset(_all_subclasses(cst.CSTNode))
-STATEMENT_TYPES = frozenset(_all_subclasses(cst.BaseSmallStatement) | _all_subclasses(cst.BaseCompoundStatement))
+NODE_TYPES = frozenset(all_subclasses(cst.CSTNode))
+STATEMENT_TYPES = frozenset(all_subclasses(cst.BaseSmallStatement) | all_subclasses(cst.BaseCompoundStatement))
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 

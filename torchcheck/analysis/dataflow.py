@@ -58,10 +58,15 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.module_calls: dict[FunctionInfo, list[tuple[cst.Call, FunctionInfo | None]]] = {}  # forward -> `m(x)`
         self.module_env: dict[str, Value] = {}
         self._evaluated = False
+        self._module_env_state: str | None = None  # None, "running" or "done"
         self._in_progress: set = set()
         self._summaries: dict = {}
         self._entry_grad: dict[FunctionInfo, str] = {}
         self._bound_used: dict[FunctionInfo, dict[str, Value]] = {}
+        # Modules whose content this analysis's answers read, and modules whose importers it asked
+        # about: what a linted file's cached findings depend on.
+        self.consulted: set[str] = set()
+        self.importer_sets: set[str] = set()
 
     # -- index ---------------------------------------------------------------------------------
     def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None) -> None:
@@ -89,32 +94,44 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         if isinstance(expr, cst.Name) and expr.value in self.classes:
             return self.classes[expr.value]
         qualname = self.imports.qualname(expr)
-        return self.project.find_class(qualname) if qualname else None
+        return self.project.find_class(qualname, self) if qualname else None
 
     def resolve_function(self, expr: cst.CSTNode) -> FunctionInfo | None:
         if isinstance(expr, cst.Name) and expr.value in self.functions:
             return self.functions[expr.value]
         qualname = self.imports.qualname(expr)
-        return self.project.find_function(qualname) if qualname else None
+        return self.project.find_function(qualname, self) if qualname else None
 
     # -- evaluation ----------------------------------------------------------------------------
+    def ensure_module_env(self) -> None:
+        """Evaluate the module body, once: what its functions see of module-level names."""
+        if self._module_env_state == "running":
+            self.project.memo.recursion_cut()  # a call made by the module body itself sees it unfinished
+        if self._module_env_state is not None:
+            return
+        self._module_env_state = "running"
+        with self.project.memo.isolated():
+            frame = Frame(self, None, record=True)
+            frame.run()
+        self.module_env = frame.env
+        self._module_env_state = "done"
+
     def ensure_evaluated(self) -> None:
         if self._evaluated:
             return
         self._evaluated = True
-        frame = Frame(self, None, record=True)
-        frame.run()
-        self.module_env = frame.env
-        for info in self._callers_first():
-            self.evaluate_standalone(info)
-        # A function whose callers could not be told by name (a forward, run by calling its module) was
-        # evaluated before them: once more, with what they pass.
-        for info in self.all_functions:
-            if self.bound_params(info) != self._bound_used.get(info):
-                self._summaries.pop(("standalone", info))
-                for sites in (*self.call_sites.values(), *self.module_calls.values()):
-                    sites[:] = [site for site in sites if site[1] is not info]
+        with self.project.memo.isolated():
+            self.ensure_module_env()
+            for info in self._callers_first():
                 self.evaluate_standalone(info)
+            # A function whose callers could not be told by name (a forward, run by calling its module) was
+            # evaluated before them: once more, with what they pass.
+            for info in self.all_functions:
+                if self.bound_params(info) != self._bound_used.get(info):
+                    self._summaries.pop(("standalone", info))
+                    for sites in (*self.call_sites.values(), *self.module_calls.values()):
+                        sites[:] = [site for site in sites if site[1] is not info]
+                    self.evaluate_standalone(info)
 
     def _callers_first(self) -> list[FunctionInfo]:
         """All functions, each after the functions that (by name) call it, so that a function's call
@@ -263,14 +280,12 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         return instance.with_(keys=tuple(assigned), items=tuple(assigned.values()))
 
     def _summary(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
+        if caller.depth >= MAX_CALL_DEPTH:
+            self.project.memo.depth_cut()
+            return UNKNOWN, {}
         key = (info, bound, tuple(args), tuple(sorted(kwargs.items())), caller.grad)
-        if key not in self._summaries:
-            if key in self._in_progress or caller.depth >= MAX_CALL_DEPTH:
-                return UNKNOWN, {}
-            self._in_progress.add(key)
-            self._summaries[key] = self._run_call(info, args, kwargs, bound, caller)
-            self._in_progress.discard(key)
-        return self._summaries[key]
+        return self.project.memo.get(self._summaries, key, caller.depth,
+                                     lambda: self._run_call(info, args, kwargs, bound, caller), (UNKNOWN, {}))
 
     def _run_call(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
         """(the return value, the attributes of the bound object the call assigned)."""

@@ -27,11 +27,14 @@ from torchcheck.analysis.values import (
     dict_item,
     join,
 )
+from torchcheck.walk import all_subclasses, children
 
 if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
 
 MAX_CALL_DEPTH = 4
+EXPRESSION_TYPES = frozenset(all_subclasses(cst.BaseExpression))
+BLOCK_TYPES = frozenset(all_subclasses(cst.BaseStatement) | all_subclasses(cst.BaseSuite))
 
 
 class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSemantics):
@@ -47,6 +50,8 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         self.siblings: dict[str, tuple[str, ...]] = {}  # names unpacked together from one call's result
         self.returned = False  # the path being evaluated has returned: what follows is not on it
         self.modes: dict[str, frozenset] = {}
+        if func is not None:
+            analysis.ensure_module_env()
         if grad is not None:
             self.grad = grad
         elif func is None:
@@ -73,7 +78,8 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
             self.exec(stmt)
 
     def exec(self, stmt: cst.CSTNode) -> None:
-        if isinstance(stmt, cst.Assign):
+        kind = type(stmt)  # libcst's classes are ABCs: isinstance() is slow on this hot path
+        if kind is cst.Assign:
             value = self.eval(stmt.value)
             for target in stmt.targets:
                 self.bind(target.target, value)
@@ -81,52 +87,52 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
                 if isinstance(target.target, cst.Tuple) and isinstance(stmt.value, cst.Call):
                     names = tuple(n for n in (dotted_name(e.value) for e in target.target.elements) if n)
                     self.siblings.update(dict.fromkeys(names, names))
-        elif isinstance(stmt, cst.AnnAssign):
+        elif kind is cst.AnnAssign:
             if stmt.value is not None:
                 self.bind(stmt.target, self.eval(stmt.value))
-        elif isinstance(stmt, cst.AugAssign):
+        elif kind is cst.AugAssign:
             current = self.eval(stmt.target)
             self.bind(stmt.target, self.binop(current, self.eval(stmt.value), stmt.operator))
-        elif isinstance(stmt, cst.Expr):
+        elif kind is cst.Expr:
             self.eval(stmt.value)
             if isinstance(stmt.value, cst.Call):
                 self.note_backward(stmt.value)
-        elif isinstance(stmt, cst.Return):
+        elif kind is cst.Return:
             self.returns.append(self.eval(stmt.value) if stmt.value is not None else UNKNOWN)
             self.returned = True
-        elif isinstance(stmt, cst.If):
+        elif kind is cst.If:
             self.eval(stmt.test)
             taken = None if self.record else if_taken(self, stmt.test)
             if taken is None:
                 self.exec_branches(child_blocks(stmt), exhaustive=stmt.orelse is not None)
             elif taken or stmt.orelse is not None:
                 self.exec_block(child_blocks(stmt)[0 if taken else 1])
-        elif isinstance(stmt, cst.Match):
+        elif kind is cst.Match:
             case = None if self.record else case_taken(self, stmt)
             if case is None:
                 self.exec_branches(child_blocks(stmt), exhaustive=False)
             else:
                 self.exec_block(case.body)
-        elif isinstance(stmt, cst.Try) or type(stmt).__name__ == "TryStar":
+        elif kind is cst.Try or kind.__name__ == "TryStar":
             self.exec_branches(child_blocks(stmt), exhaustive=False)
-        elif isinstance(stmt, cst.For):
+        elif kind is cst.For:
             self.exec_for(stmt)
-        elif isinstance(stmt, cst.While):
+        elif kind is cst.While:
             self.eval(stmt.test)
             for block in child_blocks(stmt):
                 self.exec_block(block)
             self.returned = False  # the loop may not have run
-        elif isinstance(stmt, cst.With):
+        elif kind is cst.With:
             self.exec_with(stmt)
-        elif isinstance(stmt, cst.FunctionDef):
+        elif kind is cst.FunctionDef:
             info = self.fa.function_of_node.get(stmt)
             self.env[stmt.name.value] = Value(kind="function", info=info)
-        elif isinstance(stmt, cst.ClassDef) and self.func is not None:  # a class defined inside a function
+        elif kind is cst.ClassDef and self.func is not None:  # a class defined inside a function
             cls = self.fa.class_of_node[stmt]
             self.env[stmt.name.value] = Value(kind="class", qualname=cls.key, info=cls)
-        elif isinstance(stmt, cst.Assert):
+        elif kind is cst.Assert:
             self.eval(stmt.test)
-        elif isinstance(stmt, cst.Del):
+        elif kind is cst.Del:
             pass
 
     def exec_branches(self, blocks, exhaustive: bool) -> None:
@@ -229,40 +235,41 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         return value
 
     def _eval(self, node: cst.CSTNode) -> Value:
-        if isinstance(node, cst.Name):
+        kind = type(node)  # as in exec()
+        if kind is cst.Name:
             return self.lookup(node)
-        if isinstance(node, cst.Attribute):
+        if kind is cst.Attribute:
             return self.attribute(node)
-        if isinstance(node, cst.Call):
+        if kind is cst.Call:
             return self.call(node)
-        if isinstance(node, (cst.Integer, cst.Float, cst.Imaginary)):
+        if kind in (cst.Integer, cst.Float, cst.Imaginary):
             return NUMBER
-        if isinstance(node, cst.SimpleString):
+        if kind is cst.SimpleString:
             text = string_value(node)
             return Value(kind="str", text=text if isinstance(text, str) else None)
-        if isinstance(node, (cst.ConcatenatedString, cst.FormattedString)):
+        if kind in (cst.ConcatenatedString, cst.FormattedString):
             return Value(kind="str")
-        if isinstance(node, cst.Dict):
+        if kind is cst.Dict:
             return self.dict_display(node)
-        if isinstance(node, (cst.Tuple, cst.List)):
+        if kind in (cst.Tuple, cst.List):
             items = []
             for element in node.elements:
                 item = self.eval(element.value)
                 items.append(UNKNOWN if isinstance(element, cst.StarredElement) else item)
             return Value(kind="tuple", items=tuple(items))
-        if isinstance(node, cst.BinaryOperation):
+        if kind is cst.BinaryOperation:
             return self.binop(self.eval(node.left), self.eval(node.right), node.operator)
-        if isinstance(node, cst.UnaryOperation):
+        if kind is cst.UnaryOperation:
             inner = self.eval(node.expression)
             return inner.with_(activation=None, origin=None) if inner.is_tensor else inner
-        if isinstance(node, cst.Subscript):
+        if kind is cst.Subscript:
             return self.subscript(node)
-        if isinstance(node, cst.IfExp):
+        if kind is cst.IfExp:
             self.eval(node.test)
             return join(self.eval(node.body), self.eval(node.orelse))
-        if isinstance(node, cst.Await):
+        if kind is cst.Await:
             return self.eval(node.expression)
-        if isinstance(node, cst.Lambda):
+        if kind is cst.Lambda:
             self.eval_lambda(node)
         else:
             self.eval_children(node)  # comprehensions, comparisons, f-strings...: record the calls inside
@@ -276,10 +283,11 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         self.env = saved
 
     def eval_children(self, node: cst.CSTNode) -> None:
-        for child in node.children:
-            if isinstance(child, cst.BaseExpression):
+        for child in children(node):
+            kind = type(child)
+            if kind in EXPRESSION_TYPES:
                 self.eval(child)
-            elif not isinstance(child, (cst.BaseStatement, cst.BaseSuite)):
+            elif kind not in BLOCK_TYPES:
                 self.eval_children(child)
 
     def lookup(self, node: cst.Name) -> Value:
@@ -302,10 +310,10 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         qualname = self.fa.imports.qualname(node)
         if qualname is None:
             return UNKNOWN
-        info = self.fa.project.find_class(qualname)
+        info = self.fa.project.find_class(qualname, self.fa)
         if info is not None:
             return Value(kind="class", qualname=info.key, info=info)
-        function = self.fa.project.find_function(qualname)
+        function = self.fa.project.find_function(qualname, self.fa)
         if function is not None:
             return Value(kind="function", info=function)
         return Value(kind="ref", qualname=qualname)

@@ -2,8 +2,8 @@
 `train.py`. Other files are parsed only when a question reaches them."""
 from __future__ import annotations
 
+import hashlib
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,9 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
 from torchcheck.analysis.imports import ImportTable
+from torchcheck.analysis.memo import SharedMemo
 from torchcheck.analysis.values import Value
+from torchcheck.walk import descendants
 
 
 def count_tokens(source: bytes) -> int:
@@ -36,11 +38,11 @@ _IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^
                           re.MULTILINE)
 _TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MULTILINE)
 _TOKEN = re.compile(rb"\w+|[^\w\s]")
-# libcst needs 1-3.5 KB of memory per token of source (measured on torch's own files, up to 0.7 GB for
-# one file). The trees alive at once, the linted file's, its neighbours' and the cached ones', are
-# kept under this many tokens.
-TREE_TOKENS = 150_000
+# A run keeps the analyses it built, about 0.3 KB of memory per token of source, until they pass
+# this many tokens; they are then dropped together, between two linted files.
+HELD_TOKENS = 2_000_000
 MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
+MAX_REEXPORT_HOPS = 4  # `from .models import Net` in a package's __init__, and chains of them
 
 
 @dataclass(frozen=True)
@@ -57,54 +59,88 @@ _MODE_WORDS = (("dropout", "dropout"), ("batch_norm", "batchnorm"), ("instance_n
 
 
 class Project:
-    """The linted tree. Cross-file questions asked while linting a file go one hop: to the files it
-    imports and the files that import it, the same files its cache key covers. Their analyses are
-    built fresh for each linted file (so a file's findings never depend on which files were linted
-    before it in the same process); only their parsed trees are kept, in a small LRU."""
+    """The linted tree. A module's analysis is built the first time a question reaches it and then
+    answers every linted file of the run, so each file is parsed and analysed about once per process.
+    Its memoised answers are pure functions of the tree (see `memo`), so findings never depend on
+    which files were linted before, in which order, or in how many processes."""
 
     def __init__(self, files: dict[str, Path] | None = None) -> None:
         # dotted module name -> file, for every file being linted
         self.files: dict[str, Path] = dict(files or {})
+        self.memo = SharedMemo()
         self._outlines: dict[str, Outline] = {}
         self._importers: dict[str, set[str]] | None = None
         self._by_suffix: dict[str, str] | None = None
         self._tokens: dict[str, int] = {}
-        self._trees: OrderedDict[str, tuple[cst.Module, ImportTable] | None] = OrderedDict()  # LRU
-        self._in_use: set[str] = set()  # trees the linted file's questions have reached
-        self._room = TREE_TOKENS  # tokens its questions may still parse
         self._analyses: dict[str, FileAnalysis | None] = {}
-        self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}  # resolved for findings' evidence only
-        self._reachable: set[str] = set()
+        self._digests: dict[str, str] = {}  # the content each held analysis was built from
+        self._held = 0  # tokens of the held analyses
+        self._current: tuple[str, str] | None = None  # the linted file and its content digest
+        # resolved for findings' evidence only
+        self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}
+        self._node_ids: dict[str, set[int]] = {}
         self._mode_effects: dict[ClassInfo, tuple[frozenset, bool]] = {}
 
     # -- one linted file -----------------------------------------------------------------------
-    def begin(self, name: str, source: bytes) -> None:
-        """Start linting `name`, before its tree is parsed: only it and its neighbours can answer
-        cross-file questions, and cached trees make room for its own."""
-        self._analyses = {}
-        self._positions = {}
-        self._reachable = {name} | self.neighbours(name)
-        self._mode_effects = {}
-        self._in_use = set()
-        self._room = TREE_TOKENS - count_tokens(source)
-        self._evict()
+    def begin(self, name: str, source: bytes) -> FileAnalysis | None:
+        """Start linting `name`; the analysis already built from this very content, if any."""
+        self.memo.begin_file()
+        digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+        self._current = (name, digest)
+        if self._digests.get(name) == digest and self._analyses.get(name) is not None:
+            return self._analyses[name]
+        if self._held + count_tokens(source) > HELD_TOKENS:
+            self._drop_all()
+        return None
 
     def register(self, name: str, analysis: FileAnalysis) -> None:
+        """The linted file's own analysis answers the files linted after it."""
+        if self._current is None or self._current[0] != name:
+            return
+        if name not in self._analyses:
+            self._held += self.tokens(name) if name in self.files else 0
         self._analyses[name] = analysis
+        self._digests[name] = self._current[1]
+        self._positions.pop(name, None)
+        self._node_ids.pop(name, None)
 
     def end(self) -> None:
-        self._analyses = {}
-        self._positions = {}
-        self._reachable = set()
-        self._mode_effects = {}
-        self._in_use = set()
+        self._current = None
 
-    def locate(self, node: cst.CSTNode, exclude: str) -> tuple[Path, CodeRange] | None:
-        """The file and span of a node of a module other than `exclude` that the linted file's
-        questions reached; None if none of them holds it. A module's positions are resolved the
-        first time a finding cites one of its nodes."""
-        for name, analysis in self._analyses.items():
-            if analysis is None or name == exclude or name not in self.files:
+    def _drop_all(self) -> None:
+        self._analyses, self._digests, self._positions, self._node_ids, self._mode_effects = {}, {}, {}, {}, {}
+        self._held = 0
+
+    def dependencies(self, analysis: FileAnalysis) -> tuple[set[str], set[str]]:
+        """The modules whose content a file's findings read (through the analyses its questions
+        reached, and theirs), and the modules whose sets of importers they read."""
+        modules: set[str] = set()
+        importer_sets: set[str] = set()
+        todo = [analysis]
+        seen = {id(analysis)}
+        while todo:
+            current = todo.pop()
+            importer_sets |= current.importer_sets
+            for name in current.consulted:
+                modules.add(name)
+                other = self._analyses.get(name)
+                if other is not None and id(other) not in seen:
+                    seen.add(id(other))
+                    todo.append(other)
+        return modules, importer_sets
+
+    def locate(self, node: cst.CSTNode, linted: FileAnalysis) -> tuple[Path, CodeRange] | None:
+        """The file and span of a node of another module that the linted file's questions reached;
+        None if none of them holds it. A module's positions are resolved the first time a finding
+        cites one of its nodes."""
+        modules, _ = self.dependencies(linted)
+        for name in sorted(modules):
+            analysis = self._analyses.get(name)
+            if analysis is None or analysis is linted or name not in self.files:
+                continue
+            if name not in self._node_ids:
+                self._node_ids[name] = {id(n) for n in descendants(analysis.module)}
+            if id(node) not in self._node_ids[name]:
                 continue
             if name not in self._positions:
                 wrapper = MetadataWrapper(analysis.module, unsafe_skip_copy=True)
@@ -176,30 +212,16 @@ class Project:
     # -- cross-file questions ------------------------------------------------------------------
     def _analysis(self, name: str) -> FileAnalysis | None:
         if name not in self._analyses:
-            tree = self._tree(name)
-            self._analyses[name] = FileAnalysis(tree[0], tree[1], self, name) if tree is not None else None
+            try:
+                source = self.files[name].read_bytes()
+                module = cst.parse_module(source)
+            except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
+                self._analyses[name] = None
+                return None
+            self._held += self.tokens(name)
+            self._digests[name] = hashlib.blake2b(source, digest_size=16).hexdigest()
+            self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name)
         return self._analyses[name]
-
-    def _tree(self, name: str) -> tuple[cst.Module, ImportTable] | None:
-        """A neighbour's tree, if the linted file's questions have room left for it. Whether they do
-        depends only on the files involved, never on what was linted before: findings stay the same
-        in any order and any number of processes."""
-        cost = self.tokens(name)
-        if cost > self._room:
-            return None
-        self._room -= cost
-        self._in_use.add(name)
-        if name in self._trees:
-            self._trees.move_to_end(name)
-            return self._trees[name]
-        self._evict()
-        try:
-            module = cst.parse_module(self.files[name].read_bytes())
-        except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
-            self._trees[name] = None
-            return None
-        tree = self._trees[name] = (module, ImportTable(module, name))
-        return tree
 
     def tokens(self, name: str) -> int:
         if name not in self._tokens:
@@ -209,20 +231,12 @@ class Project:
                 self._tokens[name] = 0
         return self._tokens[name]
 
-    def _evict(self) -> None:
-        """Drop least recently used trees, outside the linted file's, until the cached ones fit in
-        the room its questions have left."""
-        for name in list(self._trees):
-            if sum(self.tokens(n) for n in self._trees if n not in self._in_use) <= max(self._room, 0):
-                break
-            if name not in self._in_use:
-                del self._trees[name]
-
     def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
-        """The neighbours that import `module` and mention `name`, found from their import lines
-        before anything is parsed; None if more than MAX_IMPORTERS do."""
+        """The files that import `module` and mention `name`, found from their import lines before
+        anything is parsed; None if more than MAX_IMPORTERS do."""
+        exclude.importer_sets.add(module)
         candidates = []
-        for other in sorted(self.importers_of_module(module) & self._reachable):
+        for other in sorted(self.importers_of_module(module)):
             try:
                 if name.encode() in self.files[other].read_bytes():
                     candidates.append(other)
@@ -230,6 +244,7 @@ class Project:
                 continue
         if len(candidates) > MAX_IMPORTERS:
             return None
+        exclude.consulted.update(candidates)
         found = []
         for other in candidates:
             analysis = self._analysis(other)
@@ -237,23 +252,32 @@ class Project:
                 found.append(analysis)
         return found
 
-    def _split(self, qualname: str):
-        dotted, _, name = qualname.rpartition(".")
-        if not dotted or qualname.startswith(("torch.", "torchvision.")):
-            return None, name
-        module = dotted if dotted in self._analyses else self.resolve(dotted)
-        if module is None or module not in self._reachable:
-            return None, name
-        if module not in self._analyses and name not in self.outline(module).defined:
-            return None, name  # a constant or a re-export: nothing to parse the file for
-        return self._analysis(module), name
+    def _split(self, qualname: str, asker: FileAnalysis | None):
+        """The analysis of the module that defines `qualname`, following re-exports (`from .models
+        import Net` in a package's `__init__`), and the name there."""
+        for _ in range(MAX_REEXPORT_HOPS):
+            dotted, _, name = qualname.rpartition(".")
+            if not dotted or qualname.startswith(("torch.", "torchvision.")):
+                return None, name
+            module = self.resolve(dotted)
+            if module is None:
+                return None, name
+            if asker is not None:
+                asker.consulted.add(module)
+            if name in self.outline(module).defined:
+                return self._analysis(module), name
+            sources = sorted(d for d in self.outline(module).imported if d.rpartition(".")[2] == name and d != qualname)
+            if len(sources) != 1:
+                return None, name  # a constant, an alias, or nothing to tell which
+            qualname = sources[0]
+        return None, qualname.rpartition(".")[2]
 
-    def find_class(self, qualname: str) -> ClassInfo | None:
-        analysis, name = self._split(qualname)
+    def find_class(self, qualname: str, asker: FileAnalysis | None = None) -> ClassInfo | None:
+        analysis, name = self._split(qualname, asker)
         return analysis.classes.get(name) if analysis is not None else None
 
-    def find_function(self, qualname: str) -> FunctionInfo | None:
-        analysis, name = self._split(qualname)
+    def find_function(self, qualname: str, asker: FileAnalysis | None = None) -> FunctionInfo | None:
+        analysis, name = self._split(qualname, asker)
         return analysis.functions.get(name) if analysis is not None else None
 
     def mode_effects(self, cls: ClassInfo) -> tuple[frozenset, bool]:
@@ -288,9 +312,5 @@ class Project:
         if value.kind == "layer":
             return frozenset(), (value.qualname or "").startswith("torch.nn.")
         return frozenset(), value.kind in ("number", "str", "criterion", "tensor", "optimizer", "tuple")
-        if value.kind == "tuple":
-            verdicts = [self._value_mode_dependent(i) for i in value.items]
-            return True if any(verdicts) else (None if None in verdicts else False)
-        if value.kind in ("number", "str", "criterion", "tensor", "optimizer"):
-            return False
-        return None
+
+    # -- the import graph, used by the cache --------------------------------------------------

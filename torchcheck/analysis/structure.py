@@ -148,20 +148,21 @@ class ClassInfo:
             from torchcheck.analysis.frame import MAX_CALL_DEPTH, Frame
 
             self._attrs = {}
-            merged: dict[str, Value] = {}
-            for base in reversed(self.base_classes()):
-                merged.update(base.attrs())
-            body = Frame(self.analysis, None, record=False, depth=MAX_CALL_DEPTH - 1)
-            for stmt in iter_statements(self.node.body):
-                if isinstance(stmt, (cst.Assign, cst.AnnAssign)):
-                    body.exec(stmt)
-            merged.update({k: v for k, v in body.env.items() if "." not in k})
-            init = self.methods.get("__init__")
-            if init is not None:
-                frame = Frame(self.analysis, init, record=False, depth=MAX_CALL_DEPTH - 1)
-                frame.env["self"] = Value(kind="instance", info=self)
-                frame.run()
-                merged.update({k[5:]: v for k, v in frame.env.items() if k.startswith("self.")})
+            with self.analysis.project.memo.isolated():  # kept on the class: no enclosing evaluation may cut it
+                merged: dict[str, Value] = {}
+                for base in reversed(self.base_classes()):
+                    merged.update(base.attrs())
+                body = Frame(self.analysis, None, record=False, depth=MAX_CALL_DEPTH - 1)
+                for stmt in iter_statements(self.node.body):
+                    if isinstance(stmt, (cst.Assign, cst.AnnAssign)):
+                        body.exec(stmt)
+                merged.update({k: v for k, v in body.env.items() if "." not in k})
+                init = self.methods.get("__init__")
+                if init is not None:
+                    frame = Frame(self.analysis, init, record=False, depth=MAX_CALL_DEPTH - 1)
+                    frame.env["self"] = Value(kind="instance", info=self)
+                    frame.run()
+                    merged.update({k[5:]: v for k, v in frame.env.items() if k.startswith("self.")})
             self._attrs = merged
         return self._attrs
 
