@@ -54,9 +54,14 @@ class LintResult:
 
 
 # -- discovery -----------------------------------------------------------------------------------
+PYTHON_SUFFIXES = (".py", ".pyi")
+LINTED_SUFFIXES = (*PYTHON_SUFFIXES, ".ipynb")
+
+
 def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileResult]]:
-    """Python files under `paths` (explicit files always, directories recursively, minus excludes),
-    plus a result for each path that does not exist."""
+    """Python files and notebooks under `paths` (explicit files always, directories recursively,
+    minus excludes), plus an error result for each path that does not exist and each file named
+    that torchcheck does not read."""
     found: list[Path] = []
     missing: list[FileResult] = []
     seen: set = set()
@@ -65,7 +70,11 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
             missing.append(_error_result(str(path), "io-error", f"No such file or directory: {path}"))
             continue
         if path.is_file():
-            if path.resolve() not in seen:
+            if not _is_linted_file(path):
+                missing.append(_error_result(display_path(path), "io-error",
+                                             f"Not linted: `{path.name}` is not a Python file (.py, .pyi, or a script"
+                                             " with a python #! line) or a Jupyter notebook (.ipynb)"))
+            elif path.resolve() not in seen:
                 seen.add(path.resolve())
                 found.append(path)
             continue
@@ -74,11 +83,26 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
             dirnames[:] = sorted(d for d in dirnames if not is_excluded(rel / d, config))
             for filename in sorted(filenames):
                 file = Path(directory) / filename
-                if filename.endswith((".py", ".pyi")) and not is_excluded(rel / filename, config):
+                if filename.lower().endswith(LINTED_SUFFIXES) and not is_excluded(rel / filename, config):
                     if file.resolve() not in seen:
                         seen.add(file.resolve())
                         found.append(file)
     return found, missing
+
+
+def _is_linted_file(path: Path) -> bool:
+    """A file named on the command line is linted if it is Python or a notebook by its suffix, or a
+    suffix-less script whose #! line runs python."""
+    if path.suffix.lower() in LINTED_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(200)
+    except OSError:
+        return True  # let reading it report why it cannot be read
+    return first.startswith(b"#!") and b"python" in first
 
 
 def display_path(path: Path) -> str:
@@ -89,9 +113,12 @@ def display_path(path: Path) -> str:
 
 
 def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
+    """The Python modules of the linted tree by dotted name (notebooks are not importable)."""
     roots = [p if p.is_dir() else p.parent for p in paths if p.exists()]
     modules: dict[str, Path] = {}
     for file in files:
+        if file.suffix.lower() == ".ipynb":
+            continue
         root = next((r for r in roots if _is_under(file, r)), file.parent)
         modules[module_name(file, root)] = file
     return modules
@@ -310,6 +337,18 @@ def _suppressed(lines: list[str], line_numbers: set[int], rule: type[Rule] | Rul
 
 
 # -- many files ----------------------------------------------------------------------------------
+def lint_document(data: bytes, path: Path, config: Config, rules: list[type[Rule]], project: Project,
+                  name: str | None = None, shown: str | None = None) -> FileResult:
+    """A Python file's or a notebook's findings, from its bytes."""
+    shown = shown or display_path(path)
+    if path.suffix.lower() == ".ipynb":
+        from torchcheck.notebook import lint_notebook  # nbformat is imported only for notebooks
+
+
+        return lint_notebook(data, path, config, rules, project, shown)
+    return lint_source(data, path, config, rules, project, name, shown)
+
+
 def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Project, name: str | None = None) -> FileResult:
     shown = display_path(path)
     try:
@@ -326,7 +365,7 @@ def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Proj
     except OSError as exc:
         return _error_result(shown, "io-error", f"Cannot read file: {exc.strerror or exc}")
     try:
-        return lint_source(data, path, config, rules, project, name, shown)
+        return lint_document(data, path, config, rules, project, name, shown)
     except Exception as exc:  # last resort: never lose the other files
         return _error_result(shown, "internal-error", f"torchcheck crashed on this file: {type(exc).__name__}: {exc}")
 
