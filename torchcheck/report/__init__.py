@@ -17,7 +17,7 @@ class Summary:
     findings: list[Finding]
     sources: dict = field(default_factory=dict)  # source_key -> text, for the source excerpts
     fixed: int = 0
-    kind: str = "lint"  # lint | run
+    kind: str = "lint"  # lint | run | cell (runtime findings under a notebook cell)
 
 
 def source_key(where) -> str | tuple[str, int]:

@@ -82,6 +82,10 @@ def _note(related, source: str | None, console) -> None:
 
 def _summary_line(summary, console) -> None:
     findings = summary.findings
+    if summary.kind == "cell":  # the runtime harness in a notebook: findings shown under a cell
+        noun = "finding" if len(findings) == 1 else "findings"
+        console.print(Text(f"torchcheck: {len(findings)} {noun} while this cell ran.", style="bold"))
+        return
     if summary.fixed:
         console.print(Text(f"Fixed {summary.fixed} finding{'s' if summary.fixed != 1 else ''}.", style="bold green"))
     if not findings:
