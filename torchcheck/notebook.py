@@ -555,7 +555,7 @@ def write_sources(notebook: Notebook, sources: dict[int, str]) -> str:
     body_start = len(_BOM) if text.startswith(_BOM) else 0
     cells_span = _members(text, _skip(text, body_start))["cells"]
     spans = _items(text, cells_span[0])
-    ensure_ascii = text.isascii()
+    ensure_ascii = text[body_start:].isascii()  # a file written with non-ASCII escaped stays ASCII
     replacements = []
     for position, source in sources.items():
         start, end = _members(text, spans[position - 1][0])["source"]
