@@ -431,3 +431,14 @@ def test_the_linter_reads_notebooks_without_torch_or_ipython(tmp_path):
 def test_pre_commit_hooks_take_notebooks():
     hooks = (ROOT / ".pre-commit-hooks.yaml").read_text()
     assert hooks.count("types_or: [python, pyi, jupyter]") == 2
+
+
+def test_pytest_lints_each_notebook_as_one_item(pytester):
+    notebook(pytester.path, "import torch.nn.functional as F", "y = F.sigmoid(x)", name="lesson.ipynb")
+    notebook(pytester.path, "import torch", "y = torch.sigmoid(torch.zeros(1))", name="clean.ipynb")
+    (pytester.path / "broken.ipynb").write_text("{")
+    result = pytester.runpytest("--torchcheck", "-k", "torchcheck", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(["*TC405 `F.sigmoid` is deprecated*", "* --> lesson.ipynb:cell 3:1:5",
+                                 "*1 | y = F.sigmoid(x)"])
+    result.stdout.fnmatch_lines(["*TC003 Cannot read notebook: not valid JSON*"])
