@@ -442,3 +442,16 @@ def test_pytest_lints_each_notebook_as_one_item(pytester):
     result.stdout.fnmatch_lines(["*TC405 `F.sigmoid` is deprecated*", "* --> lesson.ipynb:cell 3:1:5",
                                  "*1 | y = F.sigmoid(x)"])
     result.stdout.fnmatch_lines(["*TC003 Cannot read notebook: not valid JSON*"])
+
+
+def test_max_file_size_measures_a_notebooks_code_not_its_outputs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pyproject.toml").write_text("[tool.torchcheck]\nmax-file-size = 0.01\n")
+    path = notebook(tmp_path, "import torch\nimport torch.nn.functional as F", "y = F.sigmoid(x)")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("display_data", data={"image/png": "A" * 50_000})]
+    nbformat.write(nb, path)
+    assert "nb.ipynb:cell 3:1:5: TC405" in run(capsys, "lint", "nb.ipynb", "--format", "concise", "--no-cache")[1]
+    nb.cells[2].source = "y = F.sigmoid(x)\n" + "# padding\n" * 2000
+    nbformat.write(nb, path)
+    assert "TC004 Skipped" in run(capsys, "lint", "nb.ipynb", "--format", "concise", "--no-cache")[1]

@@ -353,10 +353,8 @@ def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Proj
     shown = display_path(path)
     try:
         size = path.stat().st_size
-        if size > config.max_file_size * 1_000_000:
-            rule = registry.resolve_rule("file-too-large")
-            return FileResult(shown, [Finding(rule.code, rule.name, f"Skipped: {size / 1e6:.1f} MB is over max-file-size"
-                                              f" ({config.max_file_size:g} MB)", shown, 1, 1, 1, 1, rule.severity)])
+        if size > config.max_file_size * 1_000_000 and path.suffix.lower() != ".ipynb":  # a notebook's code is
+            return too_large(shown, size, config)  # measured without its outputs, once read
         data = path.read_bytes()
     except FileNotFoundError:
         return _error_result(shown, "io-error", "File disappeared while linting")
@@ -368,6 +366,12 @@ def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Proj
         return lint_document(data, path, config, rules, project, name, shown)
     except Exception as exc:  # last resort: never lose the other files
         return _error_result(shown, "internal-error", f"torchcheck crashed on this file: {type(exc).__name__}: {exc}")
+
+
+def too_large(shown: str, size: int, config: Config) -> FileResult:
+    rule = registry.resolve_rule("file-too-large")
+    return FileResult(shown, [Finding(rule.code, rule.name, f"Skipped: {size / 1e6:.1f} MB is over max-file-size"
+                                      f" ({config.max_file_size:g} MB)", shown, 1, 1, 1, 1, rule.severity)])
 
 
 _WORKER: dict = {}

@@ -457,13 +457,16 @@ def _line_column(text: str, offset: int) -> tuple[int, int]:
 # -- linting -------------------------------------------------------------------------------------
 def lint_notebook(data: bytes, path: Path, config, rules, project, shown: str):
     """A notebook's FileResult: its findings located in its cells."""
-    from torchcheck.engine import _error_result
+    from torchcheck.engine import _error_result, too_large
 
     try:
         notebook = read_notebook(data)
     except NotebookError as exc:
         return _error_result(shown, "io-error", str(exc))
     module = NotebookModule.build(notebook)
+    size = len(module.text.encode("utf-8"))
+    if size > config.max_file_size * 1_000_000:
+        return too_large(shown, size, config)
     result = lint_module(module, path, config, rules, project, shown)
     result.source = notebook.text if result.findings else None
     return result
