@@ -2,6 +2,7 @@
 line, IPython syntax, cells that are not Python, broken files, output formats, fixes written
 byte for byte into the changed cells only, files the linter does not read."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -423,7 +424,8 @@ def test_the_linter_reads_notebooks_without_torch_or_ipython(tmp_path):
     path = notebook(tmp_path, "%matplotlib inline\nimport torch.nn.functional as F", "y = F.sigmoid(x)")
     script = ("import sys\nsys.modules['torch'] = sys.modules['IPython'] = None\n"
               "from torchcheck.cli import main\nsys.exit(main(['lint', sys.argv[1], '--format', 'concise', '--no-cache']))")
-    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's torchcheck, from any folder
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stderr
     assert "nb.ipynb:cell 3:1:5: TC405" in done.stdout
 

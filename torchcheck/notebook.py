@@ -193,11 +193,8 @@ class CellCode:
     opaque: list[tuple[int, int]] = field(default_factory=list)  # (0-based line, line count) of IPython syntax
     column_shift: list[int] = field(default_factory=list)  # columns IPython's dedent of an indented cell took
     error: tuple[str, int, int] | None = None  # (message, line, column) when the cell is not Python
+    foreign: bool = False  # a cell magic of another language (%%bash, %%writefile, ...)
     start: int = 0  # the module line (1-based) of its first line
-
-    @property
-    def whole_cell_magic(self) -> bool:
-        return bool(self.opaque) and self.opaque[0] == (0, len(self.python_lines)) and len(self.python_lines) > 1
 
     @property
     def dedented(self) -> bool:
@@ -229,9 +226,10 @@ def to_python(cell: Cell) -> CellCode:
             code.opaque.extend((line + first + 1, count) for line, count in rest.opaque)
         else:  # a cell in another language (%%bash, %%writefile, %%html, ...): one opaque statement
             body = "".join(lines[first + 1:])
-            code.python_lines = ["\n"] * len(lines)
+            code.python_lines[first:] = ["\n"] * (len(lines) - first)
             code.python_lines[first] = f"get_ipython().run_cell_magic({name!r}, {args!r}, {body!r})\n"
-            code.opaque.append((0, len(lines)))
+            code.opaque.append((first, len(lines) - first))
+            code.foreign = True
         return code
     indent = lines[first][: len(lines[first]) - len(header)]
     if indent:  # IPython runs an indented cell dedented by its first line's indentation
@@ -403,7 +401,7 @@ class NotebookModule:
             if not inside:
                 return "it would change a cell boundary"
             code, start, _ = inside[0]
-            if code.error is not None or code.whole_cell_magic:
+            if code.error is not None or code.foreign:
                 return "the cell is not Python"
             if code.dedented:
                 return "the cell is indented as a whole"
