@@ -457,3 +457,16 @@ def test_max_file_size_measures_a_notebooks_code_not_its_outputs(tmp_path, capsy
     nb.cells[2].source = "y = F.sigmoid(x)\n" + "# padding\n" * 2000
     nbformat.write(nb, path)
     assert "TC004 Skipped" in run(capsys, "lint", "nb.ipynb", "--format", "concise", "--no-cache")[1]
+
+
+@pytest.mark.parametrize("written, rewritten", [
+    ('["a\\n", "b"]', '["x\\n", "y\\n", "z"]'),
+    ('[\n    "a\\n",\n    "b"\n   ]', '[\n    "x\\n",\n    "y\\n",\n    "z"\n   ]'),
+    ('[\n    "a"\n   ]', '[\n    "x\\n",\n    "y\\n",\n    "z"\n   ]'),
+    ('"a\\nb"', '"x\\ny\\nz"'),
+], ids=["compact", "jupyter", "one-line", "string"])
+def test_a_source_is_rewritten_in_the_form_it_was_written_in(written, rewritten):
+    from torchcheck.notebook import _encode_like
+
+    text = '{"source": ' + written + "}"
+    assert _encode_like(text, 11, len(text) - 1, "x\ny\nz", ensure_ascii=False) == rewritten

@@ -551,31 +551,34 @@ def _encode_like(text: str, start: int, end: int, source: str, ensure_ascii: boo
 
 def write_sources(notebook: Notebook, sources: dict[int, str]) -> str:
     """The notebook's text with the sources of the cells in `sources` (by position) replaced and
-    every other byte unchanged."""
+    every other byte unchanged; NotebookError if that cannot be done exactly."""
     text = notebook.text
     body_start = len(_BOM) if text.startswith(_BOM) else 0
-    cells_span = _members(text, _skip(text, body_start))["cells"]
-    spans = _items(text, cells_span[0])
     ensure_ascii = text[body_start:].isascii()  # a file written with non-ASCII escaped stays ASCII
-    replacements = []
-    for position, source in sources.items():
-        start, end = _members(text, spans[position - 1][0])["source"]
-        replacements.append((start, end, _encode_like(text, start, end, source, ensure_ascii)))
-    for start, end, value in sorted(replacements, reverse=True):
-        text = text[:start] + value + text[end:]
-    _check_written(notebook.text, text, sources, body_start)
+    try:
+        spans = _items(text, _members(text, _skip(text, body_start))["cells"][0])
+        replacements = []
+        for position, source in sources.items():
+            start, end = _members(text, spans[position - 1][0])["source"]
+            replacements.append((start, end, _encode_like(text, start, end, source, ensure_ascii)))
+        for start, end, value in sorted(replacements, reverse=True):
+            text = text[:start] + value + text[end:]
+        exact = _only_sources_changed(notebook.text[body_start:], text[body_start:], sources)
+    except (ValueError, KeyError, IndexError, TypeError):
+        exact = False
+    if not exact:
+        raise NotebookError("the cells' sources could not be rewritten without changing anything else")
     return text
 
 
-def _check_written(before: str, after: str, sources: dict[int, str], body_start: int) -> None:
-    expected = json.loads(before[body_start:])
+def _only_sources_changed(before: str, after: str, sources: dict[int, str]) -> bool:
+    expected = json.loads(before)
     for position, source in sources.items():
         expected["cells"][position - 1]["source"] = source
-    written = json.loads(after[body_start:])
+    written = json.loads(after)
     for position in sources:
         written["cells"][position - 1]["source"] = _joined(written["cells"][position - 1]["source"])
-    if written != expected:
-        raise AssertionError("rewriting the cells' sources changed something else")
+    return written == expected
 
 
 def fix_notebook(path: Path, config, rules, project, unsafe: bool):
