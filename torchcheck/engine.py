@@ -23,6 +23,8 @@ from torchcheck import registry
 from torchcheck.analysis.project import Project, module_name
 from torchcheck.config import Config, is_excluded
 from torchcheck.context import FileContext, Tracker
+from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
+from torchcheck.notebook import is_notebook, lint_notebook
 from torchcheck.rule import Rule
 from torchcheck.types import Edit, Finding, Fix, RelatedLocation
 from torchcheck.walk import walk
@@ -54,8 +56,7 @@ class LintResult:
 
 
 # -- discovery -----------------------------------------------------------------------------------
-PYTHON_SUFFIXES = (".py", ".pyi")
-LINTED_SUFFIXES = (*PYTHON_SUFFIXES, ".ipynb")
+LINTED_SUFFIXES = (".py", ".pyi", NOTEBOOK_SUFFIX)
 
 
 def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileResult]]:
@@ -117,7 +118,7 @@ def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
     roots = [p if p.is_dir() else p.parent for p in paths if p.exists()]
     modules: dict[str, Path] = {}
     for file in files:
-        if file.suffix.lower() == ".ipynb":
+        if is_notebook(file):
             continue
         root = next((r for r in roots if _is_under(file, r)), file.parent)
         modules[module_name(file, root)] = file
@@ -341,10 +342,7 @@ def lint_document(data: bytes, path: Path, config: Config, rules: list[type[Rule
                   name: str | None = None, shown: str | None = None) -> FileResult:
     """A Python file's or a notebook's findings, from its bytes."""
     shown = shown or display_path(path)
-    if path.suffix.lower() == ".ipynb":
-        from torchcheck.notebook import lint_notebook  # nbformat is imported only for notebooks
-
-
+    if is_notebook(path):
         return lint_notebook(data, path, config, rules, project, shown)
     return lint_source(data, path, config, rules, project, name, shown)
 
@@ -353,8 +351,8 @@ def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Proj
     shown = display_path(path)
     try:
         size = path.stat().st_size
-        if size > config.max_file_size * 1_000_000 and path.suffix.lower() != ".ipynb":  # a notebook's code is
-            return too_large(shown, size, config)  # measured without its outputs, once read
+        if size > config.max_file_size * 1_000_000 and not is_notebook(path):  # a notebook's code is measured
+            return too_large(shown, size, config)  # without its outputs, once read
         data = path.read_bytes()
     except FileNotFoundError:
         return _error_result(shown, "io-error", "File disappeared while linting")
