@@ -159,7 +159,7 @@ def test_a_broken_notebook_is_an_error_and_the_run_goes_on(tmp_path, capsys, mon
     notebook(tmp_path, "import torch.nn.functional as F\ny = F.sigmoid(x)")
     code, out, _ = run(capsys, "lint", ".", "--format", "concise", "--no-cache")
     assert code == 2
-    assert f"broken.ipynb:1:1: TC003 Cannot read notebook: " in out and message in out
+    assert "broken.ipynb:1:1: TC003 Cannot read notebook: " in out and message in out
     assert "nb.ipynb:cell 2:2:5: TC405" in out
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from json.decoder import scanstring
 from pathlib import Path
 
-from torchcheck.types import Edit, Finding, Fix, RelatedLocation
+from torchcheck.types import Edit, Finding, RelatedLocation
 
 SUFFIX = ".ipynb"
 NOTEBOOK_MODULE = "__main__"  # a notebook's code runs as __main__; it is never a module of the project
