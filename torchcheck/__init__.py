@@ -19,6 +19,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'torchcheck' has no attribute {name!r}")
 
 
+def load_ipython_extension(shell) -> None:
+    """`%load_ext torchcheck` in Jupyter or IPython: the `%torchcheck on|off` and `%%torchcheck` magics."""
+    from torchcheck.runtime.jupyter import load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell) -> None:
+    from torchcheck.runtime.jupyter import unload
+
+    unload(shell)
+
+
 def lint_paths(paths, config=None, jobs=None):
     """Lint files or folders; returns a `LintResult` with `.findings`."""
     from pathlib import Path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import libcst as cst
 from torchcheck import registry
 from torchcheck.analysis.project import Project
 from torchcheck.engine import _error_result, decode, lint_source
-from torchcheck.fixes import apply_fixes
+from torchcheck.fixes import applicable, apply_fixes
 from torchcheck.types import Finding
 
 MAX_PASSES = 10
@@ -22,19 +23,28 @@ MAX_PASSES = 10
 class FixOutcome:
     fixed: int = 0
     findings: list[Finding] = field(default_factory=list)
-    changes: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (before, after)
-    sources: dict[str, str] = field(default_factory=dict)
+    # path (`path:cell N` for a notebook's cell) -> (before, after)
+    changes: dict[str, tuple[str, str]] = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # the fixed texts, keyed like the report's sources
 
 
 def fix_source(source: str, path: Path, config, rules, project: Project, unsafe: bool) -> tuple[str, int, list[Finding]]:
-    """Apply fixes pass after pass until none applies. A fix that would leave the file unparsable
+    """Apply fixes to a Python file's text; see fix_text."""
+    return fix_text(source, lambda text: lint_source(text.encode("utf-8"), path, config, rules, project).findings, unsafe)
+
+
+def fix_text(source: str, lint: Callable[[str], list[Finding]], unsafe: bool,
+             blocked: Callable[[str, Finding], str | None] | None = None) -> tuple[str, int, list[Finding]]:
+    """Apply fixes pass after pass until none applies. A fix that would leave the text unparsable
     is dropped alone: the others are applied, and its finding stays, saying why it was not fixed.
+    So does a fix that `blocked` (given the current text) gives a reason not to apply.
     Returns the new text, how many fixes were applied, and the findings that remain."""
     fixed = 0
     broken: dict[tuple, str] = {}  # fixes that break the file, by what they write
-    findings = lint_source(source.encode("utf-8"), path, config, rules, project).findings
+    findings = lint(source)
     for _ in range(MAX_PASSES):
-        candidates = [f for f in findings if _fix_key(f) not in broken]
+        candidates = [f for f in findings if _fix_key(f) not in broken
+                      and (blocked is None or f.fix is None or blocked(source, f) is None)]
         new_source, applied = apply_fixes(source, candidates, unsafe)
         if not applied:
             break
@@ -48,8 +58,14 @@ def fix_source(source: str, path: Path, config, rules, project: Project, unsafe:
                 broken[_fix_key(applied[-1])] = error  # only the combination breaks: drop one, retry
             continue
         source, fixed = new_source, fixed + len(applied)
-        findings = lint_source(source.encode("utf-8"), path, config, rules, project).findings
-    return source, fixed, [_dropped(f, broken[_fix_key(f)]) if _fix_key(f) in broken else f for f in findings]
+        findings = lint(source)
+    remaining = []
+    for finding in findings:
+        reason = broken.get(_fix_key(finding))
+        if reason is None and blocked is not None and applicable(finding, unsafe):
+            reason = blocked(source, finding)
+        remaining.append(_dropped(finding, reason) if reason is not None else finding)
+    return source, fixed, remaining
 
 
 def _fix_key(finding: Finding) -> tuple:
@@ -89,6 +105,8 @@ def _encoding_of(data: bytes) -> str:
 
 
 def fix_files(result, config, unsafe: bool, write: bool) -> FixOutcome:
+    from torchcheck.notebook import is_notebook
+
     rules = registry.selected_rules(config)
     project = Project()
     outcome = FixOutcome()
@@ -97,15 +115,13 @@ def fix_files(result, config, unsafe: bool, write: bool) -> FixOutcome:
             outcome.findings.extend(file.findings)
             continue
         path = Path(file.path)
+        if is_notebook(path):
+            _fix_notebook(file, path, config, rules, project, unsafe, write, outcome)
+            continue
         new, count, remaining = fix_source(file.source, path, config, rules, project, unsafe)
         if count and new != file.source:
-            if write:
-                try:
-                    write_atomically(path, new, _encoding_of(path.read_bytes()))
-                except OSError as exc:
-                    outcome.findings.extend(file.findings)
-                    outcome.findings.extend(_error_result(file.path, "io-error", f"Cannot write fixes: {exc.strerror or exc}").findings)
-                    continue
+            if not _write(path, new, _encoding_of(path.read_bytes()), write, file, outcome):
+                continue
             outcome.changes[file.path] = (file.source, new)
             outcome.sources[file.path] = new
             outcome.fixed += count
@@ -114,4 +130,37 @@ def fix_files(result, config, unsafe: bool, write: bool) -> FixOutcome:
     return outcome
 
 
-__all__ = ["FixOutcome", "decode", "fix_files", "fix_source", "write_atomically"]
+def _fix_notebook(file, path: Path, config, rules, project, unsafe: bool, write: bool, outcome: FixOutcome) -> None:
+    """A notebook's fixes go into its code cells' sources only; the changes are shown per cell."""
+    from torchcheck.notebook import NotebookError, fix_notebook
+
+    try:
+        new, count, remaining, cells = fix_notebook(path, config, rules, project, unsafe)
+    except (OSError, NotebookError) as exc:  # changed on disk since it was linted
+        outcome.findings.extend(file.findings)
+        outcome.findings.extend(_error_result(file.path, "io-error", f"Cannot fix notebook: {exc}").findings)
+        return
+    if new is not None:
+        if not _write(path, new, "utf-8", write, file, outcome):
+            return
+        for position, (before, after) in cells.items():
+            outcome.changes[f"{file.path}:cell {position}"] = (before, after)
+            outcome.sources[(file.path, position)] = after
+        outcome.fixed += count
+    outcome.findings.extend(remaining)
+
+
+def _write(path: Path, text: str, encoding: str, write: bool, file, outcome: FixOutcome) -> bool:
+    """Write fixes (when asked to); on failure the file's findings stay, with the reason."""
+    if not write:
+        return True
+    try:
+        write_atomically(path, text, encoding)
+    except OSError as exc:
+        outcome.findings.extend(file.findings)
+        outcome.findings.extend(_error_result(file.path, "io-error", f"Cannot write fixes: {exc.strerror or exc}").findings)
+        return False
+    return True
+
+
+__all__ = ["FixOutcome", "decode", "fix_files", "fix_source", "fix_text", "write_atomically"]

@@ -81,8 +81,8 @@ def _finding(item: dict) -> Finding:
     fix = item.get("fix")
     if fix is not None:
         fix = Fix(fix["title"], FixSafety(fix["safety"]),
-                  tuple(Edit(e["start"], e["end"], e["content"]) for e in fix["edits"]))
+                  tuple(Edit(e["start"], e["end"], e["content"], e.get("cell")) for e in fix["edits"]))
     related = tuple(RelatedLocation(**r) for r in item["related"])  # KeyError: written before `related`, a miss
     return Finding(item["code"], item["name"], item["message"], item["path"], item["line"], item["column"],
                    item["end_line"], item["end_column"], Severity(item["severity"]), fix,
-                   related=related)
+                   related=related, cell=item.get("cell"), cell_id=item.get("cell_id"))

@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"torchcheck {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    lint = commands.add_parser("lint", help="lint Python files and folders")
+    lint = commands.add_parser("lint", help="lint Python files, notebooks and folders")
     lint.add_argument("paths", nargs="*", type=Path, default=None, metavar="PATH",
-                      help="files and folders (default: the current folder)")
+                      help="files (.py, .pyi, .ipynb) and folders (default: the current folder)")
     lint.add_argument("--force-exclude", action="store_true",
                       help="apply excludes to files named on the command line too, and lint nothing when none"
                            " is named (for pre-commit)")
@@ -177,8 +177,12 @@ def lint_command(args) -> int:
         if args.diff:
             out = sys.stdout
             for path, (before, after) in outcome.changes.items():
-                out.writelines(difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"a/{path}", f"b/{path}"))
+                for line in difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"a/{path}", f"b/{path}"):
+                    out.write(line if line.endswith("\n") else line + "\n")  # a notebook cell's last line has none
             return EXIT_FINDINGS if outcome.changes and not args.exit_zero else EXIT_CLEAN
+    if not result.files and args.format not in ("text", "concise"):
+        Console(file=sys.stderr, highlight=False).print("[bold yellow]warning[/]: no Python file or notebook found:"
+                                                        " nothing was linted", markup=True)
     console = _console(args.output)
     try:
         if args.statistics:

@@ -23,6 +23,8 @@ from torchcheck import registry
 from torchcheck.analysis.project import Project, module_name
 from torchcheck.config import Config, is_excluded
 from torchcheck.context import FileContext, Tracker
+from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
+from torchcheck.notebook import is_notebook, lint_notebook
 from torchcheck.rule import Rule
 from torchcheck.types import Edit, Finding, Fix, RelatedLocation
 from torchcheck.walk import walk
@@ -56,9 +58,13 @@ class LintResult:
 
 
 # -- discovery -----------------------------------------------------------------------------------
+LINTED_SUFFIXES = (".py", ".pyi", NOTEBOOK_SUFFIX)
+
+
 def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileResult]]:
-    """Python files under `paths` (explicit files always, directories recursively, minus excludes),
-    plus a result for each path that does not exist."""
+    """Python files and notebooks under `paths` (explicit files always, directories recursively,
+    minus excludes), plus an error result for each path that does not exist and each file named
+    that torchcheck does not read."""
     found: list[Path] = []
     missing: list[FileResult] = []
     seen: set = set()
@@ -67,7 +73,11 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
             missing.append(_error_result(str(path), "io-error", f"No such file or directory: {path}"))
             continue
         if path.is_file():
-            if path.resolve() not in seen:
+            if not _is_linted_file(path):
+                missing.append(_error_result(display_path(path), "io-error",
+                                             f"Not linted: `{path.name}` is not a Python file (.py, .pyi, or a script"
+                                             " with a python #! line) or a Jupyter notebook (.ipynb)"))
+            elif path.resolve() not in seen:
                 seen.add(path.resolve())
                 found.append(path)
             continue
@@ -76,11 +86,26 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
             dirnames[:] = sorted(d for d in dirnames if not is_excluded(rel / d, config))
             for filename in sorted(filenames):
                 file = Path(directory) / filename
-                if filename.endswith((".py", ".pyi")) and not is_excluded(rel / filename, config):
+                if filename.lower().endswith(LINTED_SUFFIXES) and not is_excluded(rel / filename, config):
                     if file.resolve() not in seen:
                         seen.add(file.resolve())
                         found.append(file)
     return found, missing
+
+
+def _is_linted_file(path: Path) -> bool:
+    """A file named on the command line is linted if it is Python or a notebook by its suffix, or a
+    suffix-less script whose #! line runs python."""
+    if path.suffix.lower() in LINTED_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(200)
+    except OSError:
+        return True  # let reading it report why it cannot be read
+    return first.startswith(b"#!") and b"python" in first
 
 
 def display_path(path: Path) -> str:
@@ -91,9 +116,12 @@ def display_path(path: Path) -> str:
 
 
 def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
+    """The Python modules of the linted tree by dotted name (notebooks are not importable)."""
     roots = [p if p.is_dir() else p.parent for p in paths if p.exists()]
     modules: dict[str, Path] = {}
     for file in files:
+        if is_notebook(file):
+            continue
         root = next((r for r in roots if _is_under(file, r)), file.parent)
         modules[module_name(file, root)] = file
     return modules
@@ -315,14 +343,21 @@ def _suppressed(lines: list[str], line_numbers: set[int], rule: type[Rule] | Rul
 
 
 # -- many files ----------------------------------------------------------------------------------
+def lint_document(data: bytes, path: Path, config: Config, rules: list[type[Rule]], project: Project,
+                  name: str | None = None, shown: str | None = None) -> FileResult:
+    """A Python file's or a notebook's findings, from its bytes."""
+    shown = shown or display_path(path)
+    if is_notebook(path):
+        return lint_notebook(data, path, config, rules, project, shown)
+    return lint_source(data, path, config, rules, project, name, shown)
+
+
 def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Project, name: str | None = None) -> FileResult:
     shown = display_path(path)
     try:
         size = path.stat().st_size
-        if size > config.max_file_size * 1_000_000:
-            rule = registry.resolve_rule("file-too-large")
-            return FileResult(shown, [Finding(rule.code, rule.name, f"Skipped: {size / 1e6:.1f} MB is over max-file-size"
-                                              f" ({config.max_file_size:g} MB)", shown, 1, 1, 1, 1, rule.severity)])
+        if size > config.max_file_size * 1_000_000 and not is_notebook(path):  # a notebook's code is measured
+            return too_large(shown, size, config)  # without its outputs, once read
         data = path.read_bytes()
     except FileNotFoundError:
         return _error_result(shown, "io-error", "File disappeared while linting")
@@ -331,9 +366,15 @@ def lint_file(path: Path, config: Config, rules: list[type[Rule]], project: Proj
     except OSError as exc:
         return _error_result(shown, "io-error", f"Cannot read file: {exc.strerror or exc}")
     try:
-        return lint_source(data, path, config, rules, project, name, shown)
+        return lint_document(data, path, config, rules, project, name, shown)
     except Exception as exc:  # last resort: never lose the other files
         return _error_result(shown, "internal-error", f"torchcheck crashed on this file: {type(exc).__name__}: {exc}")
+
+
+def too_large(shown: str, size: int, config: Config) -> FileResult:
+    rule = registry.resolve_rule("file-too-large")
+    return FileResult(shown, [Finding(rule.code, rule.name, f"Skipped: {size / 1e6:.1f} MB is over max-file-size"
+                                      f" ({config.max_file_size:g} MB)", shown, 1, 1, 1, 1, rule.severity)])
 
 
 _WORKER: dict = {}

@@ -1,7 +1,7 @@
 """pytest plugin (entry point `pytest11`): lint as part of the test run, and run training tests
 under the runtime harness.
 
-- `pytest --torchcheck`: one lint item per Python file; an item with findings fails with the text
+- `pytest --torchcheck`: one lint item per Python file and per notebook; an item with findings fails with the text
   `torchcheck lint` prints. Clean results are cached per file content, its import neighbours' and config.
 - the `torchcheck_watch` fixture (or `--torchcheck-runtime` for every test): the test body runs
   under `torchcheck.watch()`, and the test fails on findings, with the report.
@@ -27,7 +27,7 @@ PROPERTY = "torchcheck_findings"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("torchcheck")
-    group.addoption("--torchcheck", action="store_true", help="lint Python files with torchcheck")
+    group.addoption("--torchcheck", action="store_true", help="lint Python files and notebooks with torchcheck")
     group.addoption("--torchcheck-runtime", action="store_true",
                     help="run every test under the torchcheck runtime harness and fail tests with findings")
 
@@ -91,7 +91,7 @@ class _LintSession:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     session = parent.config.stash.get(_LINT, None)
-    if session is None or file_path.suffix != ".py":
+    if session is None or file_path.suffix not in (".py", ".ipynb"):
         return None
     from torchcheck.config import is_excluded
 
@@ -115,7 +115,7 @@ class TorchcheckError(Exception):
 
 class TorchcheckItem(pytest.Item):
     def runtest(self) -> None:
-        from torchcheck.engine import lint_source
+        from torchcheck.engine import lint_document
         from torchcheck.report import read_sources
 
         session: _LintSession = self.config.stash[_LINT]
@@ -127,8 +127,8 @@ class TorchcheckItem(pytest.Item):
         key = session.key(path, data)
         if session.clean.get(str(path)) == key:
             return  # unchanged and clean last time
-        result = lint_source(data, path, session.config, session.rules, session.project,
-                             session.names.get(path.resolve()))
+        result = lint_document(data, path, session.config, session.rules, session.project,
+                               session.names.get(path.resolve()))
         findings = sorted(result.findings, key=lambda f: f.sort_key)
         self.user_properties.append((PROPERTY, json.dumps([f.code + " " + f.name for f in findings])))
         if not findings:

@@ -12,7 +12,9 @@ ENGINE_RULES = [
     PseudoRule("TC001", "syntax-error", "The file cannot be parsed as Python 3.", Severity.ERROR, """
         The file could not be parsed, so no rule checked it. The message gives the line and the
         parser's reason. Python 2 files, merge-conflict markers and stray null bytes are the usual
-        causes. The rest of the tree is still linted.
+        causes. The rest of the tree is still linted. In a notebook, it is the cell that cannot be
+        parsed (IPython syntax such as `%magic` and `!shell` is understood), and the notebook's other
+        cells are still linted.
         """),
     PseudoRule("TC002", "internal-error", "A rule crashed on this file.", Severity.ERROR, """
         A rule raised an exception on this file. The other rules' findings for the file, and all other
@@ -21,11 +23,15 @@ ENGINE_RULES = [
     PseudoRule("TC004", "file-too-large", "The file is larger than `max-file-size` and was skipped.", Severity.WARNING, """
         Files larger than `max-file-size` (default 4 MB, in `[tool.torchcheck]`) are not analysed:
         they are almost always generated (tables, vendored bundles), and parsing them costs far more
-        time and memory than all the hand-written files together. Raise the limit to lint them.
+        time and memory than all the hand-written files together. Raise the limit to lint them. A
+        notebook is measured by its code cells, not by its outputs.
         """),
     PseudoRule("TC003", "io-error", "The file cannot be read or decoded.", Severity.ERROR, """
         The path does not exist, cannot be read (permissions), disappeared while linting, or its bytes
-        are not valid in its declared encoding (PEP 263, UTF-8 by default).
+        are not valid in its declared encoding (PEP 263, UTF-8 by default). A notebook that is not
+        valid JSON or not a valid nbformat notebook is reported here too, with the reason. So is a
+        file named on the command line that torchcheck does not read (`notes.txt`, `model.pt`): it is
+        never passed over in silence.
         """),
 ]
 

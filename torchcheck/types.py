@@ -22,6 +22,13 @@ class Edit:
     start: int
     end: int
     text: str
+    cell: int | None = None  # in a notebook: the cell (its position) whose source the offsets count in
+
+    def to_dict(self) -> dict:
+        data = {"start": self.start, "end": self.end, "content": self.text}
+        if self.cell is not None:
+            data["cell"] = self.cell
+        return data
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class Fix:
         return {
             "title": self.title,
             "safety": self.safety.value,
-            "edits": [{"start": e.start, "end": e.end, "content": e.text} for e in self.edits],
+            "edits": [e.to_dict() for e in self.edits],
         }
 
 
@@ -49,10 +56,18 @@ class RelatedLocation:
     column: int
     end_line: int
     end_column: int
+    cell: int | None = None  # in a notebook: the cell's position (lines then count within the cell)
+    cell_id: str | None = None
 
     def to_dict(self) -> dict:
-        return {"message": self.message, "path": self.path, "line": self.line, "column": self.column,
+        data = {"message": self.message, "path": self.path, "line": self.line, "column": self.column,
                 "end_line": self.end_line, "end_column": self.end_column}
+        data.update(_cell_fields(self))
+        return data
+
+    @property
+    def location(self) -> str:
+        return location(self)
 
 
 @dataclass(frozen=True)
@@ -74,10 +89,17 @@ class Finding:
     rank: int | None = None
     related: tuple[RelatedLocation, ...] = ()  # static findings: the evidence chain, source first
     extra: dict = field(default_factory=dict, compare=False)
+    # In a notebook: the cell's position among all cells (1-based) and its id; lines count within the cell.
+    cell: int | None = None
+    cell_id: str | None = None
 
     @property
     def sort_key(self) -> tuple:
-        return (self.path, self.line, self.column, self.code, self.message)
+        return (self.path, self.cell or 0, self.line, self.column, self.code, self.message)
+
+    @property
+    def location(self) -> str:
+        return location(self)
 
     def to_dict(self) -> dict:
         data = {
@@ -100,4 +122,15 @@ class Finding:
             data["count"] = self.count
         if "fix_dropped" in self.extra:
             data["fix_dropped"] = self.extra["fix_dropped"]
+        data.update(_cell_fields(self))
         return data
+
+
+def _cell_fields(where) -> dict:
+    return {"cell": where.cell, "cell_id": where.cell_id} if where.cell is not None else {}
+
+
+def location(where) -> str:
+    """`path:line:column`, or `path:cell N:line:column` in a notebook."""
+    cell = f"cell {where.cell}:" if where.cell is not None else ""
+    return f"{where.path}:{cell}{where.line}:{where.column}"

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torchcheck.report.machine import render_github, render_json, render_sarif
-from torchcheck.report.text import render_concise, render_text
 from torchcheck.types import Finding
 
 FORMATS = ("text", "concise", "json", "sarif", "github")
@@ -17,28 +15,50 @@ FORMATS = ("text", "concise", "json", "sarif", "github")
 class Summary:
     files: int
     findings: list[Finding]
-    sources: dict[str, str] = field(default_factory=dict)  # path -> text, for the source excerpts
+    sources: dict = field(default_factory=dict)  # source_key -> text, for the source excerpts
     fixed: int = 0
-    kind: str = "lint"  # lint | run
+    kind: str = "lint"  # lint | run | cell (runtime findings under a notebook cell)
 
 
-def read_sources(findings: list[Finding], known: dict[str, str] | None = None) -> dict[str, str]:
-    """The text of each file with findings or evidence, for the source excerpts: the `known` texts,
-    and the other files read (unreadable files are skipped)."""
+def source_key(where) -> str | tuple[str, int]:
+    """Where the text a finding or a related location points into is kept in `Summary.sources`:
+    its path, or (path, cell) for a notebook's cell."""
+    return where.path if where.cell is None else (where.path, where.cell)
+
+
+def source_of(where, sources: dict) -> str | None:
+    return sources.get(source_key(where))
+
+
+def read_sources(findings: list[Finding], known: dict | None = None) -> dict:
+    """The text of each file (or notebook cell) with findings or evidence, for the source excerpts:
+    the `known` texts, and the others read (unreadable files are skipped)."""
     from pathlib import Path
 
     sources = dict(known or {})
-    for path in [f.path for f in findings] + [r.path for f in findings for r in f.related]:
-        if path not in sources:
-            try:
-                sources[path] = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                sources[path] = ""
+    for where in [*findings, *(r for f in findings for r in f.related)]:
+        key = source_key(where)
+        if key in sources:
+            continue
+        if where.cell is not None:
+            from torchcheck.notebook import cell_sources
+
+            cells = cell_sources(Path(where.path))
+            sources.update({(where.path, position): text for position, text in cells.items()})
+            sources.setdefault(key, "")
+            continue
+        try:
+            sources[key] = Path(where.path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            sources[key] = ""
     return sources
 
 
 def render(summary: Summary, fmt: str, console) -> None:
     """Write the report to a rich Console."""
+    from torchcheck.report.machine import render_github, render_json, render_sarif
+    from torchcheck.report.text import render_concise, render_text
+
     if fmt == "text":
         render_text(summary, console)
     elif fmt == "concise":

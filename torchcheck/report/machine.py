@@ -1,7 +1,9 @@
 """Machine formats. Their shapes are part of torchcheck's interface (see the README):
-- json: {"version", "findings": [Finding.to_dict()...], "summary": {...}}
+- json: {"version", "findings": [Finding.to_dict()...], "summary": {...}}; in a notebook, findings,
+  related locations and fix edits add `cell` (and `cell_id`), and lines and offsets count within the cell
 - sarif: SARIF 2.1.0, one run, every catalog rule in tool.driver.rules; a finding's evidence as
-  relatedLocations and as a codeFlow that walks it and ends at the finding
+  relatedLocations and as a codeFlow that walks it and ends at the finding; in a notebook, each
+  location's `properties` hold `cell`, `cellId` and `cellLine` (regions count lines within the cell)
 - github: GitHub Actions workflow commands, one `::error`/`::warning` per finding
 """
 from __future__ import annotations
@@ -44,16 +46,16 @@ def render_sarif(summary) -> str:
             "ruleIndex": index.get(finding.code, 0),
             "level": "error" if finding.severity.value == "error" else "warning",
             "message": {"text": finding.message},
-            "locations": [{"physicalLocation": _physical_location(finding)}],
+            "locations": [_location(finding)],
         }
         if finding.related:
             result["relatedLocations"] = [
-                {"id": i, "physicalLocation": _physical_location(r), "message": {"text": r.message}}
+                {"id": i, **_location(r), "message": {"text": r.message}}
                 for i, r in enumerate(finding.related, 1)
             ]
             steps = [*finding.related, finding]
             result["codeFlows"] = [{"threadFlows": [{"locations": [
-                {"location": {"physicalLocation": _physical_location(step), "message": {"text": step.message}}}
+                {"location": {**_location(step), "message": {"text": step.message}}}
                 for step in steps
             ]}]}]
         if finding.module_path or finding.step is not None or finding.count != 1 or finding.rank is not None:
@@ -81,6 +83,14 @@ def render_sarif(summary) -> str:
     return json.dumps(sarif, indent=2, ensure_ascii=False) + "\n"
 
 
+def _location(where) -> dict:
+    """A SARIF location; in a notebook, its cell in `properties` (lines count within the cell)."""
+    location = {"physicalLocation": _physical_location(where)}
+    if where.cell is not None:
+        location["properties"] = {"cell": where.cell, "cellId": where.cell_id, "cellLine": where.line}
+    return location
+
+
 def _physical_location(where) -> dict:
     """A SARIF physicalLocation for a finding or one of its related locations."""
     return {
@@ -106,7 +116,8 @@ def render_github(summary) -> str:
     lines = []
     for f in summary.findings:
         level = "error" if f.severity.value == "error" else "warning"
+        cell = f" (cell {f.cell})" if f.cell is not None else ""
         props = (f"file={_escape_property(f.path)},line={f.line},col={f.column},endLine={f.end_line},"
-                 f"endColumn={f.end_column},title={_escape_property(f'{f.code} {f.name}')}")
+                 f"endColumn={f.end_column},title={_escape_property(f'{f.code} {f.name}{cell}')}")
         lines.append(f"::{level} {props}::{_escape_data(f'{f.code} {f.message}')}")
     return "\n".join(lines) + ("\n" if lines else "")

@@ -7,6 +7,7 @@ from collections import Counter
 from rich.markup import escape
 from rich.text import Text
 
+from torchcheck.report import source_of
 from torchcheck.types import FixSafety
 
 
@@ -27,7 +28,7 @@ def render_text(summary, console) -> None:
         if finding.count > 1:
             head.append(f" (x{finding.count})", style="dim")
         console.print(head)
-        where = f"{finding.path}:{finding.line}:{finding.column}"
+        where = finding.location
         extra = []
         if finding.module_path:
             extra.append(f"module {finding.module_path}")
@@ -36,9 +37,9 @@ def render_text(summary, console) -> None:
         if finding.rank is not None:
             extra.append(f"rank {finding.rank}")
         console.print(Text(" --> ", style="blue") + Text(where) + Text(f" ({', '.join(extra)})" if extra else "", style="dim"))
-        _excerpt(finding, summary.sources.get(finding.path), console)
+        _excerpt(finding, source_of(finding, summary.sources), console)
         for related in finding.related:
-            _note(related, summary.sources.get(related.path), console)
+            _note(related, source_of(related, summary.sources), console)
         if finding.fix is not None:
             label = "help" if finding.fix.safety == FixSafety.SAFE else "help (unsafe fix)"
             console.print(Text(f"{label}: ", style="bold cyan") + Text(finding.fix.title))
@@ -72,7 +73,7 @@ def _excerpt(finding, source: str | None, console) -> None:
 def _note(related, source: str | None, console) -> None:
     """` = note: softmax applied here --> models.py:12:16`, then that line of code, rustc-style."""
     console.print(Text(" = ", style="blue") + Text("note: ", style="bold") + Text(related.message)
-                  + Text(" --> ", style="blue") + Text(f"{related.path}:{related.line}:{related.column}"))
+                  + Text(" --> ", style="blue") + Text(related.location))
     lines = source.splitlines() if source else []
     if 0 < related.line <= len(lines):
         line = " ".join(lines[related.line - 1].split())
@@ -81,10 +82,16 @@ def _note(related, source: str | None, console) -> None:
 
 def _summary_line(summary, console) -> None:
     findings = summary.findings
+    if summary.kind == "cell":  # the runtime harness in a notebook: findings shown under a cell
+        noun = "finding" if len(findings) == 1 else "findings"
+        console.print(Text(f"torchcheck: {len(findings)} {noun} while this cell ran.", style="bold"))
+        return
     if summary.fixed:
         console.print(Text(f"Fixed {summary.fixed} finding{'s' if summary.fixed != 1 else ''}.", style="bold green"))
     if not findings:
-        if summary.kind == "run":
+        if summary.kind == "lint" and summary.files == 0:
+            console.print(Text("No Python file or notebook found: nothing was linted.", style="bold yellow"))
+        elif summary.kind == "run":
             console.print(Text("No findings: the run passed every check.", style="bold green"))
         else:
             console.print(Text("All checks passed!", style="bold green"))
@@ -102,7 +109,7 @@ def _summary_line(summary, console) -> None:
 
 def render_concise(summary, console) -> None:
     for finding in summary.findings:
-        line = Text(f"{finding.path}:{finding.line}:{finding.column}: ")
+        line = Text(f"{finding.location}: ")
         line.append(finding.code, style=_style(finding))
         line.append(_fix_marker(finding), style="cyan")
         line.append(" " + finding.message)
