@@ -45,6 +45,7 @@ class FileContext:
         self.functions: list[cst.FunctionDef] = []
         self.classes: list[cst.ClassDef] = []
         self._analysis = analysis
+        self.memo: dict[str, dict] = {}  # answers several rules share, per question
 
     @property
     def has_analysis(self) -> bool:

@@ -2,7 +2,8 @@
 under the runtime harness.
 
 - `pytest --torchcheck`: one lint item per Python file and per notebook; an item with findings fails with the text
-  `torchcheck lint` prints. Clean results are cached per file content, its import neighbours' and config.
+  `torchcheck lint` prints. Clean results are cached per file content and config, and kept while the modules its findings
+  read are unchanged.
 - the `torchcheck_watch` fixture (or `--torchcheck-runtime` for every test): the test body runs
   under `torchcheck.watch()`, and the test fails on findings, with the report.
 - `@pytest.mark.torchcheck(select=[...], ignore=[...], mode="collect")` configures the harness.
@@ -59,6 +60,7 @@ class _LintSession:
         self.names = {path.resolve(): name for name, path in self.project.files.items()}
         self._config = config
         self._clean: dict | None = None
+        self._hashes: dict[str, str] = {}
         self.fingerprint = hashlib.sha256(f"{__version__}{self.config.fingerprint()}".encode()).hexdigest()[:16]
 
     @property
@@ -73,19 +75,30 @@ class _LintSession:
         return self._clean
 
     def key(self, path: Path, data: bytes) -> str:
-        """The file's content, its neighbours' (cross-file facts come from them) and the config."""
-        digest = hashlib.sha256(data + self.fingerprint.encode())
-        name = self.names.get(path.resolve())
-        for neighbour in sorted(self.project.neighbours(name)) if name is not None else ():
-            try:
-                digest.update(hashlib.sha256(self.project.files[neighbour].read_bytes()).digest())
-            except OSError:
-                digest.update(b"unreadable")
-        return digest.hexdigest()
+        return hashlib.sha256(data + self.fingerprint.encode()).hexdigest()
 
-    def remember_clean(self, path: Path, key: str) -> None:
+    def _module_hash(self, module: str) -> str:
+        if module not in self._hashes:
+            try:
+                self._hashes[module] = hashlib.sha256(self.project.files[module].read_bytes()).hexdigest()
+            except (OSError, KeyError):
+                self._hashes[module] = ""
+        return self._hashes[module]
+
+    def was_clean(self, path: Path, key: str) -> bool:
+        """Clean last time, and nothing its findings read (other modules, their importers) changed."""
+        entry = self.clean.get(str(path))
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return False
+        return all(self._module_hash(m) == h for m, h in entry["dependencies"].items()) and all(
+            sorted(self.project.importers_of_module(m)) == names for m, names in entry["importers"].items())
+
+    def remember_clean(self, path: Path, key: str, dependencies) -> None:
         if self.cache is not None:
-            self.clean[str(path)] = key
+            modules, importer_sets = dependencies
+            self.clean[str(path)] = {
+                "key": key, "dependencies": {m: self._module_hash(m) for m in sorted(modules)},
+                "importers": {m: sorted(self.project.importers_of_module(m)) for m in sorted(importer_sets)}}
             self.cache.set(CACHE_KEY, self.clean)
 
 
@@ -125,14 +138,14 @@ class TorchcheckItem(pytest.Item):
         except OSError as exc:
             raise TorchcheckError(f"{path}: cannot read: {exc}") from None
         key = session.key(path, data)
-        if session.clean.get(str(path)) == key:
+        if session.was_clean(path, key):
             return  # unchanged and clean last time
         result = lint_document(data, path, session.config, session.rules, session.project,
                                session.names.get(path.resolve()))
         findings = sorted(result.findings, key=lambda f: f.sort_key)
         self.user_properties.append((PROPERTY, json.dumps([f.code + " " + f.name for f in findings])))
         if not findings:
-            session.remember_clean(path, key)
+            session.remember_clean(path, key, result.dependencies)
             return
         raise TorchcheckError(render_text(findings, read_sources(findings, {result.path: result.source})))
 

@@ -2,6 +2,7 @@
 Shared by `eval-mode-missing` and `no-grad-missing`."""
 from __future__ import annotations
 
+import functools
 import re
 
 import libcst as cst
@@ -36,6 +37,19 @@ def is_pytest_file(path) -> bool:
     return name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
 
 
+def per_file(predicate):
+    """Both evaluation rules ask these questions of every loop and function: answered once per file."""
+    @functools.wraps(predicate)
+    def answer(ctx, node, *args):
+        memo = ctx.memo.setdefault(predicate.__name__, {})
+        key = (node, *args)
+        if key not in memo:
+            memo[key] = predicate(ctx, node, *args)
+        return memo[key]
+    return answer
+
+
+@per_file
 def trains(ctx, node: cst.CSTNode) -> bool:
     """Does this code call backward(), step an optimizer or clear gradients? Then it is training, not
     evaluation (`metric.step(...)` is neither)."""
@@ -44,6 +58,7 @@ def trains(ctx, node: cst.CSTNode) -> bool:
                for n in descendants(node))
 
 
+@per_file
 def is_eval_function(ctx, node: cst.FunctionDef, pattern: str) -> bool:
     name = node.name.value
     if not re.search(pattern, name):
@@ -60,6 +75,7 @@ def _called_from_forward(ctx, node: cst.FunctionDef) -> bool:
     return any(caller is not None and caller.name == "forward" for _call, caller, _where in sites)
 
 
+@per_file
 def is_eval_loop(ctx, node: cst.For) -> bool:
     """A loop over evaluation data (`val_loader`, `loaders["test"]`) that trains nothing."""
     iterable = node.iter
@@ -76,6 +92,7 @@ def is_eval_loop(ctx, node: cst.For) -> bool:
     return not trains(ctx, node.body)
 
 
+@per_file
 def is_eval_by_mode(ctx, node: cst.For | cst.While) -> bool:
     """A loop that runs a model its code put in eval mode (`model.eval()` before it) and trains
     nothing: evaluation, whatever its names."""
@@ -89,6 +106,7 @@ def is_eval_by_mode(ctx, node: cst.For | cst.While) -> bool:
     return False
 
 
+@per_file
 def is_eval_after_training(ctx, node: cst.For | cst.While) -> bool:
     """A loop after a training loop of the same block that trains nothing and uses what a model
     returns (`preds = model(x).argmax(1)`): the trained model evaluated, whatever the data's name.

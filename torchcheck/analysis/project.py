@@ -80,6 +80,7 @@ class Project:
         self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}
         self._node_ids: dict[str, set[int]] = {}
         self._mode_effects: dict[ClassInfo, tuple[frozenset, bool]] = {}
+        self._definitions: dict[str, tuple[tuple[str, ...], str | None, str]] = {}
 
     # -- one linted file -----------------------------------------------------------------------
     def begin(self, name: str, source: bytes) -> FileAnalysis | None:
@@ -255,22 +256,31 @@ class Project:
     def _split(self, qualname: str, asker: FileAnalysis | None):
         """The analysis of the module that defines `qualname`, following re-exports (`from .models
         import Net` in a package's `__init__`), and the name there."""
+        if qualname not in self._definitions:
+            self._definitions[qualname] = self._definition(qualname)
+        read, module, name = self._definitions[qualname]
+        if asker is not None:
+            asker.consulted.update(read)
+        return (self._analysis(module) if module is not None else None), name
+
+    def _definition(self, qualname: str) -> tuple[tuple[str, ...], str | None, str]:
+        """(the modules read to find it, the module defining `qualname`, its name there), from outlines."""
+        read: list[str] = []
         for _ in range(MAX_REEXPORT_HOPS):
             dotted, _, name = qualname.rpartition(".")
             if not dotted or qualname.startswith(("torch.", "torchvision.")):
-                return None, name
+                break
             module = self.resolve(dotted)
             if module is None:
-                return None, name
-            if asker is not None:
-                asker.consulted.add(module)
+                break
+            read.append(module)
             if name in self.outline(module).defined:
-                return self._analysis(module), name
-            sources = sorted(d for d in self.outline(module).imported if d.rpartition(".")[2] == name and d != qualname)
+                return tuple(read), module, name
+            sources = [d for d in self.outline(module).imported if d.rpartition(".")[2] == name and d != qualname]
             if len(sources) != 1:
-                return None, name  # a constant, an alias, or nothing to tell which
+                break  # a constant, an alias, or nothing to tell which
             qualname = sources[0]
-        return None, qualname.rpartition(".")[2]
+        return tuple(read), None, qualname.rpartition(".")[2]
 
     def find_class(self, qualname: str, asker: FileAnalysis | None = None) -> ClassInfo | None:
         analysis, name = self._split(qualname, asker)
