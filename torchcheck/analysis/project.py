@@ -40,7 +40,7 @@ _TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MU
 _TOKEN = re.compile(rb"\w+|[^\w\s]")
 # A run keeps the analyses it built, about 0.3 KB of memory per token of source, until they pass
 # this many tokens; they are then dropped together, between two linted files.
-HELD_TOKENS = 2_000_000
+HELD_TOKENS = 1_000_000
 MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
 MAX_REEXPORT_HOPS = 4  # `from .models import Net` in a package's __init__, and chains of them
 
