@@ -112,6 +112,8 @@ class TrainModeNotRestored(Rule):
         related = [(loop, "the training loop")]
         if event.via is not None and node is not event.via:
             related.append((event.via, "the loop calls the evaluation here"))
+        if node is not event.node:
+            related.append((event.node, f"`{local}.eval()` here"))
         related.append((backward.node, "the next training step's backward()"))
         self.report(
             node,
