@@ -49,6 +49,25 @@ def accumulation_gate(test: cst.BaseExpression) -> Gate | None:
     return None
 
 
+def counter_gate(branch: cst.If, loop_body: cst.CSTNode) -> Gate | None:
+    """`if accumulated == k:` (or `>= k`) on a counter the loop increments and the branch resets:
+    `accumulated += 1` ... `accumulated = 0`."""
+    test = branch.test
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1 or \
+            not isinstance(test.comparisons[0].operator, (cst.Equal, cst.GreaterThanEqual)):
+        return None
+    counter, steps = test.left, test.comparisons[0].comparator
+    if not isinstance(counter, cst.Name) or not isinstance(steps, (cst.Name, cst.Attribute, cst.Integer)) or \
+            literal(steps) in (0, 1):
+        return None
+    counted = any(isinstance(n, cst.AugAssign) and isinstance(n.operator, cst.AddAssign)
+                  and dotted_name(n.target) == counter.value for n in descendants(loop_body))
+    reset = any(isinstance(n, cst.Assign) and literal(n.value) == 0 and any(dotted_name(t.target) == counter.value
+                                                                            for t in n.targets)
+                for n in descendants(branch.body))
+    return Gate(test, steps) if counted and reset else None
+
+
 def _modulo(expr: cst.BaseExpression) -> Gate | None:
     if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Modulo):
         steps = expr.right

@@ -2,6 +2,7 @@
 to hold raw logits because of how the code uses them. Shared by the `kl-div-*` rules."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import libcst as cst
@@ -18,6 +19,7 @@ _TORCH_OP_REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}
 # Losses whose input is, by their definition, raw logits.
 _LOGIT_LOSSES = {"CrossEntropyLoss", "BCEWithLogitsLoss", "MultiLabelSoftMarginLoss"}
 PROBABILITIES = ("softmax", "sigmoid")
+_LOGITS_NAME = re.compile(r"(^|_)logits?(_|$)", re.IGNORECASE)
 DISTRIBUTIONS = ("softmax", "log_softmax")
 
 
@@ -95,12 +97,18 @@ def _criterion_expr(node: cst.Call) -> cst.BaseExpression:
 
 def logits_evidence(ctx, expr: cst.CSTNode | None) -> str | None:
     """Why `expr` holds raw logits, or None if it is not known to: a model or layer whose last
-    step is a linear layer, or a variable also fed to a loss that takes logits (`outputs` in
-    `criterion(outputs, labels)` with a `CrossEntropyLoss`)."""
+    step is a linear layer, a variable also fed to a loss that takes logits (`outputs` in
+    `criterion(outputs, labels)` with a `CrossEntropyLoss`), or a tensor nothing normalised that
+    its code calls logits (`student_logits`, `out.logits`)."""
     if expr is None:
         return None
-    if ctx.value(expr).activation == "logits":
+    value = ctx.value(expr)
+    if value.activation == "logits":
         return "the output of a final linear layer"
+    named = expr.left if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Divide) else expr
+    if value.activation is None and value.kind in ("tensor", "unknown") and \
+            _LOGITS_NAME.search((dotted_name(named) or "").rsplit(".", 1)[-1]):  # `logits`, `student_logits / T`
+        return "named as raw logits, and nothing normalises it"
     binding = last_binding(ctx, expr)
     if binding is None:
         return None

@@ -154,7 +154,11 @@ def _parameter_loop_variable(ctx, target: cst.Name) -> Leaf | None:
     scope = ctx.functions[-1] if ctx.functions else ctx.module
     for loop in descendants(scope):
         if isinstance(loop, cst.For) and _contains(loop.target, target):
-            source = _parameters_source(_element_source(loop.target, target, loop.iter))
+            iterable = _element_source(loop.target, target, loop.iter)
+            if isinstance(iterable, cst.Name):  # `params = list(model.parameters())` before the loop
+                binding = last_binding(ctx, iterable)
+                iterable = binding[1] if binding is not None else None
+            source = _parameters_source(iterable)
             if source is not None:
                 return Leaf(f"a parameter of `{source}`", loop.iter, f"`{target.value}` iterates over `{source}`'s parameters")
             return None

@@ -11,7 +11,12 @@ from dataclasses import dataclass, field, replace
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.calls import is_backward, is_model_forward, forward_receiver, stepped_optimizer
+from torchcheck.analysis.calls import (
+    forward_receiver,
+    is_backward,
+    is_model_forward,
+    stepped_optimizer,
+)
 from torchcheck.analysis.grad_mode import GRAD_OFF
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
@@ -20,9 +25,10 @@ from torchcheck.analysis.train_mode import mode_set_by
 from torchcheck.walk import descendants
 
 MAX_DEPTH = 4
-# Calls that return their first argument's module (or the receiver itself), wrapped or moved.
-_WRAPPING_METHODS = {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval", "requires_grad_",
-                     "prepare", "prepare_model"}
+# Methods that return the module they are called on, moved or switched.
+_SAME_MODULE_METHODS = {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval", "requires_grad_"}
+# Calls that wrap the module they are given, sharing its submodules (and so its mode).
+_WRAPPERS = {name.rsplit(".", 1)[-1] for name in api.MODEL_WRAPPERS} | {"DistributedDataParallel", "DDP", "compile"}
 
 
 @dataclass(frozen=True)
@@ -155,22 +161,16 @@ def _aliases(bound: dict[str, set], params: set[str]) -> dict[str, str]:
 
 def _wrapped(value: cst.BaseExpression) -> str | None:
     """The dotted name of the module `value` is: `self.model` of `self.model`, `model.to(device)`,
-    `nn.DataParallel(model)`, `self.train()`; None for anything else."""
+    `nn.DataParallel(model)`, `accelerator.prepare(model)`, `self.train()`; None for anything else."""
     while isinstance(value, cst.Call):
-        if isinstance(value.func, cst.Attribute) and value.func.attr.value in _WRAPPING_METHODS and \
-                (value.func.attr.value not in ("prepare", "prepare_model") or len(value.args) == 1):
-            if value.func.attr.value in ("prepare", "prepare_model"):
-                value = value.args[0].value
-            else:
-                value = value.func.value
-        elif (dotted_name(value.func) or "").rsplit(".", 1)[-1] in _WRAPPER_NAMES and value.args:
+        name = _called_name(value)
+        if isinstance(value.func, cst.Attribute) and name in _SAME_MODULE_METHODS:
+            value = value.func.value
+        elif value.args and (name in _WRAPPERS or name == "prepare" and len(value.args) == 1):
             value = value.args[0].value
         else:
             return None
     return dotted_name(value)
-
-
-_WRAPPER_NAMES = {name.rsplit(".", 1)[-1] for name in api.MODEL_WRAPPERS} | {"DistributedDataParallel", "DDP", "compile"}
 
 
 def _resolve(name: str | None, aliases: dict[str, str], depth: int = 0) -> str | None:

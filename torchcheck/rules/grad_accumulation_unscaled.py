@@ -2,8 +2,20 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.accumulation import Gate, accumulation_gate, may_be_scaled, rescales, steps_used_elsewhere
-from torchcheck.analysis.calls import is_backward, method_name, short_code, stepped_optimizer
+from torchcheck.analysis.accumulation import (
+    Gate,
+    accumulation_gate,
+    counter_gate,
+    may_be_scaled,
+    rescales,
+    steps_used_elsewhere,
+)
+from torchcheck.analysis.calls import (
+    is_backward,
+    method_name,
+    short_code,
+    stepped_optimizer,
+)
 from torchcheck.analysis.dataflow import FunctionInfo
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid, Rule
@@ -127,7 +139,7 @@ class GradAccumulationUnscaled(Rule):
         """The `if (i + 1) % k == 0:` of the loop (not nested in another loop) that steps an optimizer."""
         for node in descendants(body, prune=_nested):
             if isinstance(node, cst.If):
-                gate = accumulation_gate(node.test)
+                gate = accumulation_gate(node.test) or counter_gate(node, body)
                 if gate is not None and any(self._steps(call) for call in _calls(node.body)):
                     return node, gate
         return None
@@ -242,6 +254,20 @@ class GradAccumulationUnscaled(Rule):
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad()
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn as nn
+            criterion = nn.MSELoss()
+            accumulated = 0
+            for x, y in loader:
+                criterion(model(x), y).backward()
+                accumulated += 1
+                if accumulated == accum_steps:
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    accumulated = 0
             """
         ),
     ]

@@ -142,7 +142,8 @@ class InplaceOnLeaf(Rule):
         Invalid(
             """
             def sgd(model, lr):
-                for p in model.parameters():
+                params = list(model.parameters())
+                for p in params:
                     p -= lr * p.grad
             sgd(model, 0.1)
             """

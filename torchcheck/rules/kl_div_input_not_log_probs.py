@@ -3,8 +3,19 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.calls import loss_evidence, only_use_is, origin_note, short_code, source_evidence
-from torchcheck.analysis.distributions import PROBABILITIES, KLCall, kl_call, logits_evidence
+from torchcheck.analysis.calls import (
+    loss_evidence,
+    only_use_is,
+    origin_note,
+    short_code,
+    source_evidence,
+)
+from torchcheck.analysis.distributions import (
+    PROBABILITIES,
+    KLCall,
+    kl_call,
+    logits_evidence,
+)
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
 
@@ -218,6 +229,13 @@ class KlDivInputNotLogProbs(Rule):
                 outputs = student(x)
                 loss = criterion(outputs, y)
                 return loss + kl(teacher(x), outputs)
+            """
+        ),
+        Invalid(
+            """
+            import torch.nn.functional as F
+            def distill(student_logits, teacher_logits, T=2.0):
+                return F.kl_div(student_logits / T, F.softmax(teacher_logits / T, 1), reduction="batchmean")
             """
         ),
     ]

@@ -92,8 +92,8 @@ class TrainModeNotRestored(Rule):
             model = event.receiver
             if not any(model == t or t.startswith(model + ".") for t in trained):
                 continue  # not trained here (a frozen teacher), or a submodule of it (frozen BatchNorm)
-            if any(r is None or _related(model, r) and (model == r or model.startswith(r + "."))
-                   or not any(_related(r, t) for t in trained) for r in switched_on):
+            if any(r is None or model == r or model.startswith(r + ".") or not any(_related(r, t) for t in trained)
+                   for r in switched_on):
                 continue  # restored, or maybe: a `train()` on a module we cannot name
             if self._no_mode_effects(event) or _leaves_loop_after(loop, event.via or event.node):
                 continue
