@@ -46,7 +46,8 @@ class InplaceOnLeaf(Rule):
     Updates through `.data` (`p.data -= lr * p.grad`), changes to the gradient
     (`p.grad.zero_()`), `torch.nn.init` functions and optimizer internals are correct and not
     reported; neither are functions whose callers are not in the linted tree (they may run under
-    `no_grad`).
+    `no_grad`), nor files that turn `requires_grad` off somewhere (a frozen EMA copy updated in
+    place is correct).
 
     ## Fix safety
     No fix: whether the update should run under `torch.no_grad()` or be done out of place
@@ -64,7 +65,7 @@ class InplaceOnLeaf(Rule):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self._disabled: dict[cst.CSTNode, bool] = {}
+        self._disabled: bool | None = None
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
         operator = self.ctx.code(node.operator).strip()
@@ -93,10 +94,11 @@ class InplaceOnLeaf(Rule):
         )
 
     def _grad_disabled(self) -> bool:
-        scope = self.ctx.functions[-1] if self.ctx.functions else self.ctx.module
-        if scope not in self._disabled:
-            self._disabled[scope] = grad_disabled_in(scope)
-        return self._disabled[scope]
+        """Code in this file that turns `requires_grad` off (an EMA copy frozen where it is built, a
+        frozen backbone): which tensors still require grad is then not known anywhere in it."""
+        if self._disabled is None:
+            self._disabled = grad_disabled_in(self.ctx.module)
+        return self._disabled
 
     VALID = [
         """
