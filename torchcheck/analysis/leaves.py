@@ -55,6 +55,14 @@ def _parameter_attribute(ctx, node: cst.Attribute) -> Leaf | None:
         if declared is not None:
             return Leaf(f"an `nn.Parameter` of `{value.info.name}`", declared, f"`{name}` is made an nn.Parameter here")
     if value.kind == "unknown" and _LAYER_PARAMETER.match(name):
+        root = owner
+        while isinstance(root, (cst.Attribute, cst.Subscript)):
+            root = root.value
+        model = ctx.value(root) if root is not owner else None
+        if model is not None and model.kind == "model":  # `model.fc.weight` of a torchvision model
+            binding = last_binding(ctx, root)
+            return Leaf(f"a parameter of `{dotted_name(root)}`", binding[0] if binding else root,
+                        f"`{dotted_name(root)}` is a model")
         built = _module_built(ctx, owner)
         if built is not None:
             return Leaf(f"a parameter of the module `{dotted_name(owner)}`", built,
