@@ -84,7 +84,7 @@ def kl_call(ctx, node: cst.Call) -> KLCall | None:
 def criterion_constructor(ctx, node: cst.Call) -> cst.Call | None:
     """The `nn.KLDivLoss(...)` call that built the criterion `node` calls."""
     func = _criterion_expr(node)
-    if isinstance(func, cst.Call) and api.loss_class(ctx.qualname(func.func)) == "KLDivLoss":  # `nn.KLDivLoss(reduction="batchmean")(x, y)`
+    if isinstance(func, cst.Call) and api.loss_class(ctx.qualname(func.func)) == "KLDivLoss":  # `nn.KLDivLoss()(x, y)`
         return func
     criterion = ctx.value(func)
     return criterion.origin if criterion.kind == "criterion" and isinstance(criterion.origin, cst.Call) else None

@@ -70,24 +70,33 @@ def _parameter_attribute(ctx, node: cst.Attribute) -> Leaf | None:
     return None
 
 
-def declared_parameter(cls: ClassInfo, name: str) -> cst.CSTNode | None:
+def declared_parameter(cls: ClassInfo, name: str, seen: frozenset = frozenset()) -> cst.CSTNode | None:
     """The statement of `cls` (or of a base class in the tree) that makes `self.<name>` an
     `nn.Parameter`: `self.scale = nn.Parameter(...)` or `self.register_parameter("scale", ...)`."""
-    for info in (cls, *cls.base_classes()):
-        for method in info.methods.values():
-            receiver = method.param_names()[:1]
-            if not receiver:
-                continue
-            for node in descendants(method.node.body):
-                if isinstance(node, cst.Assign) and isinstance(node.value, cst.Call) and _is_parameter_call(info, node.value):
-                    if any(dotted_name(t.target) == f"{receiver[0]}.{name}" for t in node.targets):
-                        return node
-                elif isinstance(node, cst.Call) and method_name(node) == "register_parameter" \
-                        and dotted_name(node.func.value) == receiver[0] and node.args \
-                        and literal(node.args[0].value) == name and len(node.args) > 1 \
-                        and not (isinstance(node.args[1].value, cst.Name) and node.args[1].value.value == "None"):
-                    return node
+    for method in cls.methods.values():
+        receiver = method.param_names()[:1]
+        for node in descendants(method.node.body) if receiver else ():
+            if _assigns_parameter(cls, node, f"{receiver[0]}.{name}") or _registers_parameter(node, receiver[0], name):
+                return node
+    for base in cls.base_classes():
+        if base not in seen:
+            found = declared_parameter(base, name, seen | {cls})
+            if found is not None:
+                return found
     return None
+
+
+def _assigns_parameter(cls: ClassInfo, node: cst.CSTNode, target: str) -> bool:
+    return isinstance(node, cst.Assign) and isinstance(node.value, cst.Call) and _is_parameter_call(cls, node.value) \
+        and any(dotted_name(t.target) == target for t in node.targets)
+
+
+def _registers_parameter(node: cst.CSTNode, receiver: str, name: str) -> bool:
+    if not isinstance(node, cst.Call) or method_name(node) != "register_parameter" or len(node.args) < 2:
+        return False
+    value = node.args[1].value
+    return dotted_name(node.func.value) == receiver and literal(node.args[0].value) == name \
+        and not (isinstance(value, cst.Name) and value.value == "None")
 
 
 def _is_parameter_call(cls: ClassInfo, call: cst.Call) -> bool:
@@ -168,7 +177,8 @@ def _parameter_loop_variable(ctx, target: cst.Name) -> Leaf | None:
                 iterable = binding[1] if binding is not None else None
             source = _parameters_source(iterable)
             if source is not None:
-                return Leaf(f"a parameter of `{source}`", loop.iter, f"`{target.value}` iterates over `{source}`'s parameters")
+                return Leaf(f"a parameter of `{source}`", loop.iter,
+                            f"`{target.value}` iterates over `{source}`'s parameters")
             return None
     return None
 
@@ -211,8 +221,8 @@ def grad_disabled_in(scope: cst.CSTNode) -> bool:
     `model.requires_grad_(False)`, `torch.set_grad_enabled(False)` as a statement)? Then which
     tensors still require grad here is not known."""
     for node in descendants(scope):
-        if isinstance(node, cst.Assign) and any(isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad"
-                                                for t in node.targets):
+        if isinstance(node, cst.Assign) and any(
+                isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad" for t in node.targets):
             return True
         if isinstance(node, cst.Call) and (method_name(node) == "requires_grad_" and node.args
                                            or dotted_name(node.func) in ("torch.set_grad_enabled", "set_grad_enabled")):

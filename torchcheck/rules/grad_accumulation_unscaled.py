@@ -156,8 +156,8 @@ class GradAccumulationUnscaled(Rule):
         for node in descendants(body, prune=lambda n: _nested(n) or n is gate_if):
             if isinstance(node, cst.Call) and method_name(node) == "zero_grad":
                 return True
-            if isinstance(node, cst.Assign) and any(isinstance(t.target, cst.Attribute) and t.target.attr.value == "grad"
-                                                    for t in node.targets):
+            if isinstance(node, cst.Assign) and any(
+                    isinstance(t.target, cst.Attribute) and t.target.attr.value == "grad" for t in node.targets):
                 return True
         return False
 
@@ -177,9 +177,10 @@ class GradAccumulationUnscaled(Rule):
             return
         steps = short_code(self.ctx, gate.steps, 30)
         here = analysis is self.ctx.analysis
+        backward = short_code(self.ctx, call, 40) if here else f"{dotted_name(call.func) or 'backward'}()"
         self.report(
             call if here else anchor,
-            f"`{short_code(self.ctx, call, 40) if here else (dotted_name(call.func) or 'backward') + '()'}` runs on every micro-batch but the optimizer steps only when"
+            f"`{backward}` runs on every micro-batch but the optimizer steps only when"
             f" `{short_code(self.ctx, gate.test, 40)}`, and the loss is never divided by `{steps}`: the accumulated"
             f" gradient is `{steps}` times a batch's, and so is the effective learning rate; divide the loss by"
             f" `{steps}` before backward()",

@@ -172,12 +172,12 @@ class KlDivInputNotLogProbs(Rule):
             """
             import torch.nn.functional as F
             def distill(student_logits, teacher_logits):
-                return F.kl_div(F.softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="batchmean")
+                return F.kl_div(F.softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="sum")
             """,
             fixed="""
             import torch.nn.functional as F
             def distill(student_logits, teacher_logits):
-                return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="batchmean")
+                return F.kl_div(F.log_softmax(student_logits, dim=1), F.softmax(teacher_logits, dim=1), reduction="sum")
             """,
         ),
         Invalid(
@@ -217,7 +217,7 @@ class KlDivInputNotLogProbs(Rule):
             """
             import torch.nn.functional as F
             def distill(student_logits, teacher_logits):
-                return F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), reduction="batchmean")
+                return F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1), reduction="sum")
             """
         ),
         Invalid(

@@ -91,10 +91,8 @@ class KlDivReductionMean(Rule):
         options = kl.options
         here = options in self.ctx.analysis.values  # the constructor is in this file
         node = options if here else kl.loss.call
-        fix = FixSpec('Pass `reduction="batchmean"`',
-                      (Replacement(options, self.ctx.code(with_args(options, [*options.args,
-                                                                              keyword_arg("reduction", '"batchmean"')]))),)
-                      ) if here else None
+        fixed = with_args(options, [*options.args, keyword_arg("reduction", '"batchmean"')])
+        fix = FixSpec('Pass `reduction="batchmean"`', (Replacement(options, self.ctx.code(fixed)),)) if here else None
         related = [] if node is kl.loss.call else [(kl.loss.call, "used here to compare two distributions")]
         self.report(
             node,

@@ -84,7 +84,8 @@ class TrainModeNotRestored(Rule):
         backward = next((e for e in events if e.kind == "backward"), None)
         if backward is None:
             return
-        trained = {e.receiver for e in events if e.receiver and (e.kind == "step" or e.kind == "forward" and not e.grad_off)}
+        trained = {e.receiver for e in events
+                   if e.receiver and (e.kind == "step" or e.kind == "forward" and not e.grad_off)}
         switched_on = [e.receiver for e in events if e.kind == "train"]
         for event in events:
             if event.kind != "eval" or not event.module or event.receiver is None:
