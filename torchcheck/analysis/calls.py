@@ -10,7 +10,7 @@ import libcst as cst
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, argument, is_model_like
 from torchcheck.analysis.imports import dotted_name
-from torchcheck.walk import walk
+from torchcheck.walk import descendants, walk
 
 _OPTIMIZER_NAME = re.compile(r"optim|^opts?(_|$)|_opts?$|^opt[A-Z]", re.IGNORECASE)
 _NOT_OPTIMIZER = re.compile(r"sched|lr|warmup|scaler", re.IGNORECASE)
@@ -141,6 +141,20 @@ def _bound_names(target: cst.BaseExpression, name: str) -> list[cst.Name]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [n for element in target.elements for n in _bound_names(element.value, name)]
     return []
+
+
+def only_use_is(ctx, name: cst.CSTNode, origin) -> bool:
+    """`probs = F.softmax(x, 1)` assigned once, in this function, and used only here (`name`)."""
+    if not isinstance(name, cst.Name) or not isinstance(origin, cst.Call):
+        return False
+    scope = ctx.functions[-1] if ctx.functions else ctx.module
+    assigns = [n for n in descendants(scope) if isinstance(n, cst.Assign) and n.value is origin]
+    if len(assigns) != 1 or len(assigns[0].targets) != 1:
+        return False
+    target = assigns[0].targets[0].target
+    if not isinstance(target, cst.Name) or target.value != name.value:
+        return False
+    return sum(isinstance(n, cst.Name) and n.value == name.value for n in descendants(scope)) == 2
 
 
 def method_name(node: cst.Call) -> str | None:

@@ -62,6 +62,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._in_progress: set = set()
         self._summaries: dict = {}
         self._entry_grad: dict[FunctionInfo, str] = {}
+        self._called_grad: dict[FunctionInfo, str] = {}
         self._bound_used: dict[FunctionInfo, dict[str, Value]] = {}
         # Modules whose content this analysis's answers read, and modules whose importers it asked
         # about: what a linted file's cached findings depend on.

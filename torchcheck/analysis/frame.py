@@ -186,6 +186,8 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
                 self.env[name] = value
                 self.replace_submodule(target, value)
         elif isinstance(target, cst.Subscript):
+            if self.record and dotted_name(target.value) is not None:
+                self.eval(target.value)  # `conv.weight[0] = w`: what the indexed object holds, for the rules
             self.set_item(target, value)
             if isinstance(target.value, cst.Attribute):
                 self.replace_submodule(target.value, value)  # `model.classifier[6] = nn.Linear(4096, 2)`

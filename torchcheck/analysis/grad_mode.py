@@ -41,6 +41,37 @@ class GradModeQueries:
         self._entry_grad[info] = result
         return result
 
+    def called_grad(self, info: FunctionInfo | None) -> str:
+        """on | off | unknown: like `entry_grad`, but a function whose callers are not known (nothing in
+        the tree calls it: a library API, a callback) is unknown rather than on. On where any caller
+        runs it with grad enabled: on that path, at least, it runs so."""
+        if info is None:
+            return GRAD_ON
+        if info in self._called_grad:
+            return self._called_grad[info]
+        self._called_grad[info] = GRAD_UNKNOWN  # recursion guard
+        entry = self.entry_grad(info)
+        if entry != GRAD_ON:
+            result = entry
+        elif any(q in api.ENABLE_GRAD_CONTEXTS for q in info.decorator_qualnames()):
+            result = GRAD_ON
+        else:
+            sites = self.sites_of(info, cross_file=True) or []
+            sites = sites + [(call, caller, self) for call, caller in self.module_calls.get(info, [])]
+            if not sites:
+                constructor = info.name == "__init__" and info.cls is not None and info.cls.is_module()
+                result = self.called_grad(info.parent) if info.parent is not None else \
+                    GRAD_ON if constructor else GRAD_UNKNOWN  # modules are built with grad enabled
+            else:
+                grads = {where._site_grad(call, caller) for call, caller, where in sites}
+                result = GRAD_ON if GRAD_ON in grads else GRAD_OFF if grads == {GRAD_OFF} else GRAD_UNKNOWN
+        self._called_grad[info] = result
+        return result
+
+    def _site_grad(self, call: cst.CSTNode, caller: FunctionInfo | None) -> str:
+        local = self.grad_at.get(call, INHERIT)
+        return self.called_grad(caller) if local == INHERIT else local
+
     def grad_of_call(self, call: cst.CSTNode, scope: FunctionInfo | None) -> str:
         local = self.grad_at.get(call, INHERIT)
         return self.entry_grad(scope) if local == INHERIT else local
@@ -50,3 +81,20 @@ class GradModeQueries:
             grad = self.entry_grad(self.scope.get(node))
             return True if grad == GRAD_ON else False if grad == GRAD_OFF else None
         return value.graph
+
+
+def grad_at_statement(ctx) -> str:
+    """on | off | unknown: the grad mode of the statement being visited: set by the innermost
+    enclosing `with` (`torch.no_grad()`, `torch.enable_grad()`; unknown for `set_grad_enabled(flag)`),
+    else the mode its function is called in (`called_grad`), else on (module level)."""
+    for stmt in reversed(ctx.statements):
+        if isinstance(stmt, cst.With):
+            for item in stmt.items:
+                value = ctx.value(item.item)
+                if value.kind == "grad_ctx":
+                    return value.qualname
+                if value.kind == "unknown_grad_ctx":
+                    return GRAD_UNKNOWN
+        elif isinstance(stmt, cst.FunctionDef):
+            return ctx.analysis.called_grad(ctx.analysis.function_of_node.get(stmt))
+    return GRAD_ON

@@ -3,11 +3,10 @@ from __future__ import annotations
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
-from torchcheck.analysis.calls import loss_call, loss_evidence, origin_note
+from torchcheck.analysis.calls import loss_call, loss_evidence, only_use_is, origin_note
 from torchcheck.analysis.dataflow import argument
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
-from torchcheck.walk import descendants
 
 _TARGET_LOSSES = {"CrossEntropyLoss"}
 
@@ -66,7 +65,7 @@ class SoftmaxBeforeCrossEntropy(Rule):
         what = "log-softmax" if value.activation == "log_softmax" else "softmax"
         origin = origin_note(self.ctx, value)
         fix = None
-        if value.origin is loss.input or _only_use_is(self.ctx, loss.input, value.origin):
+        if value.origin is loss.input or only_use_is(self.ctx, loss.input, value.origin):
             inner = _softmax_input(self.ctx, value.origin)
             if inner is not None:
                 fix = FixSpec(f"Pass the logits to `{loss.callee_text}` without {what}",
@@ -221,20 +220,6 @@ class SoftmaxBeforeCrossEntropy(Rule):
             """
         ),
     ]
-
-
-def _only_use_is(ctx, name: cst.CSTNode, origin) -> bool:
-    """`probs = F.softmax(x, 1)` assigned once, in this function, and used only as this loss input."""
-    if not isinstance(name, cst.Name) or not isinstance(origin, cst.Call):
-        return False
-    scope = ctx.functions[-1] if ctx.functions else ctx.module
-    assigns = [n for n in descendants(scope) if isinstance(n, cst.Assign) and n.value is origin]
-    if len(assigns) != 1 or len(assigns[0].targets) != 1:
-        return False
-    target = assigns[0].targets[0].target
-    if not isinstance(target, cst.Name) or target.value != name.value:
-        return False
-    return sum(isinstance(n, cst.Name) and n.value == name.value for n in descendants(scope)) == 2
 
 
 def _softmax_input(ctx, call: cst.CSTNode) -> cst.BaseExpression | None:
