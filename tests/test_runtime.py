@@ -207,47 +207,6 @@ def test_run_command_behaves_like_python(tmp_path):
     assert _torchcheck("run", "missing.py", cwd=tmp_path).returncode == 2
 
 
-DDP_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    import torch, torch.distributed as dist, torch.nn as nn
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    import torchcheck
-
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    torch.manual_seed(0)
-    model = DDP(nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with torchcheck.watch(model, optimizer) as run:
-        for step in range(3):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(torch.randn(8, 8)), torch.randint(0, 2, (8,)))
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            for _ in range(2):
-                model(torch.randn(8, 8))
-    with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
-        json.dump([finding.to_dict() for finding in run.findings], f)
-    dist.destroy_process_group()
-""")
-
-
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_ddp_two_processes_with_torchrun(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                           str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in (0, 1):
-        findings = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert {f["name"] for f in findings} == {"eval-mode-missing"}, findings
-        assert all(f["rank"] == rank for f in findings)
-        assert all(f["module_path"] == "module.1" for f in findings)
-
-
 @pytest.mark.parametrize("script, expected", [
     ("mnist_mlp_seed.py", {"loss-accumulated-without-item"}),
     ("lenet_buggy.py", {"softmax-before-cross-entropy", "missing-zero-grad"}),

@@ -211,8 +211,7 @@ def run_command(args) -> int:
     if args.module is None and args.script is None:
         raise UsageError("give the script to run, or -m MODULE")
     try:
-        from torchcheck.runtime import distributed
-        from torchcheck.runtime.reporting import write_gathered
+        from torchcheck.runtime.reporting import write_report
         from torchcheck.runtime.runner import TargetNotFound, find_module, run_target
     except ImportError as exc:
         raise UsageError(f"`torchcheck run` needs torch: {exc}") from None
@@ -228,13 +227,12 @@ def run_command(args) -> int:
             raise UsageError(f"no such script: {args.script}")
     exit_code, run = run_target(target, target_args, args.mode, tuple(args.select or ()), tuple(args.ignore),
                                 module=args.module is not None)
-    gathered = distributed.gather(run.findings)
-    findings = write_gathered(gathered, args.output, args.format)
+    gathered = write_report(run, args.output, args.format, failed=exit_code != 0)
     if exit_code:
         return exit_code
     if gathered.group is not None and gathered.group.rank != 0:
         return EXIT_CLEAN  # rank 0 fails the job on findings: a failing rank would make torchrun stop the others
-    return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
+    return EXIT_FINDINGS if gathered.findings and not args.exit_zero else EXIT_CLEAN
 
 
 def rules_command(args) -> int:

@@ -31,7 +31,7 @@ class Group:
     store: object | None
 
 
-_remembered: Group | None = None  # the default group's store, kept when the script destroyed the group
+_remembered: Group | None = None  # the default group's store, kept while a session lasts when the script destroys the group
 _gathers = 0  # gathers made by this process: every rank makes them in the same order
 
 
@@ -110,7 +110,7 @@ class Gathered:
     findings: list[Finding] | None  # None on a rank other than 0: rank 0 reports its findings
     group: Group | None = None
     missing: tuple[int, ...] = ()  # ranks whose findings did not reach rank 0 in time
-    alone: bool = False  # a rank of a job with no store to merge through: its own findings only
+    alone: str | None = None  # why this rank reports its own findings only: "no store" | "failed"
 
     def notes(self, written_to=None) -> list[str]:
         """What the reader of this rank's report must know."""
@@ -118,36 +118,47 @@ class Gathered:
         if self.missing:
             which = ", ".join(map(str, self.missing))
             notes.append(f"the findings of rank{'s' if len(self.missing) > 1 else ''} {which} did not reach rank 0"
-                         " before the timeout; the report has the other ranks' findings")
-        if self.alone:
-            where = f" to {written_to}" if written_to is not None else ""
+                         " in time; the report has the other ranks' findings")
+        where = f" to {written_to}" if written_to is not None else ""
+        if self.alone == "no store":
             notes.append(f"rank {self.group.rank}: the process group was gone at the end of the run, so the ranks'"
                          f" findings were not merged; this rank reports its own{where}")
+        elif self.alone == "failed":
+            notes.append(f"rank {self.group.rank}: the code failed on this rank, so the other ranks may never finish"
+                         f" (torchrun stops them); this rank reports its own findings{where}")
         return notes
 
 
-def gather(findings: list[Finding], timeout: float | None = None) -> Gathered:
-    """Every rank calls this once at the end of a run, in the same order as the other ranks."""
+def gather(findings: list[Finding], known: Group | None = None, timeout: float | None = None,
+           failed: bool = False) -> Gathered:
+    """Every rank calls this once at the end of a run, in the same order as the other ranks.
+    `known`: the job as seen when the run ended, used when its process group is gone now.
+    `failed`: the code failed on this rank, so it waits for no one: rank 0 merges what the others
+    handed over already; another rank hands its findings over and also reports them itself."""
     global _gathers
     group = current_group()
-    forget_store()
+    if known is not None and (group is None or group.store is None):
+        group = known
     if group is None:
         return Gathered(findings)
     if group.store is None:
-        return Gathered(findings, group, alone=True)
+        return Gathered(findings, group, alone="no store")
     prefix = f"torchcheck/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{_gathers}/"
     _gathers += 1
     if group.rank != 0:
         try:
             group.store.set(prefix + str(group.rank), pickle.dumps(findings))
         except Exception:  # noqa: BLE001 - the store is gone with rank 0: report alone
-            return Gathered(findings, group, alone=True)
-        return Gathered(None, group)
-    if timeout is None:
+            return Gathered(findings, group, alone="no store")
+        return Gathered(findings, group, alone="failed") if failed else Gathered(None, group)
+    if failed:
+        timeout = 0.0  # take what the others handed over already: they may be waiting for this rank
+    elif timeout is None:
         timeout = float(os.environ.get("TORCHCHECK_GATHER_TIMEOUT", GATHER_TIMEOUT_S))
     others = [prefix + str(r) for r in range(1, group.world_size)]
-    with contextlib.suppress(Exception):  # a timeout: take what arrived
-        group.store.wait(others, datetime.timedelta(seconds=timeout))
+    if timeout > 0:
+        with contextlib.suppress(Exception):  # a timeout: take what arrived
+            group.store.wait(others, datetime.timedelta(seconds=timeout))
     by_rank = {0: findings}
     missing = []
     for r, key in enumerate(others, 1):

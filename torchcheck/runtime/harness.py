@@ -42,6 +42,7 @@ class Run:
     _findings: dict = field(default_factory=dict)
     _wants: dict = field(default_factory=dict)
     _active: bool = False
+    _group: object = None  # the distributed job this run was part of, seen when it ended
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,7 +71,7 @@ class Run:
         through keeps its own findings and warns."""
         from torchcheck.runtime import distributed
 
-        gathered = distributed.gather(self.findings, timeout)
+        gathered = distributed.gather(self.findings, self._group, timeout)
         for message in gathered.notes():
             warnings.warn(f"torchcheck: {message}", RuntimeWarning, stacklevel=2)
         return gathered.findings
@@ -81,7 +82,7 @@ class Run:
         the findings written (None on a rank that handed its findings to rank 0)."""
         from torchcheck.runtime.reporting import write_report
 
-        return write_report(self, output, format)
+        return write_report(self, output, format).findings
 
     def __enter__(self) -> Run:
         if self._active:
@@ -91,7 +92,10 @@ class Run:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
+        from torchcheck.runtime.distributed import current_group
+
         self._active = False
+        self._group = current_group()  # its store still reaches the other ranks once the group is destroyed
         _SESSION.exit(self, failed=exc_type is not None)
 
     def _record(self, finding: Finding) -> bool:
@@ -158,7 +162,6 @@ class _Session:
             self.context = Context(self, stack)
             self.hub = Hub(stack, self.context)
             self.hub.subscribe("step_post", self.context.count_step)
-            distributed.forget_store()
             distributed.remember_store_on_destroy(stack)
         except BaseException:
             stack.close()
@@ -177,6 +180,9 @@ class _Session:
                 self.hub.subscribe(event, getattr(check, "on_" + event))
 
     def _stop(self) -> None:
+        from torchcheck.runtime.distributed import forget_store
+
+        forget_store()
         stack, self.stack = self.stack, None
         self.context = self.hub = None
         self.checks = {}

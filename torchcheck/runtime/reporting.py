@@ -11,16 +11,19 @@ from rich.console import Console
 from torchcheck.runtime import distributed
 
 
-def write_report(run, output=None, fmt: str = "text") -> list | None:
-    return write_gathered(distributed.gather(run.findings), Path(output) if output is not None else None, fmt)
+def write_report(run, output=None, fmt: str = "text", failed: bool = False) -> distributed.Gathered:
+    """Gather the run's findings across ranks and write what this rank has to report (`failed`:
+    the code failed on this rank)."""
+    gathered = distributed.gather(run.findings, run._group, failed=failed)
+    _write(gathered, Path(output) if output is not None else None, fmt)
+    return gathered
 
 
-def write_gathered(gathered: distributed.Gathered, output: Path | None, fmt: str) -> list | None:
-    """Write what this rank has to report; returns the findings written, None when it had none to."""
+def _write(gathered: distributed.Gathered, output: Path | None, fmt: str) -> None:
     from torchcheck.report import Summary, read_sources, render
 
     if gathered.findings is None:
-        return None
+        return
     if gathered.alone and output is not None:
         output = distributed.rank_path(output, gathered.group.rank)
     for note in gathered.notes(output):
@@ -29,8 +32,7 @@ def write_gathered(gathered: distributed.Gathered, output: Path | None, fmt: str
     summary = Summary(1, findings, read_sources(findings), kind="run")
     if output is None:
         render(summary, fmt, Console(file=sys.stderr if fmt == "text" else sys.stdout, highlight=False, soft_wrap=True))
-        return findings
+        return
     with open(output, "w", encoding="utf-8") as handle:
         render(summary, fmt, Console(file=handle, color_system=None, force_terminal=False, width=120, highlight=False,
                                      soft_wrap=True))
-    return findings

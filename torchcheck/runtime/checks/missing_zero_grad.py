@@ -33,11 +33,17 @@ class ParamState:
         self.cleared = False  # zero_grad() covered the parameter since the step
 
 
+def _version(grad) -> int:
+    """The version counter of a gradient's data: a DTensor's local shard (FSDP2 accumulates into
+    the shard, leaving the DTensor's own counter alone)."""
+    return getattr(grad, "_local_tensor", grad)._version
+
+
 def _accumulated(state: ParamState, param) -> None:
     state.accumulations += 1
     if state.accumulations == 1 and state.fed is not None:
         grad = param.grad
-        state.untouched = grad is state.fed() and grad._version == state.fed_version + 1
+        state.untouched = grad is state.fed() and _version(grad) == state.fed_version + 1
 
 
 class MissingZeroGrad(RuntimeCheck):
@@ -84,7 +90,7 @@ class MissingZeroGrad(RuntimeCheck):
         for ref, state in self.sample(optimizer):
             param = ref()
             grad = param.grad if param is not None else None
-            state.fed, state.fed_version = (weakref.ref(grad), grad._version) if grad is not None else (None, 0)
+            state.fed, state.fed_version = (weakref.ref(grad), _version(grad)) if grad is not None else (None, 0)
             state.accumulations = 0
             state.untouched = state.cleared = False
 
