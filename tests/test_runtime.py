@@ -219,3 +219,35 @@ def test_seed_training_scripts_under_torchcheck_run(script, expected, monkeypatc
     code, findings = run_script(ROOT / "fixtures" / "static" / script, [])
     assert code == 0
     assert {f.name for f in findings} == expected
+
+
+# -- one check per module ---------------------------------------------------------------------------
+def test_each_runtime_check_is_one_module_named_after_its_catalog_entry():
+    import ast
+
+    from torchcheck.registry import catalog
+    from torchcheck.runtime.checks import all_checks
+    from torchcheck.runtime.events import SOURCES
+
+    checks = all_checks()
+    assert set(checks) == {rule.name for rule in catalog() if rule.runtime_check}
+    for name, check in checks.items():
+        module = sys.modules[check.__module__]
+        assert Path(module.__file__).stem == name.replace("-", "_")
+        assert check.events() and set(check.events()) <= set(SOURCES), name
+        imported = {node.module for node in ast.walk(ast.parse(Path(module.__file__).read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {m for m in imported if m.startswith("torchcheck.runtime.checks.")}, f"{name} imports another check"
+
+
+def test_only_what_the_selected_checks_need_is_installed():
+    originals = (F.cross_entropy, F.dropout, F.batch_norm, F.interpolate, F.softmax, torch.index_select,
+                 torch.Tensor.__add__, nn.Module.train)
+    with watch(select=["missing-zero-grad"]):
+        assert (F.cross_entropy, F.dropout, F.batch_norm, F.interpolate, F.softmax, torch.index_select,
+                torch.Tensor.__add__, nn.Module.train) == originals
+        with watch(select=["interpolate-3d-input"]) as inner:  # a nested run adds its own checks
+            assert F.interpolate is not originals[3] and F.cross_entropy is originals[0]
+            F.interpolate(torch.rand(3, 32, 32), size=16)
+    assert [f.name for f in inner.findings] == ["interpolate-3d-input"]
+    assert F.interpolate is originals[3]

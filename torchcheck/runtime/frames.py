@@ -1,50 +1,61 @@
-"""Where a finding points: the user's line (the first frame outside torch and torchcheck), shown
-relative to the working folder, with the columns of its code."""
+"""Where a finding points: the user's line, shown relative to the working folder, with the columns
+of its code. The user's line is the first stack frame outside torch, torchcheck, the standard
+library and installed packages (Lightning, transformers, ...: a finding in a framework's loop
+points at the user's `training_step` line that led there); where every frame is installed code,
+the first outside torch, torchcheck and the standard library."""
 from __future__ import annotations
 
 import linecache
 import re
+import site
 import sys
+import sysconfig
 from pathlib import Path
 
-_TORCH_DIR = None
 _OWN_DIR = str(Path(__file__).resolve().parent.parent)
+_TORCH_DIR = ""
+_skipped: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None  # ours, installed, standard
 
 
-def _is_library(filename: str) -> bool:
-    return filename.startswith((_TORCH_DIR, _OWN_DIR, "<frozen")) or "/contextlib.py" in filename
-
-
-def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
-    """The first stack frame outside torch and torchcheck: the user's line that caused a finding.
-    With `outside_modules`, the line that called the outermost module (`model(x)` in the
-    validation loop, not a line inside the model's own forward)."""
-    global _TORCH_DIR
-    if _TORCH_DIR is None:
+def _directories() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    global _skipped, _TORCH_DIR
+    if _skipped is None:
         import torch
 
         _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
+        paths = sysconfig.get_paths()
+        installed = {paths[key] for key in ("purelib", "platlib") if key in paths}
+        installed.update(getattr(site, "getsitepackages", list)())
+        installed.add(site.getusersitepackages())
+        standard = {paths[key] for key in ("stdlib", "platstdlib") if key in paths}
+        installed, standard = ({*group, *(str(Path(p).resolve()) for p in group)} for group in (installed, standard))
+        _skipped = (tuple(sorted((_TORCH_DIR, _OWN_DIR, "<frozen"))), tuple(sorted(installed)), tuple(sorted(standard)))
+    return _skipped
+
+
+def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
+    """The user's line that caused a finding. With `outside_modules`, the line that called the
+    outermost module (`model(x)` in the validation loop, not a line inside the model's forward)."""
+    ours, installed, standard = _skipped or _directories()
+    frames = []
     frame = sys._getframe(1)
+    while frame is not None:
+        frames.append(frame)
+        frame = frame.f_back
     if outside_modules:
-        frames = []
-        while frame is not None:
-            frames.append(frame)
-            frame = frame.f_back
         calls = [i for i, f in enumerate(frames)
                  if f.f_code.co_name == "_call_impl" and f.f_code.co_filename.startswith(_TORCH_DIR)]
-        candidates = iter(frames[calls[-1] + 1:] if calls else frames)
-    else:
-        candidates = _walk(frame)
-    for frame in candidates:
-        if not _is_library(frame.f_code.co_filename):
-            return frame.f_code.co_filename, frame.f_lineno, 1
-    return "<unknown>", 0, 1
-
-
-def _walk(frame):
-    while frame is not None:
-        yield frame
-        frame = frame.f_back
+        frames = frames[calls[-1] + 1:] if calls else frames
+    fallback = None
+    for frame in frames:
+        filename = frame.f_code.co_filename
+        if filename.startswith(ours):
+            continue
+        if filename.startswith(installed):
+            fallback = fallback or (filename, frame.f_lineno, 1)
+        elif not filename.startswith(standard):
+            return filename, frame.f_lineno, 1
+    return fallback or ("<unknown>", 0, 1)
 
 
 def modules_being_called() -> list:
