@@ -37,12 +37,9 @@ def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
     """The user's line that caused a finding. With `outside_modules`, the line that called the
     outermost module (`model(x)` in the validation loop, not a line inside the model's forward)."""
     ours, installed, standard = _skipped or _directories()
-    frames = []
-    frame = sys._getframe(1)
-    while frame is not None:
-        frames.append(frame)
-        frame = frame.f_back
+    frames = _stack(sys._getframe(1))
     if outside_modules:
+        frames = list(frames)
         calls = [i for i, f in enumerate(frames)
                  if f.f_code.co_name == "_call_impl" and f.f_code.co_filename.startswith(_TORCH_DIR)]
         frames = frames[calls[-1] + 1:] if calls else frames
@@ -56,6 +53,12 @@ def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
         elif not filename.startswith(standard):
             return filename, frame.f_lineno, 1
     return fallback or ("<unknown>", 0, 1)
+
+
+def _stack(frame):
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
 
 
 def modules_being_called() -> list:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import functools
 import weakref
 
+import torch
+
 from torchcheck.runtime.checks import RuntimeCheck
 from torchcheck.runtime.context import WeakIdMap
 
@@ -36,7 +38,7 @@ class ParamState:
 def _version(grad) -> int:
     """The version counter of a gradient's data: a DTensor's local shard (FSDP2 accumulates into
     the shard, leaving the DTensor's own counter alone)."""
-    return getattr(grad, "_local_tensor", grad)._version
+    return grad._version if type(grad) is torch.Tensor else getattr(grad, "_local_tensor", grad)._version
 
 
 def _accumulated(state: ParamState, param) -> None:
