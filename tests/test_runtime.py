@@ -207,6 +207,23 @@ def test_run_command_behaves_like_python(tmp_path):
     assert _torchcheck("run", "missing.py", cwd=tmp_path).returncode == 2
 
 
+def test_run_module_behaves_like_python_m(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text(SCRIPT.replace('sys.argv[1:], "name", __name__',
+                                                     'sys.argv, "name", __name__, "spec", __spec__.name'))
+    proc = _torchcheck("run", "--format", "json", "--output", "report.json", "-m", "pkg.train", "0", "--lr", "1",
+                       cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert f"argv [{str(package / 'train.py')!r}, '0', '--lr', '1'] name __main__ spec pkg.train" in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(f["name"], f["path"], f["line"]) for f in report["findings"]] == [("interpolate-3d-input", "pkg/train.py", 6)]
+    missing = _torchcheck("run", "-m", "pkg.missing", cwd=tmp_path)
+    assert missing.returncode == 2 and "no module named `pkg.missing`" in missing.stderr
+    assert _torchcheck("run", "-m", cwd=tmp_path).returncode == 2
+
+
 @pytest.mark.parametrize("script, expected", [
     ("mnist_mlp_seed.py", {"loss-accumulated-without-item"}),
     ("lenet_buggy.py", {"softmax-before-cross-entropy", "missing-zero-grad"}),
