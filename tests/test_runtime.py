@@ -268,3 +268,28 @@ def test_only_what_the_selected_checks_need_is_installed():
             F.interpolate(torch.rand(3, 32, 32), size=16)
     assert [f.name for f in inner.findings] == ["interpolate-3d-input"]
     assert F.interpolate is originals[3]
+
+
+def test_sync_batch_norm_updating_statistics_in_validation(monkeypatch):
+    """SyncBatchNorm across processes skips F.batch_norm for its synchronised kernel (CUDA only):
+    that path is seen too. Here the kernel is stood in for by the plain batch norm."""
+    import torch.nn.modules.batchnorm as batchnorm
+
+    class Synchronised:
+        @staticmethod
+        def apply(input, weight, bias, running_mean, running_var, eps, momentum, process_group, world_size):
+            return torch.batch_norm(input, weight, bias, running_mean, running_var, True, momentum, eps, False)
+
+    class SyncedAcrossTwoRanks(nn.SyncBatchNorm):
+        def forward(self, input):
+            return batchnorm.sync_batch_norm.apply(input, self.weight, self.bias, self.running_mean,
+                                                   self.running_var, self.eps, self.momentum, None, 2)
+
+    monkeypatch.setattr(batchnorm, "sync_batch_norm", Synchronised)
+    model = nn.Sequential(nn.Linear(4, 8), SyncedAcrossTwoRanks(8))
+    with watch(model) as run:
+        with torch.no_grad():
+            for _ in range(2):
+                model(torch.randn(6, 4))
+    assert [(f.name, f.module_path) for f in run.findings] == [("eval-mode-missing", "1")]
+    assert batchnorm.sync_batch_norm is Synchronised
