@@ -119,18 +119,11 @@ def arg(args, kwargs, position: int, name: str):
     return args[position] if len(args) > position else None
 
 
-class Locate:
+def _locate(found: list) -> tuple[str, int, int]:
     """The user's line of the call being handled, looked up once when first asked for."""
-
-    __slots__ = ("_where",)
-
-    def __init__(self) -> None:
-        self._where = None
-
-    def __call__(self) -> tuple[str, int, int]:
-        if self._where is None:
-            self._where = user_frame()
-        return self._where
+    if not found:
+        found.append(user_frame())
+    return found[0]
 
 
 # -- optimizers ------------------------------------------------------------------------------------
@@ -187,7 +180,8 @@ def _loss(handlers, stack, context) -> None:
         def make(original):
             def wrapper(*args, **kwargs):
                 output = original(*args, **kwargs)
-                input, target, locate = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "target"), Locate()
+                input, target = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "target")
+                locate = functools.partial(_locate, [])
                 for handler in handlers:
                     handler(name, input, target, output, locate)
                 return output

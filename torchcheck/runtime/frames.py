@@ -14,12 +14,14 @@ from pathlib import Path
 
 _OWN_DIR = str(Path(__file__).resolve().parent.parent)
 _TORCH_DIR = ""
-_skipped: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] | None = None  # ours, installed, standard
+OURS, INSTALLED, STANDARD, USER = range(4)
+_kinds: dict[str, int] = {}  # file name -> what kind of code it holds
+_prefixes: tuple | None = None
 
 
-def _directories() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    global _skipped, _TORCH_DIR
-    if _skipped is None:
+def _prefixes_of_kinds() -> tuple:
+    global _prefixes, _TORCH_DIR
+    if _prefixes is None:
         import torch
 
         _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
@@ -29,36 +31,44 @@ def _directories() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         installed.add(site.getusersitepackages())
         standard = {paths[key] for key in ("stdlib", "platstdlib") if key in paths}
         installed, standard = ({*group, *(str(Path(p).resolve()) for p in group)} for group in (installed, standard))
-        _skipped = (tuple(sorted((_TORCH_DIR, _OWN_DIR, "<frozen"))), tuple(sorted(installed)), tuple(sorted(standard)))
-    return _skipped
+        _prefixes = ((OURS, (_TORCH_DIR, _OWN_DIR, "<frozen")), (INSTALLED, tuple(installed)),
+                     (STANDARD, tuple(standard)))
+    return _prefixes
+
+
+def _kind(filename: str) -> int:
+    kind = next((kind for kind, prefixes in _prefixes_of_kinds() if filename.startswith(prefixes)), USER)
+    _kinds[filename] = kind
+    return kind
 
 
 def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
     """The user's line that caused a finding. With `outside_modules`, the line that called the
     outermost module (`model(x)` in the validation loop, not a line inside the model's forward)."""
-    ours, installed, standard = _skipped or _directories()
-    frames = _stack(sys._getframe(1))
+    frame = sys._getframe(1)
     if outside_modules:
-        frames = list(frames)
-        calls = [i for i, f in enumerate(frames)
-                 if f.f_code.co_name == "_call_impl" and f.f_code.co_filename.startswith(_TORCH_DIR)]
-        frames = frames[calls[-1] + 1:] if calls else frames
+        _prefixes_of_kinds()
+        outermost = None
+        caller = frame
+        while caller is not None:
+            if caller.f_code.co_name == "_call_impl" and caller.f_code.co_filename.startswith(_TORCH_DIR):
+                outermost = caller
+            caller = caller.f_back
+        if outermost is not None:
+            frame = outermost.f_back
+    kinds = _kinds
     fallback = None
-    for frame in frames:
-        filename = frame.f_code.co_filename
-        if filename.startswith(ours):
-            continue
-        if filename.startswith(installed):
-            fallback = fallback or (filename, frame.f_lineno, 1)
-        elif not filename.startswith(standard):
-            return filename, frame.f_lineno, 1
-    return fallback or ("<unknown>", 0, 1)
-
-
-def _stack(frame):
     while frame is not None:
-        yield frame
+        filename = frame.f_code.co_filename
+        kind = kinds.get(filename)
+        if kind is None:
+            kind = _kind(filename)
+        if kind == USER:
+            return filename, frame.f_lineno, 1
+        if kind == INSTALLED and fallback is None:
+            fallback = (filename, frame.f_lineno, 1)
         frame = frame.f_back
+    return fallback or ("<unknown>", 0, 1)
 
 
 def modules_being_called() -> list:
