@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--exit-zero", action="store_true", help="exit 0 on findings (the script's own failure still counts)")
     run.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE",
                      help="run a module as `python -m MODULE ARGS...` does (the rest of the line is its arguments)")
-    run.add_argument("script", type=Path, nargs="?")
+    run.add_argument("script", type=Path, nargs="?", help="the script to run, as `python SCRIPT ARGS...` does")
     run.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
 
     explain = commands.add_parser("explain", help="show a rule's documentation")
