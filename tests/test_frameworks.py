@@ -30,7 +30,8 @@ def found(run) -> set:
 
 def data(samples: int = 32, seed: int = 0) -> TensorDataset:
     generator = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(samples, 8, generator=generator), torch.randint(0, 2, (samples,), generator=generator))
+    return TensorDataset(torch.randn(samples, 8, generator=generator),
+                         torch.randint(0, 2, (samples,), generator=generator))
 
 
 def net() -> nn.Module:

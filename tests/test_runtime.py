@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -218,7 +217,8 @@ def test_run_module_behaves_like_python_m(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert f"argv [{str(package / 'train.py')!r}, '0', '--lr', '1'] name __main__ spec pkg.train" in proc.stdout
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [(f["name"], f["path"], f["line"]) for f in report["findings"]] == [("interpolate-3d-input", "pkg/train.py", 6)]
+    assert [(f["name"], f["path"], f["line"]) for f in report["findings"]] == [
+        ("interpolate-3d-input", "pkg/train.py", 6)]
     missing = _torchcheck("run", "-m", "pkg.missing", cwd=tmp_path)
     assert missing.returncode == 2 and "no module named `pkg.missing`" in missing.stderr
     assert _torchcheck("run", "-m", cwd=tmp_path).returncode == 2

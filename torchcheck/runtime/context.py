@@ -108,8 +108,7 @@ class Context:
     def count_step(self, optimizer) -> None:
         """Subscribed to `step_post` before any check, so checks see the step just taken counted."""
         steps = self.steps[optimizer] = self.steps.get(optimizer, 0) + 1
-        if steps > self.iteration:
-            self.iteration = steps
+        self.iteration = max(self.iteration, steps)
 
     # -- names -------------------------------------------------------------------------------------
     def module_path(self, module: nn.Module) -> str:

@@ -31,44 +31,41 @@ class Group:
     store: object | None
 
 
-_remembered: Group | None = None  # the default group's store, kept while a session lasts when the script destroys the group
+_remembered: Group | None = None  # while a session lasts: the default group, when the script destroyed it
 _gathers = 0  # gathers made by this process: every rank makes them in the same order
 
 
 def rank() -> int | None:
     """This process's rank in a job of several processes, else None."""
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank() if dist.get_world_size() > 1 else None
-    except Exception:  # noqa: BLE001 - a broken process group must not break the harness
-        return None
-    if _remembered is not None:
-        return _remembered.rank
-    if os.environ.get("WORLD_SIZE", "1") != "1" and os.environ.get("RANK", "").isdigit():
-        return int(os.environ["RANK"])
-    return None
+    group = current_group()
+    return group.rank if group is not None else None
 
 
 def current_group() -> Group | None:
     """The job this process belongs to, with a store when one is reachable; None in one process."""
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            from torch.distributed.distributed_c10d import _get_default_store
-
-            world = dist.get_world_size()
-            return Group(dist.get_rank(), world, _get_default_store()) if world > 1 else None
-    except Exception:  # noqa: BLE001
-        pass
+    live = _live_group()
+    if live is not None:
+        return live if live.world_size > 1 else None
     if _remembered is not None:
         return _remembered
     world = os.environ.get("WORLD_SIZE", "1")
     if world.isdigit() and int(world) > 1 and os.environ.get("RANK", "").isdigit():
         return Group(int(os.environ["RANK"]), int(world), None)
     return None
+
+
+def _live_group() -> Group | None:
+    """The default process group, when one is initialized and answers."""
+    try:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return Group(dist.get_rank(), dist.get_world_size(), _get_default_store())
+    except Exception:  # noqa: BLE001 - a broken process group counts as gone
+        return None
 
 
 def remember_store_on_destroy(stack: contextlib.ExitStack) -> None:
@@ -183,8 +180,8 @@ def merge(findings: list[Finding]) -> list[Finding]:
             merged[key] = finding
             continue
         steps = [s for s in (seen.step, finding.step) if s is not None]
-        merged[key] = replace(seen, ranks=tuple(sorted({*seen.ranks, *finding.ranks})), count=seen.count + finding.count,
-                              step=min(steps) if steps else None)
+        merged[key] = replace(seen, ranks=tuple(sorted({*seen.ranks, *finding.ranks})),
+                              count=seen.count + finding.count, step=min(steps) if steps else None)
     return sorted(merged.values(), key=lambda f: (f.path, f.line, f.column, f.code))
 
 

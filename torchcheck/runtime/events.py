@@ -18,7 +18,7 @@ dispatch mode).
 | `tensor_sum` | after `Tensor.__add__`/`__radd__`/`__iadd__` | `result, left, right` |
 | `softmax` | after softmax/log_softmax (functional, torch, Tensor) | `output` |
 | `dropout` | before `F.dropout` and its variants | `name, args, kwargs` |
-| `batch_norm` | before `F.batch_norm`, and SyncBatchNorm's synchronised batch norm (in F.batch_norm's arguments) | `args, kwargs` |
+| `batch_norm` | before `F.batch_norm` and SyncBatchNorm's synchronised kernel (as F.batch_norm's arguments) | `args, kwargs` |
 | `interpolate` | before `F.interpolate` | `args, kwargs` |
 | `index` | before `index_select`, `gather`, `F.embedding` | `op, source, dim, index` |
 | `reset_running_stats` | before `_NormBase.reset_running_stats()` | `module` |

@@ -25,7 +25,7 @@ from torchcheck.runtime.context import WeakIdMap
 class ParamState:
     """What the check knows of one watched parameter since the last optimizer step."""
 
-    __slots__ = ("fed", "fed_version", "accumulations", "untouched", "cleared")
+    __slots__ = ("accumulations", "cleared", "fed", "fed_version", "untouched")
 
     def __init__(self) -> None:
         self.fed = None  # a weak reference to the .grad tensor the last step consumed

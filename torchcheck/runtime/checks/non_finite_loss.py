@@ -40,7 +40,8 @@ class NonFiniteLoss(RuntimeCheck):
             self.check_device_losses()  # the buffer is full: read it now
 
     def on_step_pre(self, optimizer) -> None:
-        if self.reported or not (self.loss_went_non_finite or self.context.steps.get(optimizer, 0) % GRAD_CHECK_EVERY == 0):
+        sampled = self.context.steps.get(optimizer, 0) % GRAD_CHECK_EVERY == 0
+        if self.reported or not (self.loss_went_non_finite or sampled):
             return
         self.check_device_losses()
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
