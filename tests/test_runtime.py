@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -207,45 +206,22 @@ def test_run_command_behaves_like_python(tmp_path):
     assert _torchcheck("run", "missing.py", cwd=tmp_path).returncode == 2
 
 
-DDP_SCRIPT = textwrap.dedent("""
-    import json, os, sys
-    import torch, torch.distributed as dist, torch.nn as nn
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    import torchcheck
-
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    torch.manual_seed(0)
-    model = DDP(nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    with torchcheck.watch(model, optimizer) as run:
-        for step in range(3):
-            optimizer.zero_grad()
-            loss = nn.functional.cross_entropy(model(torch.randn(8, 8)), torch.randint(0, 2, (8,)))
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            for _ in range(2):
-                model(torch.randn(8, 8))
-    with open(os.path.join(sys.argv[1], f"rank{rank}.json"), "w") as f:
-        json.dump([finding.to_dict() for finding in run.findings], f)
-    dist.destroy_process_group()
-""")
-
-
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_ddp_two_processes_with_torchrun(tmp_path):
-    script = tmp_path / "ddp_train.py"
-    script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                           str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in (0, 1):
-        findings = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert {f["name"] for f in findings} == {"eval-mode-missing"}, findings
-        assert all(f["rank"] == rank for f in findings)
-        assert all(f["module_path"] == "module.1" for f in findings)
+def test_run_module_behaves_like_python_m(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text(SCRIPT.replace('sys.argv[1:], "name", __name__',
+                                                     'sys.argv, "name", __name__, "spec", __spec__.name'))
+    proc = _torchcheck("run", "--format", "json", "--output", "report.json", "-m", "pkg.train", "0", "--lr", "1",
+                       cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert f"argv [{str(package / 'train.py')!r}, '0', '--lr', '1'] name __main__ spec pkg.train" in proc.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(f["name"], f["path"], f["line"]) for f in report["findings"]] == [
+        ("interpolate-3d-input", "pkg/train.py", 6)]
+    missing = _torchcheck("run", "-m", "pkg.missing", cwd=tmp_path)
+    assert missing.returncode == 2 and "no module named `pkg.missing`" in missing.stderr
+    assert _torchcheck("run", "-m", cwd=tmp_path).returncode == 2
 
 
 @pytest.mark.parametrize("script, expected", [
@@ -260,3 +236,60 @@ def test_seed_training_scripts_under_torchcheck_run(script, expected, monkeypatc
     code, findings = run_script(ROOT / "fixtures" / "static" / script, [])
     assert code == 0
     assert {f.name for f in findings} == expected
+
+
+# -- one check per module ---------------------------------------------------------------------------
+def test_each_runtime_check_is_one_module_named_after_its_catalog_entry():
+    import ast
+
+    from torchcheck.registry import catalog
+    from torchcheck.runtime.checks import all_checks
+    from torchcheck.runtime.events import SOURCES
+
+    checks = all_checks()
+    assert set(checks) == {rule.name for rule in catalog() if rule.runtime_check}
+    for name, check in checks.items():
+        module = sys.modules[check.__module__]
+        assert Path(module.__file__).stem == name.replace("-", "_")
+        assert check.events() and set(check.events()) <= set(SOURCES), name
+        imported = {node.module for node in ast.walk(ast.parse(Path(module.__file__).read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        assert not {m for m in imported if m.startswith("torchcheck.runtime.checks.")}, f"{name} imports another check"
+
+
+def test_only_what_the_selected_checks_need_is_installed():
+    originals = (F.cross_entropy, F.dropout, F.batch_norm, F.interpolate, F.softmax, torch.index_select,
+                 torch.Tensor.__add__, nn.Module.train)
+    with watch(select=["missing-zero-grad"]):
+        assert (F.cross_entropy, F.dropout, F.batch_norm, F.interpolate, F.softmax, torch.index_select,
+                torch.Tensor.__add__, nn.Module.train) == originals
+        with watch(select=["interpolate-3d-input"]) as inner:  # a nested run adds its own checks
+            assert F.interpolate is not originals[3] and F.cross_entropy is originals[0]
+            F.interpolate(torch.rand(3, 32, 32), size=16)
+    assert [f.name for f in inner.findings] == ["interpolate-3d-input"]
+    assert F.interpolate is originals[3]
+
+
+def test_sync_batch_norm_updating_statistics_in_validation(monkeypatch):
+    """SyncBatchNorm across processes skips F.batch_norm for its synchronised kernel (CUDA only):
+    that path is seen too. Here the kernel is stood in for by the plain batch norm."""
+    import torch.nn.modules.batchnorm as batchnorm
+
+    class Synchronised:
+        @staticmethod
+        def apply(input, weight, bias, running_mean, running_var, eps, momentum, process_group, world_size):
+            return torch.batch_norm(input, weight, bias, running_mean, running_var, True, momentum, eps, False)
+
+    class SyncedAcrossTwoRanks(nn.SyncBatchNorm):
+        def forward(self, input):
+            return batchnorm.sync_batch_norm.apply(input, self.weight, self.bias, self.running_mean,
+                                                   self.running_var, self.eps, self.momentum, None, 2)
+
+    monkeypatch.setattr(batchnorm, "sync_batch_norm", Synchronised)
+    model = nn.Sequential(nn.Linear(4, 8), SyncedAcrossTwoRanks(8))
+    with watch(model) as run:
+        with torch.no_grad():
+            for _ in range(2):
+                model(torch.randn(6, 4))
+    assert [(f.name, f.module_path) for f in run.findings] == [("eval-mode-missing", "1")]
+    assert batchnorm.sync_batch_norm is Synchronised

@@ -67,14 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     rules = commands.add_parser("rules", help="list every rule")
     rules.add_argument("--format", choices=("text", "json"), default="text")
 
-    run = commands.add_parser("run", help="run a training script under the runtime checks (no code change)")
+    run = commands.add_parser("run", help="run a training script under the runtime checks (no code change)",
+                              usage="torchcheck run [options] (SCRIPT | -m MODULE) [ARGS ...]")
     run.add_argument("--format", choices=FORMATS, default="text")
     run.add_argument("--output", type=Path, help="write the report to this file")
     _add_selection(run)
     run.add_argument("--mode", choices=("collect", "warn", "raise"), default="collect",
                      help="collect findings (default), also warn as they happen, or stop at the first")
     run.add_argument("--exit-zero", action="store_true", help="exit 0 on findings (the script's own failure still counts)")
-    run.add_argument("script", type=Path)
+    run.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE",
+                     help="run a module as `python -m MODULE ARGS...` does (the rest of the line is its arguments)")
+    run.add_argument("script", type=Path, nargs="?", help="the script to run, as `python SCRIPT ARGS...` does")
     run.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
 
     explain = commands.add_parser("explain", help="show a rule's documentation")
@@ -201,28 +204,39 @@ def lint_command(args) -> int:
 
 def run_command(args) -> int:
     from torchcheck.registry import is_known_selector
-    from torchcheck.report import Summary, read_sources, render
 
     for selector in (*(args.select or ()), *args.ignore):
         if not is_known_selector(selector):
             raise UsageError(f"unknown rule selector `{selector}` (see `torchcheck rules`)")
-    if not args.script.is_file():
-        raise UsageError(f"no such script: {args.script}")
+    if args.module is not None and args.script is not None:
+        raise UsageError("give a script or -m MODULE, not both (options go before them)")
+    if args.module is not None and not args.module:
+        raise UsageError("-m needs a module name")
+    if args.module is None and args.script is None:
+        raise UsageError("give the script to run, or -m MODULE")
     try:
-        from torchcheck.runtime.runner import run_script
+        from torchcheck.runtime.reporting import write_report
+        from torchcheck.runtime.runner import TargetNotFound, find_module, run_target
     except ImportError as exc:
         raise UsageError(f"`torchcheck run` needs torch: {exc}") from None
-    exit_code, findings = run_script(args.script, args.args, args.mode, tuple(args.select or ()), tuple(args.ignore))
-    sources = read_sources(findings)
-    console = _console(args.output, sys.stderr if args.format == "text" and args.output is None else None)
-    try:
-        render(Summary(1, findings, sources, kind="run"), args.format, console)
-    finally:
-        if args.output is not None:
-            console.file.close()
+    if args.module is not None:
+        target, target_args = args.module[0], args.module[1:]
+        try:
+            find_module(target)
+        except TargetNotFound as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        target, target_args = str(args.script), args.args
+        if not args.script.is_file():
+            raise UsageError(f"no such script: {args.script}")
+    exit_code, run = run_target(target, target_args, args.mode, tuple(args.select or ()), tuple(args.ignore),
+                                module=args.module is not None)
+    gathered = write_report(run, args.output, args.format, failed=exit_code != 0)
     if exit_code:
         return exit_code
-    return EXIT_FINDINGS if findings and not args.exit_zero else EXIT_CLEAN
+    if gathered.group is not None and gathered.group.rank != 0:
+        return EXIT_CLEAN  # rank 0 fails the job on findings: a failing rank would make torchrun stop the others
+    return EXIT_FINDINGS if gathered.findings and not args.exit_zero else EXIT_CLEAN
 
 
 def rules_command(args) -> int:

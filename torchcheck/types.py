@@ -86,7 +86,7 @@ class Finding:
     module_path: str | None = None
     step: int | None = None
     count: int = 1
-    rank: int | None = None
+    ranks: tuple[int, ...] = ()  # the ranks of a distributed run it happened on
     related: tuple[RelatedLocation, ...] = ()  # static findings: the evidence chain, source first
     extra: dict = field(default_factory=dict, compare=False)
     # In a notebook: the cell's position among all cells (1-based) and its id; lines count within the cell.
@@ -115,9 +115,11 @@ class Finding:
             "fix": self.fix.to_dict() if self.fix else None,
             "related": [r.to_dict() for r in self.related],
         }
-        for key in ("module_path", "step", "rank"):
+        for key in ("module_path", "step"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.ranks:
+            data["ranks"] = list(self.ranks)
         if self.count != 1:
             data["count"] = self.count
         if "fix_dropped" in self.extra:

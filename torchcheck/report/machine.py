@@ -58,9 +58,10 @@ def render_sarif(summary) -> str:
                 {"location": {**_location(step), "message": {"text": step.message}}}
                 for step in steps
             ]}]}]
-        if finding.module_path or finding.step is not None or finding.count != 1 or finding.rank is not None:
+        if finding.module_path or finding.step is not None or finding.count != 1 or finding.ranks:
             result["properties"] = {k: v for k, v in (("module_path", finding.module_path), ("step", finding.step),
-                                                      ("count", finding.count), ("rank", finding.rank)) if v is not None}
+                                                      ("count", finding.count),
+                                                      ("ranks", list(finding.ranks) or None)) if v is not None}
         results.append(result)
     driver = {
         "name": "torchcheck",

@@ -34,8 +34,8 @@ def render_text(summary, console) -> None:
             extra.append(f"module {finding.module_path}")
         if finding.step is not None:
             extra.append(f"step {finding.step}")
-        if finding.rank is not None:
-            extra.append(f"rank {finding.rank}")
+        if finding.ranks:
+            extra.append(f"rank{'s' if len(finding.ranks) > 1 else ''} {', '.join(map(str, finding.ranks))}")
         console.print(Text(" --> ", style="blue") + Text(where) + Text(f" ({', '.join(extra)})" if extra else "", style="dim"))
         _excerpt(finding, source_of(finding, summary.sources), console)
         for related in finding.related:

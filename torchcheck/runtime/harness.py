@@ -6,19 +6,13 @@ outermost block's hooks; each block sees the findings made while it was active."
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import sys
 import threading
 import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from torchcheck.types import Finding
 
 MODES = ("collect", "warn", "raise")
-_TORCH_DIR = None
-_OWN_DIR = str(Path(__file__).resolve().parent.parent)
 
 
 class TorchcheckError(RuntimeError):
@@ -37,46 +31,6 @@ class IndexCheckError(IndexError):
         self.finding = finding
 
 
-def user_frame(outside_modules: bool = False) -> tuple[str, int, int]:
-    """The first stack frame outside torch and torchcheck: the user's line that caused a finding.
-    With `outside_modules`, the line that called the outermost module (`model(x)` in the
-    validation loop, not a line inside the model's own forward)."""
-    global _TORCH_DIR
-    if _TORCH_DIR is None:
-        import torch
-
-        _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
-    if not outside_modules:
-        frame = sys._getframe(1)
-        while frame is not None:
-            filename = frame.f_code.co_filename
-            if not filename.startswith((_TORCH_DIR, _OWN_DIR, "<frozen")) and "/contextlib.py" not in filename:
-                return filename, frame.f_lineno, 1
-            frame = frame.f_back
-        return "<unknown>", 0, 1
-    frames = []
-    frame = sys._getframe(1)
-    while frame is not None:
-        frames.append(frame)
-        frame = frame.f_back
-    start = 0
-    if outside_modules:
-        calls = [i for i, f in enumerate(frames) if f.f_code.co_name == "_call_impl" and f.f_code.co_filename.startswith(_TORCH_DIR)]
-        start = calls[-1] + 1 if calls else 0
-    for frame in frames[start:]:
-        filename = frame.f_code.co_filename
-        if not filename.startswith((_TORCH_DIR, _OWN_DIR, "<frozen")) and "/contextlib.py" not in filename:
-            return filename, frame.f_lineno, 1
-    return "<unknown>", 0, 1
-
-
-def display(path: str) -> str:
-    try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except (ValueError, OSError):
-        return path
-
-
 @dataclass
 class Run:
     """One `watch()` session: its options, and the findings made while it was active."""
@@ -88,7 +42,7 @@ class Run:
     _findings: dict = field(default_factory=dict)
     _wants: dict = field(default_factory=dict)
     _active: bool = False
-    _stack: contextlib.ExitStack | None = None
+    _group: object = None  # the distributed job this run was part of, seen when it ended
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -109,6 +63,27 @@ class Run:
             self._wants[name] = chosen and not any(_matches(s, rule) for s in self.ignore)
         return self._wants[name]
 
+    def gather(self, timeout: float | None = None) -> list[Finding] | None:
+        """In a job of several processes, every rank calls this after its block: rank 0 gets the
+        findings of all ranks, merged (one finding per place, with its `ranks`); the other ranks
+        get None, having handed theirs over. In one process, the run's findings. Rank 0 waits up
+        to `timeout` seconds (default 300) for the others; a rank with no process group to go
+        through keeps its own findings and warns."""
+        from torchcheck.runtime import distributed
+
+        gathered = distributed.gather(self.findings, self._group, timeout)
+        for message in gathered.notes():
+            warnings.warn(f"torchcheck: {message}", RuntimeWarning, stacklevel=2)
+        return gathered.findings
+
+    def write_report(self, output=None, format: str = "text") -> list[Finding] | None:
+        """Write the report as `torchcheck run` does, to `output` (a path) or stderr; in a job of
+        several processes every rank calls it and rank 0 writes the findings of all ranks. Returns
+        the findings written (None on a rank that handed its findings to rank 0)."""
+        from torchcheck.runtime.reporting import write_report
+
+        return write_report(self, output, format).findings
+
     def __enter__(self) -> Run:
         if self._active:
             raise RuntimeError("this torchcheck run is already active; use a new watch() to nest")
@@ -117,7 +92,10 @@ class Run:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
+        from torchcheck.runtime.distributed import current_group
+
         self._active = False
+        self._group = current_group()  # its store still reaches the other ranks once the group is destroyed
         _SESSION.exit(self, failed=exc_type is not None)
 
     def _record(self, finding: Finding) -> bool:
@@ -144,38 +122,78 @@ def watch(*objects, mode: str = "collect", select=(), ignore=()) -> Run:
 
 
 class _Session:
-    """The hooks installed once for all active runs (the outermost `watch()` installs them)."""
+    """What is installed once for all active runs: the outermost `watch()` creates the context and
+    the event hub; each run entering adds the checks it selects that are not installed yet. All is
+    removed when the outermost run ends."""
 
     def __init__(self) -> None:
         self.runs: list[Run] = []
         self.stack: contextlib.ExitStack | None = None
-        self.state = None
+        self.context = None
+        self.hub = None
+        self.checks: dict[str, object] = {}
         self.lock = threading.RLock()
         self._wants: dict[str, bool] = {}  # reset whenever the set of active runs changes
 
     def enter(self, run: Run) -> None:
         with self.lock:
-            if not self.runs:
-                from torchcheck.runtime.checks import State, install_all
-
-                stack = contextlib.ExitStack()
-                try:
-                    self.state = State(self)
-                    install_all(self.state, stack)
-                except BaseException:
-                    stack.close()
-                    self.state = None
-                    raise
-                self.stack = stack
+            first = not self.runs
+            if first:
+                self._start()
             self.runs.append(run)
             self._wants.clear()
-            self.state.watch(run.objects)
+            try:
+                self.context.watch(run.objects)
+                self._add_checks(run)
+            except BaseException:
+                self.runs.remove(run)
+                self._wants.clear()
+                if first:
+                    self._stop()
+                raise
+
+    def _start(self) -> None:
+        from torchcheck.runtime import distributed
+        from torchcheck.runtime.context import Context
+        from torchcheck.runtime.events import Hub
+
+        stack = contextlib.ExitStack()
+        try:
+            self.context = Context(self, stack)
+            self.hub = Hub(stack, self.context)
+            self.hub.subscribe("step_post", self.context.count_step)
+            distributed.remember_store_on_destroy(stack)
+        except BaseException:
+            stack.close()
+            self.context = self.hub = None
+            raise
+        self.stack = stack
+
+    def _add_checks(self, run: Run) -> None:
+        from torchcheck.runtime.checks import all_checks
+
+        for name, check_class in all_checks().items():
+            if name in self.checks or not run.wants(name):
+                continue
+            check = self.checks[name] = check_class(self.context)
+            for event in check_class.events():
+                self.hub.subscribe(event, getattr(check, "on_" + event))
+
+    def _stop(self) -> None:
+        from torchcheck.runtime.distributed import forget_store
+
+        forget_store()
+        stack, self.stack = self.stack, None
+        self.context = self.hub = None
+        self.checks = {}
+        if stack is not None:
+            stack.close()
 
     def exit(self, run: Run, failed: bool) -> None:
         with self.lock:
             try:
-                if self.state is not None and run in self.runs:
-                    self.state.finish()  # the run leaving still receives what the device held back
+                if self.hub is not None and run in self.runs:
+                    self.hub.emit("run_end")  # the run leaving still receives what the device held back
             except TorchcheckError:
                 if not failed:  # mode="raise"; never hide the exception the block raised
                     raise
@@ -183,10 +201,8 @@ class _Session:
                 if run in self.runs:
                     self.runs.remove(run)
                 self._wants.clear()
-                if not self.runs and self.stack is not None:
-                    stack, self.stack = self.stack, None
-                    self.state = None
-                    stack.close()
+                if not self.runs:
+                    self._stop()
 
     def wants(self, name: str) -> bool:
         wanted = self._wants.get(name)
@@ -198,12 +214,15 @@ class _Session:
                where: tuple[str, int, int] | None = None, error: type[Exception] | None = None,
                outside_modules: bool = False) -> None:
         from torchcheck.registry import resolve_rule
+        from torchcheck.runtime.distributed import rank
+        from torchcheck.runtime.frames import code_span, display, user_frame
 
         rule = resolve_rule(name)
         path, line, _ = where or user_frame(outside_modules)
-        column, end_column = _code_span(path, line)
+        column, end_column = code_span(path, line)
+        this_rank = rank()
         finding = Finding(rule.code, rule.name, message, display(path), line, column, line, end_column,
-                          rule.severity, None, module_path, step, 1, _rank())
+                          rule.severity, None, module_path, step, 1, () if this_rank is None else (this_rank,))
         new = False
         for run in list(self.runs):
             if run.wants(name):
@@ -219,31 +238,6 @@ class _Session:
             for run in self.runs:
                 if run.mode == "raise" and run.wants(name):
                     raise TorchcheckError(finding)
-
-
-def _code_span(path: str, line: int) -> tuple[int, int]:
-    """The columns of the code on a line (without indentation), to mark it in reports."""
-    import linecache
-
-    text = re.sub(r"\s+#[^'\"]*$", "", linecache.getline(path, line).rstrip("\n"))
-    stripped = text.lstrip()
-    if not stripped:
-        return 1, 1
-    start = len(text) - len(stripped) + 1
-    return start, len(text) + 1
-
-
-def _rank() -> int | None:
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank()
-    except Exception:  # noqa: BLE001 - a broken process group must not break the harness
-        return None
-    if "RANK" in os.environ and os.environ.get("WORLD_SIZE", "1") != "1":
-        return int(os.environ["RANK"])
-    return None
 
 
 _SESSION = _Session()
