@@ -224,7 +224,9 @@ def grad_disabled_in(scope: cst.CSTNode) -> bool:
         if isinstance(node, cst.Assign) and any(
                 isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad" for t in node.targets):
             return True
-        if isinstance(node, cst.Call) and (method_name(node) == "requires_grad_" and node.args
-                                           or dotted_name(node.func) in ("torch.set_grad_enabled", "set_grad_enabled")):
+        if isinstance(node, cst.Call) and method_name(node) == "requires_grad_" and node.args:
             return True
+        if isinstance(node, cst.Expr) and isinstance(node.value, cst.Call) and \
+                (dotted_name(node.value.func) or "").endswith("set_grad_enabled"):
+            return True  # for the rest of the program, not a `with` block
     return False
