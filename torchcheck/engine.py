@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import gc
 import io
 import os
 import re
@@ -19,7 +18,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from torchcheck import registry
+from torchcheck import collector, registry
 from torchcheck.analysis.project import Project, module_name
 from torchcheck.config import Config, is_excluded
 from torchcheck.context import FileContext, Tracker
@@ -182,7 +181,7 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
 def _lint_tree(source_bytes: bytes, text: str, path: Path, shown: str, name: str, config: Config,
                active: list[type[Rule]], project: Project, held) -> FileResult:
     try:
-        module = held.module if held is not None else cst.parse_module(source_bytes)
+        module = held.module if held is not None else collector.parse_module(source_bytes)
     except cst.ParserSyntaxError as exc:
         return _error_result(shown, "syntax-error", f"Cannot parse file: {exc.message}", exc.raw_line,
                              exc.raw_column + 1)
@@ -380,23 +379,8 @@ def too_large(shown: str, size: int, config: Config) -> FileResult:
 _WORKER: dict = {}
 
 
-# libcst trees are large and hold no cycles: at the collector's default pace, re-scanning them takes a
-# quarter of the lint time. Linting collects less often.
-_GC_THRESHOLD = (20_000, 20, 20)
-
-
-@contextlib.contextmanager
-def _fewer_collections():
-    saved = gc.get_threshold()
-    gc.set_threshold(*_GC_THRESHOLD)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*saved)
-
-
 def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path]) -> None:
-    gc.set_threshold(*_GC_THRESHOLD)
+    collector.start_worker()
     _WORKER["config"] = config
     _WORKER["rules"] = [registry.resolve_rule(c) for c in rule_codes]
     _WORKER["project"] = Project(modules)
@@ -434,7 +418,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                                            error=any(f.code in ERROR_CODES for f in entry.findings))
     todo = [f for f in files if f not in results]
     jobs = jobs or os.cpu_count() or 1
-    with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance, _fewer_collections():
+    with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance, collector.lint_run():
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
             codes = [r.code for r in rules]
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules)) as pool:

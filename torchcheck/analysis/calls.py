@@ -28,6 +28,8 @@ class LossCall:
 def loss_call(ctx, node: cst.Call) -> LossCall | None:
     """The loss computed by `node`, whether functional (`F.cross_entropy(x, y)`) or a criterion
     object (`criterion(x, y)`, `self.criterion.forward(x, y)`) of a known loss class."""
+    if not _input_and_target(node):
+        return None  # every loss takes both: no need to ask what the callee holds
     qualname = ctx.qualname(node.func)
     if qualname is None and isinstance(node.func, (cst.Name, cst.Attribute)):
         held = ctx.value(node.func)  # `self.loss_func = F.binary_cross_entropy_with_logits`
@@ -54,6 +56,10 @@ def loss_call(ctx, node: cst.Call) -> LossCall | None:
     second = argument(node, 1, "target")
     return LossCall(loss, node, first.value if first else None, second.value if second else None,
                     dotted_name(func) or short_code(ctx, func, limit=30))
+
+
+def _input_and_target(node: cst.Call) -> bool:
+    return len(node.args) >= 2 or any(arg.star for arg in node.args)
 
 
 def short_code(ctx, node: cst.CSTNode, limit: int = 60) -> str:

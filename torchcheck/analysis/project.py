@@ -11,6 +11,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
+from torchcheck import collector
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
 from torchcheck.analysis.imports import ImportTable
@@ -111,6 +112,7 @@ class Project:
     def _drop_all(self) -> None:
         self._analyses, self._digests, self._positions, self._node_ids, self._mode_effects = {}, {}, {}, {}, {}
         self._held = 0
+        collector.release()
 
     def dependencies(self, analysis: FileAnalysis) -> tuple[set[str], set[str]]:
         """The modules whose content a file's findings read (through the analyses its questions
@@ -215,7 +217,7 @@ class Project:
         if name not in self._analyses:
             try:
                 source = self.files[name].read_bytes()
-                module = cst.parse_module(source)
+                module = collector.parse_module(source)
             except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
                 self._analyses[name] = None
                 return None

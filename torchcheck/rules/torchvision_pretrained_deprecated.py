@@ -56,13 +56,15 @@ class TorchvisionPretrainedDeprecated(Rule):
     needles = ("pretrained",)
 
     def visit_Call(self, node: cst.Call) -> None:
+        flags = [arg for arg in node.args
+                 if arg.keyword is not None and arg.keyword.value in ("pretrained", "pretrained_backbone")]
+        if not flags:
+            return
         qualname = self.ctx.qualname(node.func)
         enum = weights_enum(qualname) if qualname is not None else None
         if enum is None and not self._dynamic_builder(node.func):
             return
-        for arg in node.args:
-            if arg.keyword is None or arg.keyword.value not in ("pretrained", "pretrained_backbone"):
-                continue
+        for arg in flags:
             new_name = "weights" if arg.keyword.value == "pretrained" else "weights_backbone"
             self.report(arg, f"`{arg.keyword.value}=` is deprecated since torchvision 0.13; use `{new_name}=`",
                         self._fix(node, arg, qualname, enum[1]) if enum is not None else None)
