@@ -220,37 +220,46 @@ class _Dispatcher:
 
     def __init__(self, ctx: FileContext, visitors: list[Rule], failed: dict) -> None:
         self.tracker = Tracker(ctx)
+        self.visitors = visitors
         self.failed = failed
-        self.visit_table: dict[str, list] = defaultdict(list)
-        self.leave_table: dict[str, list] = defaultdict(list)
-        for visitor in visitors:
-            for method_name in _hook_names(type(visitor)):
-                table = self.visit_table if method_name.startswith("visit_") else self.leave_table
-                table[method_name.split("_", 1)[1]].append((visitor, getattr(visitor, method_name)))
+        self._tables()
 
-    def _call(self, entries, node) -> None:
-        for visitor, method in entries:
+    def _tables(self) -> None:
+        """For each node type's name, the hooks of the rules still running."""
+        visit: dict[str, list] = defaultdict(list)
+        leave: dict[str, list] = defaultdict(list)
+        for visitor in self.visitors:
             if type(visitor) in self.failed:
                 continue
-            try:
-                method(node)
-            except Exception as exc:  # a rule bug must not stop the others
-                frame = traceback.extract_tb(exc.__traceback__)[-1]
-                self.failed[type(visitor)] = f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})"
+            for method_name in _hook_names(type(visitor)):
+                kind, _, node_type = method_name.partition("_")
+                (visit if kind == "visit" else leave)[node_type].append(getattr(visitor, method_name))
+        self.visit_table = {name: tuple(hooks) for name, hooks in visit.items()}
+        self.leave_table = {name: tuple(hooks) for name, hooks in leave.items()}
+
+    def _fail(self, method, exc: Exception) -> None:
+        """A rule bug must not stop the others: its rule stops for this file."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        self.failed[type(method.__self__)] = f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})"
+        self._tables()
 
     def run(self, module: cst.Module) -> None:
         walk(module, self.on_visit, self.on_leave)
 
     def on_visit(self, node: cst.CSTNode) -> None:
         self.tracker.on_visit(node)
-        entries = self.visit_table.get(type(node).__name__)
-        if entries:
-            self._call(entries, node)
+        for method in self.visit_table.get(type(node).__name__, ()):
+            try:
+                method(node)
+            except Exception as exc:  # noqa: BLE001 - reported as the rule's internal error
+                self._fail(method, exc)
 
     def on_leave(self, node: cst.CSTNode) -> None:
-        entries = self.leave_table.get(type(node).__name__)
-        if entries:
-            self._call(entries, node)
+        for method in self.leave_table.get(type(node).__name__, ()):
+            try:
+                method(node)
+            except Exception as exc:  # noqa: BLE001 - reported as the rule's internal error
+                self._fail(method, exc)
         self.tracker.on_leave(node)
 
 

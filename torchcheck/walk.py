@@ -4,6 +4,7 @@ which calls attribute hooks for every field of every node."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Iterator
 
 import libcst as cst
@@ -31,6 +32,8 @@ def all_subclasses(cls: type) -> set[type]:
 NODE_TYPES = frozenset(all_subclasses(cst.CSTNode))
 STATEMENT_TYPES = frozenset(all_subclasses(cst.BaseSmallStatement) | all_subclasses(cst.BaseCompoundStatement))
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_GETTERS: dict[type, Callable[[cst.CSTNode], object]] = {}
+_ONE_FIELD: set[type] = set()
 
 
 def _fields(cls: type) -> tuple[str, ...]:
@@ -42,14 +45,27 @@ def _fields(cls: type) -> tuple[str, ...]:
     return fields
 
 
+def _getter(cls: type) -> Callable[[cst.CSTNode], object]:
+    """Reads a node type's code fields at once: a tuple of their values, or with one field its value."""
+    fields = _fields(cls) or ("__class__",)  # no code field: a value that is never a node
+    if len(fields) == 1:
+        _ONE_FIELD.add(cls)
+    getter = _GETTERS[cls] = operator.attrgetter(*fields)
+    return getter
+
+
 def children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    cls = type(node)
+    values = (_GETTERS.get(cls) or _getter(cls))(node)
+    if cls in _ONE_FIELD:
+        values = (values,)
     out = []
-    for name in _fields(type(node)):
-        value = getattr(node, name)
-        if type(value) in NODE_TYPES:
+    for value in values:
+        kind = type(value)
+        if kind in NODE_TYPES:
             out.append(value)
-        elif type(value) in (tuple, list):
-            out.extend(v for v in value if type(v) in NODE_TYPES)
+        elif kind is tuple or kind is list:  # a sequence field holds only nodes
+            out.extend(value)
     return out
 
 
