@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -54,24 +55,31 @@ def _parse(path: Path) -> int:
     return 1
 
 
-def parse_only(files: list[Path], jobs: int) -> float:
-    start = time.perf_counter()
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def parse_only(files: list[Path], jobs: int) -> tuple[float, float]:
+    """Wall and CPU seconds of parsing every file once with libcst, in `jobs` processes."""
+    start, cpu = time.perf_counter(), _children_cpu()
     with ProcessPoolExecutor(jobs) as pool:
         list(pool.map(_parse, files, chunksize=max(1, len(files) // (jobs * 8))))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu() - cpu
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB, largest process of the run) and exit code of a command."""
+def timed(command: list[str], cwd: Path) -> tuple[float, float, float, int]:
+    """Wall seconds, CPU seconds (all its processes), peak RSS (MiB, largest process of the run) and
+    exit code of a command. On a shared machine the CPU seconds are the steadier figure."""
     wrapper = [sys.executable, "-c", (
         "import resource, subprocess, sys, time\n"
         "start = time.perf_counter()\n"
         "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode\n"
         "elapsed = time.perf_counter() - start\n"
-        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
-        "print(elapsed, peak, code)\n"), *command]
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code)\n"), *command]
     out = subprocess.run(wrapper, capture_output=True, text=True, cwd=cwd, check=True).stdout.split()
-    return float(out[0]), float(out[1]), int(out[2])
+    return float(out[0]), float(out[1]), float(out[2]), int(out[3])
 
 
 def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
@@ -81,32 +89,33 @@ def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
         files = sorted(tree.rglob("*.py"))
         lines = sum(p.read_bytes().count(b"\n") for p in files)
         print(f"\ntree: {source}\nfiles: {len(files)}, lines: {lines}, jobs: {jobs}")
-        parse_seconds = parse_only(files, jobs)
-        print(f"libcst parse only        {parse_seconds:7.2f} s  ({len(files) / parse_seconds:6.1f} files/s)")
+        parse_seconds, parse_cpu = parse_only(files, jobs)
+        print(f"libcst parse only        {parse_seconds:7.2f} s  ({len(files) / parse_seconds:6.1f} files/s, cpu {parse_cpu:.1f} s)")
         # -P: the tree must not shadow the standard library (torch has signal/ and multiprocessing/ packages)
         lint = [sys.executable, "-P", "-m", "torchcheck", "lint", ".", "--exit-zero", "--jobs", str(jobs)]
-        cold, peak, _ = timed([*lint, "--no-cache"], tree)
+        cold, cold_cpu, peak, _ = timed([*lint, "--no-cache"], tree)
         print(f"torchcheck cold          {cold:7.2f} s  ({len(files) / cold:6.1f} files/s, peak {peak:.0f} MiB,"
-              f" {cold / parse_seconds:.2f}x parsing)")
+              f" {cold / parse_seconds:.2f}x parsing; cpu {cold_cpu:.1f} s, {cold_cpu / parse_cpu:.2f}x parsing)")
         timed(lint, tree)  # fill the cache
-        warm, peak, _ = timed(lint, tree)
-        print(f"torchcheck warm (cache)  {warm:7.2f} s  (peak {peak:.0f} MiB)")
+        warm, warm_cpu, peak, _ = timed(lint, tree)
+        print(f"torchcheck warm (cache)  {warm:7.2f} s  (cpu {warm_cpu:.2f} s, peak {peak:.0f} MiB)")
         core, leaf = DEFAULT_TREES.get(source.name, (None, None))
         for label, changed in (("core module", core), ("leaf file", leaf)):
             file = tree / changed if changed else files[len(files) // 2]
             touch(file)
-            seconds, _, _ = timed(lint, tree)
-            print(f"one {label} changed  {seconds:7.2f} s  ({file.relative_to(tree)})")
+            seconds, cpu, _, _ = timed(lint, tree)
+            print(f"one {label} changed  {seconds:7.2f} s  (cpu {cpu:.2f} s; {file.relative_to(tree)})")
         one = tree / leaf if leaf else files[0]
-        alone, _, _ = timed([sys.executable, "-P", "-m", "torchcheck", "lint", str(one), "--exit-zero", "--no-cache"], tree)
-        print(f"one file alone, cold     {alone:7.2f} s  ({one.relative_to(tree)})")
+        alone, alone_cpu, _, _ = timed([sys.executable, "-P", "-m", "torchcheck", "lint", str(one), "--exit-zero",
+                                        "--no-cache"], tree)
+        print(f"one file alone, cold     {alone:7.2f} s  (cpu {alone_cpu:.2f} s; {one.relative_to(tree)})")
         tools = {"torchfix": [".", "--select", "ALL"], "torch-preflight": ["check", "."]}
         for tool, tool_args in tools.items():
             executable = shutil.which(tool, path=str(tools_dir) if tools_dir else None)
             if executable is None:
                 print(f"{tool:24} not installed")
                 continue
-            seconds, peak, _ = timed([executable, *tool_args], tree)
+            seconds, _, peak, _ = timed([executable, *tool_args], tree)
             print(f"{tool:24} {seconds:7.2f} s  (peak {peak:.0f} MiB; torchcheck cold is {seconds / cold:.1f}x faster)")
 
 

@@ -10,7 +10,6 @@ import re
 import tokenize
 import traceback
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -429,6 +428,8 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     jobs = jobs or os.cpu_count() or 1
     with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance, collector.lint_run():
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
+            from concurrent.futures import ProcessPoolExecutor  # 30 ms of imports a small run does without
+
             codes = [r.code for r in rules]
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules)) as pool:
                 for file, result in zip(todo, pool.map(_lint_in_worker, todo, chunksize=max(1, len(todo) // (jobs * 8)))):
