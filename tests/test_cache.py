@@ -29,6 +29,23 @@ def test_warm_run_gives_the_same_findings(tmp_path, capsys, monkeypatch):
     assert warm == cold and calls == []
 
 
+def test_a_warm_run_reads_the_import_graph_from_the_cache(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    cold = lint_json(capsys, ".")
+    from torchcheck.analysis.project import Project
+
+    read = []
+    original = Project._imported_names
+    monkeypatch.setattr(Project, "_imported_names", staticmethod(lambda *a: read.append(a[0]) or original(*a)))
+    assert lint_json(capsys, ".") == cold and read == []
+    models = copy / "models.py"
+    models.write_text(models.read_text() + "\nimport os\n")
+    lint_json(capsys, ".")
+    assert read == ["models"]  # only the changed file's imports are read again
+
+
 def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypatch):
     copy = tmp_path / "tree"
     shutil.copytree(STATIC / "split_project", copy)

@@ -19,6 +19,7 @@ from torchcheck import __version__
 from torchcheck.types import Edit, Finding, Fix, FixSafety, RelatedLocation, Severity
 
 CACHE_DIR = ".torchcheck_cache"
+OUTLINES = "outlines.json"
 
 
 def content_hashes(files: list[Path]) -> dict[Path, str]:
@@ -63,15 +64,29 @@ class Cache:
             return None
 
     def put(self, key: str, entry: Entry) -> None:
-        path = self._path(key)
+        self._write(self._path(key), {"findings": [f.to_dict() for f in entry.findings],
+                                      "dependencies": entry.dependencies, "importers": entry.importers})
+
+    def outlines(self) -> dict[str, tuple[list[str], list[str]]]:
+        """What each file content imports and defines at top level, by content hash: a warm run
+        rebuilds the import graph from these instead of reading every file's imports again."""
+        try:
+            data = json.loads((self.folder / OUTLINES).read_text(encoding="utf-8"))
+            return {digest: (list(imported), list(defined)) for digest, (imported, defined) in data.items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def put_outlines(self, outlines: dict[str, tuple[list[str], list[str]]]) -> None:
+        self._write(self.folder / OUTLINES, outlines)
+
+    def _write(self, path: Path, data) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not (path.parent.parent.parent / ".gitignore").exists():
-                (path.parent.parent.parent / ".gitignore").write_text("# created by torchcheck\n*\n")
+            if not (self.folder.parent / ".gitignore").exists():
+                (self.folder.parent / ".gitignore").write_text("# created by torchcheck\n*\n")
             fd, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"findings": [f.to_dict() for f in entry.findings], "dependencies": entry.dependencies,
-                           "importers": entry.importers}, handle)
+                json.dump(data, handle)
             os.replace(temp, path)
         except OSError:
             pass  # a read-only tree just runs uncached

@@ -18,7 +18,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from torchcheck import collector, registry
-from torchcheck.analysis.project import Project, module_name
+from torchcheck.analysis.project import Outline, Project, module_name
 from torchcheck.config import Config, is_excluded
 from torchcheck.context import FileContext, Tracker
 from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
@@ -418,6 +418,10 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
         fingerprint = config.fingerprint() + repr(sorted(r.code for r in rules))
         hashes = content_hashes(files)
         module_hashes = {name: hashes[path] for name, path in modules.items()}
+        outline_keys = {name: f"{name}:{digest}" for name, digest in module_hashes.items()}
+        stored = cache.outlines()
+        project = Project(modules, {name: Outline(frozenset(stored[key][0]), frozenset(stored[key][1]))
+                                    for name, key in outline_keys.items() if key in stored})
         keys = {file: entry_key(file, hashes[file], fingerprint) for file in files}
         for file in files:
             entry = cache.get(keys[file])
@@ -428,7 +432,8 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     jobs = jobs or os.cpu_count() or 1
     with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance, collector.lint_run():
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
-            from concurrent.futures import ProcessPoolExecutor  # 30 ms of imports a small run does without
+            # 30 ms of imports that a small run does without
+            from concurrent.futures import ProcessPoolExecutor
 
             codes = [r.code for r in rules]
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules)) as pool:
@@ -442,6 +447,10 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     if cache is not None:
         from torchcheck.cache import Entry
 
+        if not stored.keys() >= set(outline_keys.values()):  # kept for each module's latest content
+            current = {key: project.outline(name) for name, key in outline_keys.items()}
+            cache.put_outlines({key: value for key, value in stored.items() if key.rpartition(":")[0] not in modules}
+                               | {key: (sorted(o.imported), sorted(o.defined)) for key, o in current.items()})
         for file in todo:
             result = results[file]
             if not any(f.code == "TC003" for f in result.findings):  # unreadable now may be readable later

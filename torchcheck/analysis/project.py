@@ -65,11 +65,11 @@ class Project:
     Its memoised answers are pure functions of the tree (see `memo`), so findings never depend on
     which files were linted before, in which order, or in how many processes."""
 
-    def __init__(self, files: dict[str, Path] | None = None) -> None:
+    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None) -> None:
         # dotted module name -> file, for every file being linted
         self.files: dict[str, Path] = dict(files or {})
         self.memo = SharedMemo()
-        self._outlines: dict[str, Outline] = {}
+        self._outlines: dict[str, Outline] = dict(outlines or {})  # known ones: read from the cache
         self._importers: dict[str, set[str]] | None = None
         self._by_suffix: dict[str, str] | None = None
         self._tokens: dict[str, int] = {}
