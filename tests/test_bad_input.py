@@ -9,7 +9,7 @@ import pytest
 from torchcheck.analysis.project import Project
 from torchcheck.cli import main
 from torchcheck.config import Config
-from torchcheck.engine import lint_file
+from torchcheck.linter import lint_file
 from torchcheck.registry import all_rules
 
 BUGGY = b"import torch.nn as nn\ncriterion = nn.NLLLoss2d()\n"

@@ -2,6 +2,8 @@
 whose findings read it, results are identical either way."""
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from torchcheck.cli import main
@@ -20,11 +22,11 @@ def test_warm_run_gives_the_same_findings(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(copy)
     cold = lint_json(capsys, ".")
     assert (copy / ".torchcheck_cache").is_dir()
-    import torchcheck.engine as engine
+    from torchcheck import linter
 
     calls = []
-    original = engine.lint_file
-    monkeypatch.setattr(engine, "lint_file", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    original = linter.lint_file
+    monkeypatch.setattr(linter, "lint_file", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
     warm = lint_json(capsys, ".")
     assert warm == cold and calls == []
 
@@ -34,11 +36,11 @@ def test_a_warm_run_reads_the_import_graph_from_the_cache(tmp_path, capsys, monk
     shutil.copytree(STATIC / "split_project", copy)
     monkeypatch.chdir(copy)
     cold = lint_json(capsys, ".")
-    from torchcheck.analysis.project import Project
+    from torchcheck.analysis.import_graph import ImportGraph
 
     read = []
-    original = Project._imported_names
-    monkeypatch.setattr(Project, "_imported_names", staticmethod(lambda *a: read.append(a[0]) or original(*a)))
+    original = ImportGraph._imported_names
+    monkeypatch.setattr(ImportGraph, "_imported_names", staticmethod(lambda *a: read.append(a[0]) or original(*a)))
     assert lint_json(capsys, ".") == cold and read == []
     models = copy / "models.py"
     models.write_text(models.read_text() + "\nimport os\n")
@@ -53,11 +55,11 @@ def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypat
     assert [f["code"] for f in lint_json(capsys, ".")] == ["TC101"]
     models = copy / "models.py"
     models.write_text(models.read_text().replace("nn.LogSoftmax(dim=1)", "nn.Identity()"))
-    import torchcheck.engine as engine
+    from torchcheck import linter
 
     calls = []
-    original = engine.lint_file
-    monkeypatch.setattr(engine, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
+    original = linter.lint_file
+    monkeypatch.setattr(linter, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
     assert lint_json(capsys, ".") == []  # train.py's finding came from models.py: it was re-linted
     # engine.py's evaluate() is judged by what train.py passes it, a models.py model: it read models.py too
     assert sorted(calls) == ["engine.py", "models.py", "train.py"]
@@ -70,11 +72,11 @@ def test_a_change_that_nothing_reads_relints_only_that_file(tmp_path, capsys, mo
     monkeypatch.chdir(copy)
     lint_json(capsys, ".")
     (copy / "unrelated.py").write_text("import torch\n\nx = torch.ones(3)\n")
-    import torchcheck.engine as engine
+    from torchcheck import linter
 
     calls = []
-    original = engine.lint_file
-    monkeypatch.setattr(engine, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
+    original = linter.lint_file
+    monkeypatch.setattr(linter, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
     lint_json(capsys, ".")
     assert calls == ["unrelated.py"]
 
@@ -96,3 +98,17 @@ def test_corrupt_cache_entry_is_ignored(tmp_path, capsys, monkeypatch):
     for entry in (tmp_path / ".torchcheck_cache").rglob("*.json"):
         entry.write_text("{not json")
     assert lint_json(capsys, "m.py") == first
+
+
+def test_a_warm_run_imports_no_parser_and_no_rule(tmp_path):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['torchcheck', 'lint', '.', '--exit-zero']\n"
+             "try:\n    runpy.run_module('torchcheck', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m == 'libcst' or m.startswith('torchcheck.rules')))\n")
+    runs = [subprocess.run([sys.executable, "-c", probe], cwd=copy, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    assert "libcst" in runs[0].stdout
+    assert runs[1].stdout.strip().splitlines()[-1] == "[]"

@@ -15,7 +15,7 @@ from torchcheck.analysis.project import Project
 from torchcheck.autofix import fix_source
 from torchcheck.cli import main
 from torchcheck.config import Config
-from torchcheck.engine import lint_source
+from torchcheck.linter import lint_source
 from torchcheck.fixes import apply_fixes
 from torchcheck.registry import all_rules
 

@@ -11,7 +11,7 @@ from test_fixes import check_fix_invariants
 
 from torchcheck.analysis.project import Project
 from torchcheck.config import Config
-from torchcheck.engine import lint_source
+from torchcheck.linter import lint_source
 from torchcheck.registry import all_rules
 
 hypothesmith = pytest.importorskip("hypothesmith")

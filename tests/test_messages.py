@@ -5,7 +5,7 @@ from pathlib import Path
 
 from torchcheck.analysis.project import Project
 from torchcheck.config import Config
-from torchcheck.engine import lint_source
+from torchcheck.linter import lint_source
 from torchcheck.registry import all_rules
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from torchcheck.analysis import project as project_module
 from torchcheck.analysis.project import Project
 from torchcheck.config import Config
-from torchcheck.engine import lint_file, project_modules
+from torchcheck.engine import project_modules
+from torchcheck.linter import lint_file
 from torchcheck.registry import all_rules
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,8 @@ import libcst as cst
 
 from torchcheck import registry
 from torchcheck.analysis.project import Project
-from torchcheck.engine import _error_result, decode, lint_source
+from torchcheck.engine import decode, error_result
+from torchcheck.linter import lint_source
 from torchcheck.fixes import applicable, apply_fixes
 from torchcheck.types import Finding
 
@@ -138,7 +139,7 @@ def _fix_notebook(file, path: Path, config, rules, project, unsafe: bool, write:
         new, count, remaining, cells = fix_notebook(path, config, rules, project, unsafe)
     except (OSError, NotebookError) as exc:  # changed on disk since it was linted
         outcome.findings.extend(file.findings)
-        outcome.findings.extend(_error_result(file.path, "io-error", f"Cannot fix notebook: {exc}").findings)
+        outcome.findings.extend(error_result(file.path, "io-error", f"Cannot fix notebook: {exc}").findings)
         return
     if new is not None:
         if not _write(path, new, "utf-8", write, file, outcome):
@@ -158,7 +159,7 @@ def _write(path: Path, text: str, encoding: str, write: bool, file, outcome: Fix
         write_atomically(path, text, encoding)
     except OSError as exc:
         outcome.findings.extend(file.findings)
-        outcome.findings.extend(_error_result(file.path, "io-error", f"Cannot write fixes: {exc.strerror or exc}").findings)
+        outcome.findings.extend(error_result(file.path, "io-error", f"Cannot write fixes: {exc.strerror or exc}").findings)
         return False
     return True
 

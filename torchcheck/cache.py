@@ -43,9 +43,9 @@ class Entry:
     dependencies: dict[str, str]  # module -> content hash
     importers: dict[str, list[str]]  # module -> the modules importing it
 
-    def is_current(self, module_hashes: dict[str, str], project) -> bool:
+    def is_current(self, module_hashes: dict[str, str], graph) -> bool:
         return all(module_hashes.get(m) == h for m, h in self.dependencies.items()) and all(
-            sorted(project.importers_of_module(m)) == names for m, names in self.importers.items())
+            sorted(graph.importers_of_module(m)) == names for m, names in self.importers.items())
 
 
 class Cache:

@@ -112,7 +112,6 @@ def _error(message: str) -> int:
 
 def resolve_config(args, start: Path):
     from torchcheck.config import ConfigError, load_config
-    from torchcheck.registry import is_known_selector
 
     try:
         config = load_config(start, args.config)
@@ -124,7 +123,10 @@ def resolve_config(args, start: Path):
     changes["ignore"] = config.ignore + tuple(args.ignore)
     changes["extend_select"] = config.extend_select + tuple(args.extend_select)
     config = dataclasses.replace(config, **changes)
-    for selector in (*config.select, *config.ignore, *config.extend_select):
+    selectors = (*config.select, *config.ignore, *config.extend_select)
+    if selectors:  # the rules are imported only where needed: a warm run answered from the cache never is
+        from torchcheck.registry import is_known_selector
+    for selector in selectors:
         if not is_known_selector(selector):
             raise UsageError(f"unknown rule selector `{selector}` (see `torchcheck rules`)")
     return config

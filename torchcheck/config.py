@@ -104,8 +104,8 @@ def load_config(start: Path, explicit: Path | None = None) -> Config:
     rules = table.get("rules", {})
     if not isinstance(rules, dict) or not all(isinstance(v, dict) for v in rules.values()):
         raise ConfigError(f"{where}: `rules` must be a table of rule-name = {{ option = value }}")
-    from torchcheck.registry import resolve_rule
-
+    if rules:
+        from torchcheck.registry import resolve_rule
     for rule_name, options in rules.items():
         rule = resolve_rule(rule_name)
         if rule is None:

@@ -455,12 +455,13 @@ def _line_column(text: str, offset: int) -> tuple[int, int]:
 # -- linting -------------------------------------------------------------------------------------
 def lint_notebook(data: bytes, path: Path, config, rules, project, shown: str):
     """A notebook's FileResult: its findings located in its cells."""
-    from torchcheck.engine import _error_result, too_large
+    from torchcheck.engine import error_result
+    from torchcheck.linter import too_large
 
     try:
         notebook = read_notebook(data)
     except NotebookError as exc:
-        return _error_result(shown, "io-error", str(exc))
+        return error_result(shown, "io-error", str(exc))
     module = NotebookModule.build(notebook)
     size = len(module.text.encode("utf-8"))
     if size > config.max_file_size * 1_000_000:
@@ -471,7 +472,7 @@ def lint_notebook(data: bytes, path: Path, config, rules, project, shown: str):
 
 
 def lint_module(module: NotebookModule, path: Path, config, rules, project, shown: str):
-    from torchcheck.engine import lint_source
+    from torchcheck.linter import lint_source
 
     result = lint_source(module.text.encode("utf-8"), path, config, rules, project, notebook_name(project), shown)
     result.findings = [module.map_finding(f, shown) if f.path == shown else f for f in result.findings]
@@ -586,7 +587,8 @@ def fix_notebook(path: Path, config, rules, project, unsafe: bool):
     many fixes were applied, the findings that remain and {position: (before, after)} of the
     changed cells."""
     from torchcheck.autofix import fix_text
-    from torchcheck.engine import display_path, lint_source
+    from torchcheck.engine import display_path
+    from torchcheck.linter import lint_source
 
     notebook = read_notebook(path.read_bytes())
     module = NotebookModule.build(notebook)

@@ -128,7 +128,7 @@ class TorchcheckError(Exception):
 
 class TorchcheckItem(pytest.Item):
     def runtest(self) -> None:
-        from torchcheck.engine import lint_document
+        from torchcheck.linter import lint_document
         from torchcheck.report import read_sources
 
         session: _LintSession = self.config.stash[_LINT]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torchcheck.analysis.project import Project
 from torchcheck.config import Config
-from torchcheck.engine import lint_source
+from torchcheck.linter import lint_source
 from torchcheck.fixes import apply_fixes
 from torchcheck.types import Finding
 

@@ -1,11 +1,10 @@
 """Cross-file facts: the linted tree's modules, so that a model defined in `models.py` is known in
-`train.py`. Other files are parsed only when a question reaches them."""
+`train.py`. Other files are parsed only when a question reaches them; which file that is comes from
+the import graph (`import_graph`)."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import libcst as cst
@@ -14,44 +13,16 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from torchcheck import collector
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
+from torchcheck.analysis.import_graph import ImportGraph, Outline, count_tokens
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.memo import SharedMemo
 from torchcheck.analysis.values import Value
 from torchcheck.walk import descendants
 
-
-def count_tokens(source: bytes) -> int:
-    return len(_TOKEN.findall(source))
-
-
-def module_name(path: Path, root: Path) -> str:
-    try:
-        relative = path.resolve().relative_to(root.resolve())
-    except ValueError:
-        relative = Path(path.name)
-    parts = list(relative.with_suffix("").parts)
-    if parts and parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-_IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
-                          re.MULTILINE)
-_TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MULTILINE)
-_TOKEN = re.compile(rb"\w+|[^\w\s]")
 # A run keeps the analyses it built, about 0.3 KB of memory per token of source, until they pass
 # this many tokens; they are then dropped together, between two linted files.
 HELD_TOKENS = 1_000_000
 MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
-MAX_REEXPORT_HOPS = 4  # `from .models import Net` in a package's __init__, and chains of them
-
-
-@dataclass(frozen=True)
-class Outline:
-    """What a file imports and defines at top level, read with two regexes, before any parsing."""
-
-    imported: frozenset[str]
-    defined: frozenset[str]
 
 
 # Code that names these behaves differently in train() and eval() itself.
@@ -59,20 +30,15 @@ _MODE_WORDS = (("dropout", "dropout"), ("batch_norm", "batchnorm"), ("instance_n
                ("training", "training-flag"))
 
 
-class Project:
+class Project(ImportGraph):
     """The linted tree. A module's analysis is built the first time a question reaches it and then
     answers every linted file of the run, so each file is parsed and analysed about once per process.
     Its memoised answers are pure functions of the tree (see `memo`), so findings never depend on
     which files were linted before, in which order, or in how many processes."""
 
     def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None) -> None:
-        # dotted module name -> file, for every file being linted
-        self.files: dict[str, Path] = dict(files or {})
+        super().__init__(files, outlines)
         self.memo = SharedMemo()
-        self._outlines: dict[str, Outline] = dict(outlines or {})  # known ones: read from the cache
-        self._importers: dict[str, set[str]] | None = None
-        self._by_suffix: dict[str, str] | None = None
-        self._tokens: dict[str, int] = {}
         self._analyses: dict[str, FileAnalysis | None] = {}
         self._digests: dict[str, str] = {}  # the content each held analysis was built from
         self._held = 0  # tokens of the held analyses
@@ -153,65 +119,6 @@ class Project:
                 return self.files[name], span
         return None
 
-    # -- the import graph, from outlines -------------------------------------------------------
-    def outline(self, name: str) -> Outline:
-        if name not in self._outlines:
-            try:
-                text = self.files[name].read_bytes() if name in self.files else b""
-            except OSError:
-                text = b""
-            self._outlines[name] = Outline(frozenset(self._imported_names(name, text)),
-                                           frozenset(m.decode() for m in _TOP_LEVEL_DEFINITION.findall(text)))
-        return self._outlines[name]
-
-    @staticmethod
-    def _imported_names(module: str, text: bytes) -> set[str]:
-        """Dotted names a file imports: `import a.b` gives a.b; `from .m import x, y`, inside package
-        p, gives p.m, p.m.x and p.m.y (x may be a submodule)."""
-        imported: set[str] = set()
-        package = module.split(".")[:-1]
-        for match in _IMPORT_LINE.finditer(text):
-            if match.group(1):
-                target = match.group(1).decode()
-                dots = len(target) - len(target.lstrip("."))
-                if dots:  # from .models import Net, inside package a.b -> a.b.models
-                    base = package[: len(package) - dots + 1] if dots <= len(package) + 1 else []
-                    target = ".".join([*base, target.lstrip(".")]).strip(".")
-                names = match.group(2).decode().strip("()").replace("\\", " ").split(",")
-                imported.update(f"{target}.{n.split()[0]}".strip(".") for n in names if n.split())
-                if target:
-                    imported.add(target)
-            else:
-                imported.update(part.split()[0] for part in match.group(3).decode().split(",") if part.split())
-        return imported
-
-    def resolve(self, dotted: str) -> str | None:
-        """The tree's module for an imported dotted name: itself, or the first module ending with it
-        (`from models import Net` run from the project root names `pkg.models`)."""
-        if self._by_suffix is None:
-            self._by_suffix = {}
-            for module in sorted(self.files, reverse=True):
-                parts = module.split(".")
-                for i in range(len(parts)):
-                    self._by_suffix[".".join(parts[i:])] = module
-            self._by_suffix.update({m: m for m in self.files})
-        return self._by_suffix.get(dotted)
-
-    def imports_of(self, name: str) -> set[str]:
-        """The tree's modules that `name` imports."""
-        return {m for m in map(self.resolve, self.outline(name).imported) if m is not None and m != name}
-
-    def importers_of_module(self, name: str) -> set[str]:
-        if self._importers is None:
-            self._importers = {}
-            for other in self.files:
-                for module in self.imports_of(other):
-                    self._importers.setdefault(module, set()).add(other)
-        return self._importers.get(name, set())
-
-    def neighbours(self, name: str) -> set[str]:
-        return self.imports_of(name) | self.importers_of_module(name) if name in self.files else set()
-
     # -- cross-file questions ------------------------------------------------------------------
     def _analysis(self, name: str) -> FileAnalysis | None:
         if name not in self._analyses:
@@ -225,14 +132,6 @@ class Project:
             self._digests[name] = hashlib.blake2b(source, digest_size=16).hexdigest()
             self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name)
         return self._analyses[name]
-
-    def tokens(self, name: str) -> int:
-        if name not in self._tokens:
-            try:
-                self._tokens[name] = count_tokens(self.files[name].read_bytes())
-            except OSError:
-                self._tokens[name] = 0
-        return self._tokens[name]
 
     def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
         """The files that import `module` and mention `name`, found from their import lines before
@@ -259,30 +158,11 @@ class Project:
         """The analysis of the module that defines `qualname`, following re-exports (`from .models
         import Net` in a package's `__init__`), and the name there."""
         if qualname not in self._definitions:
-            self._definitions[qualname] = self._definition(qualname)
+            self._definitions[qualname] = self.definition(qualname)
         read, module, name = self._definitions[qualname]
         if asker is not None:
             asker.consulted.update(read)
         return (self._analysis(module) if module is not None else None), name
-
-    def _definition(self, qualname: str) -> tuple[tuple[str, ...], str | None, str]:
-        """(the modules read to find it, the module defining `qualname`, its name there), from outlines."""
-        read: list[str] = []
-        for _ in range(MAX_REEXPORT_HOPS):
-            dotted, _, name = qualname.rpartition(".")
-            if not dotted or qualname.startswith(("torch.", "torchvision.")):
-                break
-            module = self.resolve(dotted)
-            if module is None:
-                break
-            read.append(module)
-            if name in self.outline(module).defined:
-                return tuple(read), module, name
-            sources = [d for d in self.outline(module).imported if d.rpartition(".")[2] == name and d != qualname]
-            if len(sources) != 1:
-                break  # a constant, an alias, or nothing to tell which
-            qualname = sources[0]
-        return tuple(read), None, qualname.rpartition(".")[2]
 
     def find_class(self, qualname: str, asker: FileAnalysis | None = None) -> ClassInfo | None:
         analysis, name = self._split(qualname, asker)

@@ -1,0 +1,136 @@
+"""The linted tree's import graph, read from each file's import lines before anything is parsed:
+which module a dotted name is, who imports whom, where a re-exported name is defined. It imports
+no parser, so a warm run answered from the cache never loads libcst."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
+                          re.MULTILINE)
+_TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MULTILINE)
+_TOKEN = re.compile(rb"\w+|[^\w\s]")
+MAX_REEXPORT_HOPS = 4  # `from .models import Net` in a package's __init__, and chains of them
+
+
+def count_tokens(source: bytes) -> int:
+    return len(_TOKEN.findall(source))
+
+
+def module_name(path: Path, root: Path) -> str:
+    try:
+        relative = path.resolve().relative_to(root.resolve())
+    except ValueError:
+        relative = Path(path.name)
+    parts = list(relative.with_suffix("").parts)
+    if parts and parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+@dataclass(frozen=True)
+class Outline:
+    """What a file imports and defines at top level, read with two regexes, before any parsing."""
+
+    imported: frozenset[str]
+    defined: frozenset[str]
+
+
+class ImportGraph:
+    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None) -> None:
+        # dotted module name -> file, for every file being linted
+        self.files: dict[str, Path] = dict(files or {})
+        self._outlines: dict[str, Outline] = dict(outlines or {})  # known ones: read from the cache
+        self._importers: dict[str, set[str]] | None = None
+        self._by_suffix: dict[str, str] | None = None
+        self._tokens: dict[str, int] = {}
+
+    def known_outlines(self) -> dict[str, Outline]:
+        """The outlines read so far (or given), by module."""
+        return dict(self._outlines)
+
+    def outline(self, name: str) -> Outline:
+        if name not in self._outlines:
+            try:
+                text = self.files[name].read_bytes() if name in self.files else b""
+            except OSError:
+                text = b""
+            self._outlines[name] = Outline(frozenset(self._imported_names(name, text)),
+                                           frozenset(m.decode() for m in _TOP_LEVEL_DEFINITION.findall(text)))
+        return self._outlines[name]
+
+    @staticmethod
+    def _imported_names(module: str, text: bytes) -> set[str]:
+        """Dotted names a file imports: `import a.b` gives a.b; `from .m import x, y`, inside package
+        p, gives p.m, p.m.x and p.m.y (x may be a submodule)."""
+        imported: set[str] = set()
+        package = module.split(".")[:-1]
+        for match in _IMPORT_LINE.finditer(text):
+            if match.group(1):
+                target = match.group(1).decode()
+                dots = len(target) - len(target.lstrip("."))
+                if dots:  # from .models import Net, inside package a.b -> a.b.models
+                    base = package[: len(package) - dots + 1] if dots <= len(package) + 1 else []
+                    target = ".".join([*base, target.lstrip(".")]).strip(".")
+                names = match.group(2).decode().strip("()").replace("\\", " ").split(",")
+                imported.update(f"{target}.{n.split()[0]}".strip(".") for n in names if n.split())
+                if target:
+                    imported.add(target)
+            else:
+                imported.update(part.split()[0] for part in match.group(3).decode().split(",") if part.split())
+        return imported
+
+    def resolve(self, dotted: str) -> str | None:
+        """The tree's module for an imported dotted name: itself, or the first module ending with it
+        (`from models import Net` run from the project root names `pkg.models`)."""
+        if self._by_suffix is None:
+            self._by_suffix = {}
+            for module in sorted(self.files, reverse=True):
+                parts = module.split(".")
+                for i in range(len(parts)):
+                    self._by_suffix[".".join(parts[i:])] = module
+            self._by_suffix.update({m: m for m in self.files})
+        return self._by_suffix.get(dotted)
+
+    def imports_of(self, name: str) -> set[str]:
+        """The tree's modules that `name` imports."""
+        return {m for m in map(self.resolve, self.outline(name).imported) if m is not None and m != name}
+
+    def importers_of_module(self, name: str) -> set[str]:
+        if self._importers is None:
+            self._importers = {}
+            for other in self.files:
+                for module in self.imports_of(other):
+                    self._importers.setdefault(module, set()).add(other)
+        return self._importers.get(name, set())
+
+    def neighbours(self, name: str) -> set[str]:
+        return self.imports_of(name) | self.importers_of_module(name) if name in self.files else set()
+
+    def tokens(self, name: str) -> int:
+        if name not in self._tokens:
+            try:
+                self._tokens[name] = count_tokens(self.files[name].read_bytes())
+            except OSError:
+                self._tokens[name] = 0
+        return self._tokens[name]
+
+    def definition(self, qualname: str) -> tuple[tuple[str, ...], str | None, str]:
+        """(the modules read to find it, the module defining `qualname`, its name there), from outlines."""
+        read: list[str] = []
+        for _ in range(MAX_REEXPORT_HOPS):
+            dotted, _, name = qualname.rpartition(".")
+            if not dotted or qualname.startswith(("torch.", "torchvision.")):
+                break
+            module = self.resolve(dotted)
+            if module is None:
+                break
+            read.append(module)
+            if name in self.outline(module).defined:
+                return tuple(read), module, name
+            sources = [d for d in self.outline(module).imported if d.rpartition(".")[2] == name and d != qualname]
+            if len(sources) != 1:
+                break  # a constant, an alias, or nothing to tell which
+            qualname = sources[0]
+        return tuple(read), None, qualname.rpartition(".")[2]
