@@ -73,3 +73,50 @@ def test_findings_are_the_same_under_any_hash_seed_and_process_count():
         assert run.returncode == 1, run.stderr
         outputs.add(json.dumps(json.loads(run.stdout)["findings"], sort_keys=True))
     assert len(outputs) == 1
+
+
+CORE = """import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return F.softmax(self.fc(x), dim=1)
+"""
+
+USER = """import torch
+import torch.nn as nn
+from core import Net
+
+model = Net()
+loss = nn.CrossEntropyLoss()(model(torch.randn(4, 8)), torch.tensor([0, 1, 0, 1]))
+loss.backward()
+# {padding}
+"""
+
+
+def test_modules_many_files_ask_about_stay_held_across_drops(tmp_path, monkeypatch):
+    (tmp_path / "core.py").write_text(CORE)
+    users = [tmp_path / f"user{i}.py" for i in range(9)]
+    for user in users:
+        user.write_text(USER.format(padding="padding " * 60))
+    modules = project_modules([tmp_path / "core.py", *users], [tmp_path])
+    names = {path: name for name, path in modules.items()}
+    core_tokens, user_tokens = (project_module.count_tokens(p.read_bytes()) for p in (tmp_path / "core.py", users[0]))
+    parsed = []
+    original = project_module.cst.parse_module
+    monkeypatch.setattr(project_module.cst, "parse_module", lambda source: parsed.append(source) or original(source))
+
+    def lint_all() -> list:
+        project = Project(modules)
+        return [[f.code for f in lint_file(u, Config(), list(all_rules()), project, names[u]).findings] for u in users]
+
+    everything_held = lint_all()
+    monkeypatch.setattr(project_module, "HELD_TOKENS", core_tokens + 3 * user_tokens + 1)  # a drop every 3 files
+    parsed.clear()
+    assert lint_all() == everything_held == [["TC101"]] * 9
+    assert parsed.count(CORE.encode()) == 1  # kept at each drop: every file asked about it

@@ -188,6 +188,11 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._in_progress.discard(key)
         self._summaries[key] = frame
 
+    def forget_calls(self) -> None:
+        """Drop the answers to calls made with other modules' values: the project is dropping some
+        of those modules, and a rebuilt one is new objects that these answers would never match."""
+        self._summaries = {key: frame for key, frame in self._summaries.items() if key[0] == "standalone"}
+
     def bound_params(self, info: FunctionInfo) -> dict[str, Value]:
         """Parameter values that every caller in this file agrees on (e.g. the criterion passed in); the
         callers of a forward include the calls of its module (`criterion(out, y)`). A function that nothing

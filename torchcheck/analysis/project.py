@@ -20,8 +20,12 @@ from torchcheck.analysis.values import Value
 from torchcheck.walk import descendants
 
 # A run keeps the analyses it built, about 0.3 KB of memory per token of source, until they pass
-# this many tokens; they are then dropped together, between two linted files.
+# this many tokens; they are then dropped, between two linted files, except the modules that many of
+# the files linted since asked about (a package's core), with everything their answers read, within
+# half the budget: in a large package every model imports the same core modules, which would
+# otherwise be parsed and analysed again after each drop.
 HELD_TOKENS = 1_000_000
+HOT_ASKERS = 3
 MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
 
 
@@ -48,6 +52,7 @@ class Project(ImportGraph):
         self._node_ids: dict[str, set[int]] = {}
         self._mode_effects: dict[ClassInfo, tuple[frozenset, bool]] = {}
         self._definitions: dict[str, tuple[tuple[str, ...], str | None, str]] = {}
+        self._askers: dict[str, set[str]] = {}  # module -> the linted files that asked about it since the last drop
 
     # -- one linted file -----------------------------------------------------------------------
     def begin(self, name: str, source: bytes) -> FileAnalysis | None:
@@ -58,7 +63,7 @@ class Project(ImportGraph):
         if self._digests.get(name) == digest and self._analyses.get(name) is not None:
             return self._analyses[name]
         if self._held + count_tokens(source) > HELD_TOKENS:
-            self._drop_all()
+            self._make_room()
         return None
 
     def register(self, name: str, analysis: FileAnalysis) -> None:
@@ -75,10 +80,37 @@ class Project(ImportGraph):
     def end(self) -> None:
         self._current = None
 
-    def _drop_all(self) -> None:
-        self._analyses, self._digests, self._positions, self._node_ids, self._mode_effects = {}, {}, {}, {}, {}
-        self._held = 0
+    def _make_room(self) -> None:
+        keep: set[str] = set()
+        held = 0
+        for name in sorted(self._askers, key=lambda m: (-len(self._askers[m]), m)):
+            if len(self._askers[name]) < HOT_ASKERS:
+                break
+            closure = self._closure(name) - keep
+            tokens = sum(self.tokens(m) for m in closure if m in self.files)
+            if held + tokens <= HELD_TOKENS // 2:
+                keep |= closure
+                held += tokens
+        self._analyses = {m: a for m, a in self._analyses.items() if m in keep}
+        self._digests = {m: d for m, d in self._digests.items() if m in keep}
+        for analysis in self._analyses.values():
+            if analysis is not None:
+                analysis.forget_calls()
+        self._positions, self._node_ids, self._mode_effects, self._askers = {}, {}, {}, {}
+        self._held = held
         collector.release()
+
+    def _closure(self, name: str) -> set[str]:
+        """`name` and the modules whose content its held answers read, and theirs."""
+        found = {name}
+        todo = [name]
+        while todo:
+            analysis = self._analyses.get(todo.pop())
+            for other in analysis.consulted if analysis is not None else ():
+                if other not in found:
+                    found.add(other)
+                    todo.append(other)
+        return found
 
     def dependencies(self, analysis: FileAnalysis) -> tuple[set[str], set[str]]:
         """The modules whose content a file's findings read (through the analyses its questions
@@ -162,6 +194,8 @@ class Project(ImportGraph):
         read, module, name = self._definitions[qualname]
         if asker is not None:
             asker.consulted.update(read)
+        if module is not None and self._current is not None:
+            self._askers.setdefault(module, set()).add(self._current[0])
         return (self._analysis(module) if module is not None else None), name
 
     def find_class(self, qualname: str, asker: FileAnalysis | None = None) -> ClassInfo | None:
