@@ -22,15 +22,16 @@ from torchcheck.runtime.runner import run_script  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "fixtures" / "runtime"
 SCRIPTS = sorted(RUNTIME.glob("*.py"))
-MARKER = re.compile(r"#\s*expect:\s*([a-z0-9-]+)")
+MARKER = re.compile(r"#\s*expect:\s*([a-z0-9-]+(?:,\s*[a-z0-9-]+)*)")
 
 
 def expected_findings(path: Path) -> set[tuple[str, int]]:
+    """(check, line) for each check named by a line's `# expect: <check>[, <check>...]`."""
     found = set()
     for number, line in enumerate(path.read_text().splitlines(), 1):
         match = MARKER.search(line)
         if match:
-            found.add((match.group(1), number))
+            found.update((name.strip(), number) for name in match.group(1).split(","))
     return found
 
 

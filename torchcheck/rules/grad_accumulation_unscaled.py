@@ -93,6 +93,7 @@ class GradAccumulationUnscaled(Rule):
     code = "TC204"
     name = "grad-accumulation-unscaled"
     summary = "Gradient accumulation sums k micro-batch gradients without dividing the loss by k"
+    runtime_check = True
     needles = ("backward",)
 
     def visit_For(self, node: cst.For) -> None:

@@ -72,6 +72,7 @@ class KlDivInputNotLogProbs(Rule):
     code = "TC106"
     name = "kl-div-input-not-log-probs"
     summary = "KL divergence is fed probabilities or logits as input, or a target of the wrong kind"
+    runtime_check = True
     fix_safety = FixSafety.SAFE
     fix_reason = "Turns the input into the log-probabilities of the same distribution, over the same dimension."
     needles = ("kl_div", "KLDivLoss")

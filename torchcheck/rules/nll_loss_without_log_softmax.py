@@ -47,6 +47,7 @@ class NllLossWithoutLogSoftmax(Rule):
     code = "TC102"
     name = "nll-loss-without-log-softmax"
     summary = "NLLLoss is fed raw logits or probabilities instead of log-probabilities"
+    runtime_check = True
     needles = ("nll_loss", "NLLLoss")
 
     def visit_Call(self, node: cst.Call) -> None:

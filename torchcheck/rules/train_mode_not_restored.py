@@ -64,6 +64,7 @@ class TrainModeNotRestored(Rule):
     code = "TC304"
     name = "train-mode-not-restored"
     summary = "A training loop switches the model to eval mode and never back to train mode"
+    runtime_check = True
     needles = (".eval(", "backward", ".train(")
 
     def __init__(self, ctx) -> None:
