@@ -63,10 +63,14 @@ class TrainModeNotRestored(RuntimeCheck):
         if mode:
             self.switched.pop(id(module), None)
             return
-        if not module.training or self.switched_by_parent():
+        if self.switched_by_parent():
             return
-        steps_before = weakref.WeakKeyDictionary(self.context.steps)
-        self.switched[id(module)] = Switched(module, user_frame(), steps_before)
+        known = self.switched.get(id(module))
+        if known is not None and known.module() is module:
+            known.where = user_frame()  # switched again (after a part went back to train mode): the latest call
+        elif module.training:
+            steps_before = weakref.WeakKeyDictionary(self.context.steps)
+            self.switched[id(module)] = Switched(module, user_frame(), steps_before)
 
     def switched_by_parent(self) -> bool:
         """Is this call `Module.train` recursing into a child?"""
