@@ -390,3 +390,19 @@ def test_images_made_by_torchvision_after_the_run_started_are_followed(tmp_path)
     assert proc.returncode == 1, proc.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert [(f["name"], f["line"]) for f in report["findings"]] == [("interpolate-3d-input", 6)]
+
+
+def test_interpolate_follows_pictures_through_normalize_but_not_spectrograms():
+    transforms = pytest.importorskip("torchvision.transforms")
+    import numpy as np
+
+    to_tensor = transforms.ToTensor()
+    normalize = transforms.Normalize([0.5, 0.5, 0.5], [0.2, 0.2, 0.2])
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    spectrogram = np.random.default_rng(0).random((64, 100, 1), dtype=np.float32)
+    with watch(select=["interpolate-3d-input"]) as run:
+        F.interpolate(normalize(to_tensor(pixels)), size=20, mode="linear")
+        picture_line = sys._getframe().f_lineno - 1
+        F.interpolate(to_tensor(spectrogram), size=50, mode="linear")  # (1, 64, 100): time resized, on purpose
+        F.interpolate(normalize(torch.rand(3, 40, 40)), size=20, mode="linear")  # no picture behind it
+    assert [f.line for f in run.findings] == [picture_line]

@@ -17,7 +17,7 @@ dispatch mode).
 | `loss` | after a `torch.nn.functional` loss (and so every `nn.*Loss`) | `name, input, target, output, locate, args, kwargs` |
 | `backward` | before `Tensor.backward()` | `tensor` |
 | `batch_fetched` | before a `DataLoader` iterator's `__next__` | `iterator` |
-| `image_made` | after torchvision made an image tensor: `to_tensor`/`ToTensor`, `pil_to_tensor`/`PILToTensor`, `normalize`/`Normalize`, `convert_image_dtype`, `decode_image` (so `read_image`), `decode_jpeg`, `decode_png`; patched when torchvision is imported, also later in the run | `output` |
+| `image_function` | after torchvision's `to_tensor` (so `ToTensor`), `pil_to_tensor` (`PILToTensor`), `normalize` (`Normalize`), `convert_image_dtype`, `decode_image` (so `read_image`), `decode_jpeg`, `decode_png`; patched when torchvision is imported, also later in the run | `name, input, output` |
 | `tensor_sum` | after `Tensor.__add__`/`__radd__`/`__iadd__` | `result, left, right` |
 | `softmax` | after softmax/log_softmax (functional, torch, Tensor) | `output` |
 | `dropout` | before `F.dropout` and its variants | `name, args, kwargs` |
@@ -267,23 +267,27 @@ IMAGE_FUNCTIONS = (
 )
 
 
-@source("image_made")
-def _image_made(handlers, stack, context) -> None:
-    def make(original):
-        def wrapper(*args, **kwargs):
-            output = original(*args, **kwargs)
-            for handler in handlers:
-                handler(output)
-            return output
+@source("image_function")
+def _image_function(handlers, stack, context) -> None:
+    def image_function(name):
+        def make(original):
+            def wrapper(*args, **kwargs):
+                output = original(*args, **kwargs)
+                input = args[0] if args else next(iter(kwargs.values()), None)
+                for handler in handlers:
+                    handler(name, input, output)
+                return output
 
-        return wrapper
+            return wrapper
+
+        return make
 
     def install() -> None:
         for module_name, names in IMAGE_FUNCTIONS:
             module = sys.modules.get(module_name)
             for name in names:
                 if module is not None and callable(getattr(module, name, None)):
-                    patch(stack, module, name, make)
+                    patch(stack, module, name, image_function(name))
 
     after_import(stack, "torchvision", install)
 

@@ -4,11 +4,13 @@
 Two kinds of evidence make a 3-D tensor an image:
 - its shape, (1|3|4, H, W) with H and W at least 8 and within a factor 4 of each other, given an
   int size or a scalar scale with a mode of images (`nearest`, `nearest-exact`, `area`);
-- its origin, with any mode that takes 3-D input (`linear` too): it was made by torchvision's
-  `to_tensor`/`ToTensor`, `pil_to_tensor`/`PILToTensor`, `normalize`/`Normalize`,
-  `convert_image_dtype`, `decode_image` (so `read_image`), `decode_jpeg` or `decode_png`, or it is
-  a `tv_tensors.Image` (the v2 transforms). So torchvision datasets' items count when their
-  transform makes the tensor. Tensors computed from an image by other operations are not followed.
+- its origin, with any mode that takes 3-D input (`linear` too): torchvision made it from a
+  picture, with `to_tensor`/`ToTensor` (from a PIL image, or an array of 8-bit pixels or of 3 or
+  4 channels: not from a float array of one channel, like a spectrogram), `pil_to_tensor`/
+  `PILToTensor`, `decode_image` (so `read_image`), `decode_jpeg` or `decode_png`, then maybe
+  `normalize`/`Normalize` or `convert_image_dtype`; or it is a `tv_tensors.Image` (the v2
+  transforms). So torchvision datasets' items count when their transform makes the tensor.
+  Tensors computed from an image by other operations are not followed.
 
 Batched 1-D signals (N, C, L) made otherwise stay silent with any mode."""
 from __future__ import annotations
@@ -32,6 +34,16 @@ def looks_like_image(x: torch.Tensor) -> bool:
     return channels in (1, 3, 4) and height >= 8 and width >= 8 and 0.25 <= height / width <= 4
 
 
+def from_picture(input) -> bool:
+    """Is what `to_tensor` converted a picture: a PIL image, or an array of 8-bit pixels or of
+    3 or 4 channels (H, W, C)? Not a float array of one channel, like a spectrogram."""
+    pil = sys.modules.get("PIL.Image")
+    if pil is not None and isinstance(input, pil.Image):
+        return True
+    shape, dtype = getattr(input, "shape", None), str(getattr(input, "dtype", ""))
+    return shape is not None and (dtype == "uint8" or (len(shape) == 3 and shape[2] in (3, 4)))
+
+
 class Interpolate3dInput(RuntimeCheck):
     name = "interpolate-3d-input"
 
@@ -39,10 +51,17 @@ class Interpolate3dInput(RuntimeCheck):
         super().__init__(context)
         self.images = WeakIdMap()  # tensors torchvision made as images
 
-    def on_image_made(self, output) -> None:
-        for tensor in output if isinstance(output, (list, tuple)) else (output,):
-            if isinstance(tensor, torch.Tensor) and tensor.dim() == 3:
-                self.images.add(tensor)
+    def on_image_function(self, name, input, output) -> None:
+        if name in ("normalize", "convert_image_dtype"):
+            made = isinstance(input, torch.Tensor) and self.made_as_image(input)  # an image stays one
+        elif name == "to_tensor":
+            made = from_picture(input)
+        else:
+            made = True  # pil_to_tensor, the decoders
+        if made:
+            for tensor in output if isinstance(output, (list, tuple)) else (output,):
+                if isinstance(tensor, torch.Tensor) and tensor.dim() == 3:
+                    self.images.add(tensor)
 
     def made_as_image(self, x: torch.Tensor) -> bool:
         if x in self.images:
