@@ -23,6 +23,16 @@ MEAN_REDUCTIONS = ("mean", "batchmean")
 HELD_LOSSES = 256  # loss outputs remembered between two steps, at most (a loop of forwards without steps)
 
 
+def averages(args, kwargs) -> bool:
+    """Does a loss call reduce by a mean? Among the options after input and target, the
+    reduction is the only string, and the legacy `size_average=False`/`reduce=False` the only
+    False (a positional False of another option makes it unknown, so no)."""
+    options = args[2:]
+    reduction = kwargs.get("reduction") or next((o for o in options if isinstance(o, str)), "mean")
+    return reduction in MEAN_REDUCTIONS and kwargs.get("size_average") is not False \
+        and kwargs.get("reduce") is not False and not any(o is False for o in options)
+
+
 class Watched:
     """The gradient of one parameter as the last backward pass left it, to see it changed before the step."""
 
@@ -57,9 +67,7 @@ class GradAccumulationUnscaled(RuntimeCheck):
         self.fetched_from = id(iterator)
 
     def on_loss(self, name, input, target, output, locate, args, kwargs) -> None:
-        if output.grad_fn is None or output.dim() or len(args) > 2 \
-                or kwargs.get("reduction", "mean") not in MEAN_REDUCTIONS \
-                or kwargs.get("size_average") is False or kwargs.get("reduce") is False:
+        if output.grad_fn is None or output.dim() or not averages(args, kwargs):
             return
         if len(self.losses) >= HELD_LOSSES:
             self.losses.clear()
