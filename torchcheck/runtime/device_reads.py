@@ -60,4 +60,7 @@ class HeldValues:
         return [pair for reads in self.devices.values() for pair in reads.read()]
 
     def __bool__(self) -> bool:
-        return any(reads.entries for reads in self.devices.values())
+        for reads in self.devices.values():
+            if reads.entries:
+                return True
+        return False

@@ -27,10 +27,15 @@ def averages(args, kwargs) -> bool:
     """Does a loss call reduce by a mean? Among the options after input and target, the
     reduction is the only string, and the legacy `size_average=False`/`reduce=False` the only
     False (a positional False of another option makes it unknown, so no)."""
-    options = args[2:]
-    reduction = kwargs.get("reduction") or next((o for o in options if isinstance(o, str)), "mean")
-    return reduction in MEAN_REDUCTIONS and kwargs.get("size_average") is not False \
-        and kwargs.get("reduce") is not False and not any(o is False for o in options)
+    reduction = kwargs.get("reduction")
+    if len(args) > 2:
+        options = args[2:]
+        if any(option is False for option in options):
+            return False
+        if reduction is None:
+            reduction = next((option for option in options if isinstance(option, str)), None)
+    return (reduction or "mean") in MEAN_REDUCTIONS and kwargs.get("size_average") is not False \
+        and kwargs.get("reduce") is not False
 
 
 class Watched:
@@ -89,6 +94,9 @@ class GradAccumulationUnscaled(RuntimeCheck):
         if not backwards:
             return
         self.losses.clear()
+        if len(backwards) == 1 and not self.streaks:  # the usual step: one backward pass
+            backwards.clear()
+            return
         accumulated = self.accumulated_lines() if len(backwards) > 1 else {}
         self.backwards = []
         for line in [line for line in self.streaks if line not in accumulated]:
