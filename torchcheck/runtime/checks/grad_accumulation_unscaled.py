@@ -108,12 +108,11 @@ class GradAccumulationUnscaled(RuntimeCheck):
             streak = self.streaks[line] = self.streaks.get(line, 0) + 1
             if streak >= 2 and untouched and line not in self.reported:
                 self.reported.add(line)
-                self.report(f"This loss (a mean over its batch) was backpropagated {count} times, once per new"
-                            f" batch, before each `{type(optimizer).__name__}.step()` without being scaled: the"
-                            f" accumulated gradient is the sum of {count} batch means, {count} times the mean"
-                            f" gradient of the {count} batches; divide the loss by the number of accumulation"
-                            " steps (if the learning rate is scaled instead, ignore this check for the loop)",
-                            where=line, related=(("the optimizer step", user_frame()),))
+                self.report(f"This loss (a mean over its batch) was backpropagated {count} times per"
+                            f" `{type(optimizer).__name__}.step()`, once per new batch, without being scaled: the"
+                            f" step uses {count} times the mean gradient of those batches; divide the loss by the"
+                            " number of accumulation steps (if the learning rate is divided instead, ignore this"
+                            " check for this loop)", where=line, related=(("the optimizer step", user_frame()),))
 
     def accumulated_lines(self) -> dict:
         """Lines whose loss was backpropagated more than once since the last step, each time after
