@@ -105,3 +105,25 @@ def test_index_errors_are_caught_before_the_device_assert():
         with pytest.raises(IndexCheckError):
             torch.gather(table, 1, torch.tensor([[0, 2]], device="cuda"))
     assert torch.index_select(table, 0, torch.tensor([1], device="cuda")).shape == (1, 2)  # context still usable
+
+
+def test_values_reaching_nll_loss_and_kl_div_are_read_without_waiting_on_each_step():
+    torch.manual_seed(0)
+    model = nn.Linear(8, 3).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = batches((8,), 3, 20)
+    with watch(model, optimizer, select=["nll-loss-without-log-softmax", "kl-div-input-not-log-probs"]) as run:
+        for step, (inputs, labels) in enumerate(data):
+            # the values held are read at steps 0 and 16 (one synchronisation each); the others never wait
+            torch.cuda.set_sync_debug_mode("default" if step in (0, 16) else "error")
+            try:
+                optimizer.zero_grad()
+                logits = model(inputs)
+                loss = F.nll_loss(logits, labels)  # logits, not log-probabilities
+                loss = loss + F.kl_div(F.log_softmax(logits, 1), F.softmax(logits.detach(), 1), reduction="batchmean")
+                loss.backward()
+                optimizer.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    [finding] = run.findings
+    assert finding.name == "nll-loss-without-log-softmax" and finding.path.endswith("test_cuda.py")

@@ -77,6 +77,20 @@ def lightning_modules():
             self.manual_backward(F.cross_entropy(self.net(inputs), labels))
             optimizer.step()  # finds: missing-zero-grad [lightning]
 
+    class ManualAccumulationUnscaled(Classifier):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+
+        def training_step(self, batch, index):
+            inputs, labels = batch
+            optimizer = self.optimizers()
+            loss = F.cross_entropy(self.net(inputs), labels)  # finds: grad-accumulation-unscaled [lightning]
+            self.manual_backward(loss)
+            if (index + 1) % 2 == 0:
+                optimizer.step()
+                optimizer.zero_grad()
+
     def fit(module, **options):
         trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=6, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, **options)
@@ -84,21 +98,27 @@ def lightning_modules():
             trainer.fit(module, DataLoader(data(), batch_size=4), DataLoader(data(16, 1), batch_size=4))
         return run
 
-    return Classifier, ManualWithoutClearing, fit
+    return Classifier, ManualWithoutClearing, ManualAccumulationUnscaled, fit
 
 
 def test_lightning_manual_optimization_without_clearing():
-    _, manual, fit = lightning_modules()
+    _, manual, _, fit = lightning_modules()
     assert found(fit(manual())) == marked("missing-zero-grad", "lightning")
 
 
+def test_lightning_manual_accumulation_without_scaling():
+    _, _, manual, fit = lightning_modules()
+    assert found(fit(manual())) == marked("grad-accumulation-unscaled", "lightning")
+
+
 def test_lightning_accumulation_clipping_and_validation_are_clean():
-    classifier, _, fit = lightning_modules()
+    """`accumulate_grad_batches` divides the loss; validation switches to eval mode and back."""
+    classifier, _, _, fit = lightning_modules()
     assert found(fit(classifier(), accumulate_grad_batches=2, gradient_clip_val=1.0, val_check_interval=2)) == set()
 
 
 # -- Accelerate ---------------------------------------------------------------------------------------
-def accelerate_loop(clear: bool):
+def accelerate_loop(clear: bool, scale: bool = True, clip: bool = True):
     accelerate = pytest.importorskip("accelerate")
     accelerator = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2 if clear else 1)
     model = net()
@@ -107,8 +127,12 @@ def accelerate_loop(clear: bool):
     with watch() as run:
         for inputs, labels in loader:
             with accelerator.accumulate(model):
-                accelerator.backward(F.cross_entropy(model(inputs), labels))
-                if clear:
+                loss = F.cross_entropy(model(inputs), labels)  # finds: grad-accumulation-unscaled [accelerate]
+                if scale:
+                    accelerator.backward(loss)
+                else:
+                    loss.backward()
+                if clear and clip:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()  # finds: missing-zero-grad [accelerate]
                 if clear:
@@ -121,7 +145,13 @@ def test_accelerate_loop_without_clearing():
 
 
 def test_accelerate_accumulation_and_clipping_are_clean():
+    """`accelerator.backward` divides the loss by the accumulation steps."""
     assert found(accelerate_loop(clear=True)) == set()
+
+
+def test_accelerate_accumulation_bypassing_accelerator_backward():
+    run = accelerate_loop(clear=True, scale=False, clip=False)
+    assert found(run) == marked("grad-accumulation-unscaled", "accelerate")
 
 
 # -- transformers Trainer -----------------------------------------------------------------------------

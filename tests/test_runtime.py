@@ -22,15 +22,16 @@ from torchcheck.runtime.runner import run_script  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME = ROOT / "fixtures" / "runtime"
 SCRIPTS = sorted(RUNTIME.glob("*.py"))
-MARKER = re.compile(r"#\s*expect:\s*([a-z0-9-]+)")
+MARKER = re.compile(r"#\s*expect:\s*([a-z0-9-]+(?:,\s*[a-z0-9-]+)*)")
 
 
 def expected_findings(path: Path) -> set[tuple[str, int]]:
+    """(check, line) for each check named by a line's `# expect: <check>[, <check>...]`."""
     found = set()
     for number, line in enumerate(path.read_text().splitlines(), 1):
         match = MARKER.search(line)
         if match:
-            found.add((match.group(1), number))
+            found.update((name.strip(), number) for name in match.group(1).split(","))
     return found
 
 
@@ -84,11 +85,12 @@ def test_reference_model_learns():
 
 def _global_state():
     from torch.optim import optimizer as optimizer_hooks
+    from torch.utils.data import dataloader
 
     return (F.cross_entropy, F.dropout, F.batch_norm, F.interpolate, torch.index_select,
             torch.Tensor.__dict__.get("__add__"), nn.Module.zero_grad, torch.optim.Optimizer.zero_grad,
-            nn.Module.train, len(optimizer_hooks._global_optimizer_pre_hooks),
-            len(optimizer_hooks._global_optimizer_post_hooks))
+            nn.Module.train, torch.Tensor.backward, dataloader._BaseDataLoaderIter.__next__, tuple(sys.meta_path),
+            len(optimizer_hooks._global_optimizer_pre_hooks), len(optimizer_hooks._global_optimizer_post_hooks))
 
 
 def test_everything_is_removed_even_when_the_loop_raises():
@@ -293,3 +295,114 @@ def test_sync_batch_norm_updating_statistics_in_validation(monkeypatch):
                 model(torch.randn(6, 4))
     assert [(f.name, f.module_path) for f in run.findings] == [("eval-mode-missing", "1")]
     assert batchnorm.sync_batch_norm is Synchronised
+
+
+# -- the runtime twins of the static rules: their edges ---------------------------------------------
+def test_nll_loss_values_degenerate_inputs_stay_silent():
+    targets = torch.tensor([0, 1, 0, 1])
+    with watch(select=["nll-loss-without-log-softmax"]) as run:
+        F.nll_loss(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))  # one class: log-probability 0
+        F.nll_loss(torch.zeros(4, 3), targets)  # all zeros
+        F.nll_loss(torch.log(torch.full((4, 2), 0.5) + 1e-6), targets)  # log(p + eps)
+        F.nll_loss(F.log_softmax(torch.randn(4, 2, 5), dim=1), torch.zeros(4, 5, dtype=torch.long))
+    assert run.findings == []
+
+
+def test_nll_loss_probability_rows_over_many_classes_are_found_below_the_margin():
+    with watch(select=["nll-loss-without-log-softmax"]) as run:
+        F.nll_loss(torch.full((4, 5000), 1 / 5000), torch.tensor([0, 1, 2, 3]))
+    [finding] = run.findings
+    assert "probabilities" in finding.message and finding.path.endswith("test_runtime.py")
+
+
+def test_kl_div_probability_target_with_log_target():
+    log_probs = F.log_softmax(torch.randn(4, 3), dim=1)
+    with watch(select=["kl-div-input-not-log-probs"]) as run:
+        F.kl_div(log_probs, log_probs.exp(), reduction="batchmean", log_target=True)
+        F.kl_div(log_probs, log_probs, reduction="batchmean", log_target=True)
+    [finding] = run.findings
+    assert "log_target=True" in finding.message
+
+
+def _step(model, optimizer):
+    optimizer.zero_grad()
+    F.cross_entropy(model(torch.randn(8, 20)), torch.randint(0, 4, (8,))).backward()
+    optimizer.step()
+
+
+def test_train_mode_not_restored_shows_where_eval_was_called():
+    from reference_models import BNDropoutMLP
+
+    torch.manual_seed(0)
+    model = BNDropoutMLP()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(select=["train-mode-not-restored"]) as run:
+        model.eval()  # before any step: evaluating a baseline
+        _step(model, optimizer)
+        model.train()
+        _step(model, optimizer)
+        model.eval()
+        model.head.train()  # part of the model trains: deliberate
+        _step(model, optimizer)
+        model.eval()
+        eval_line = sys._getframe().f_lineno - 1
+        _step(model, optimizer)
+        _step(model, optimizer)
+    [finding] = run.findings
+    assert finding.count == 1 and "BatchNorm1d, Dropout" in finding.message
+    assert [(r.message, r.line) for r in finding.related] == [("switched to eval mode here", eval_line)]
+
+
+def test_grad_accumulation_skipped_steps_and_scaled_losses_are_silent():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=4)
+    scaler = torch.amp.GradScaler("cpu")
+    with watch(select=["grad-accumulation-unscaled"]) as run:
+        for i, (inputs, labels) in enumerate(loader):  # one step skipped now and then: not accumulation
+            optimizer.zero_grad()
+            F.cross_entropy(model(inputs), labels).backward()
+            if i % 3:
+                optimizer.step()
+        for i, (inputs, labels) in enumerate(loader):  # GradScaler backpropagates a scaled tensor
+            scaler.scale(F.cross_entropy(model(inputs), labels) / 2).backward()
+            if i % 2:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+    assert run.findings == []
+
+
+def test_images_made_by_torchvision_after_the_run_started_are_followed(tmp_path):
+    """torchvision imported by the script, after `torchcheck run` installed the checks."""
+    script = tmp_path / "resize.py"
+    script.write_text("import sys\n"
+                      "assert 'torchvision' not in sys.modules\n"
+                      "import torch, torch.nn.functional as F\n"
+                      "from torchvision.transforms.functional import to_tensor, to_pil_image\n"
+                      "image = to_tensor(to_pil_image(torch.rand(3, 40, 40)))\n"
+                      "F.interpolate(image, size=20, mode='linear')\n")
+    proc = _torchcheck("run", "--select", "interpolate-3d-input", "--format", "json", "--output", "report.json",
+                       "resize.py", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [(f["name"], f["line"]) for f in report["findings"]] == [("interpolate-3d-input", 6)]
+
+
+def test_interpolate_follows_pictures_through_normalize_but_not_spectrograms():
+    transforms = pytest.importorskip("torchvision.transforms")
+    import numpy as np
+
+    to_tensor = transforms.ToTensor()
+    normalize = transforms.Normalize([0.5, 0.5, 0.5], [0.2, 0.2, 0.2])
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    spectrogram = np.random.default_rng(0).random((64, 100, 1), dtype=np.float32)
+    with watch(select=["interpolate-3d-input"]) as run:
+        F.interpolate(normalize(to_tensor(pixels)), size=20, mode="linear")
+        picture_line = sys._getframe().f_lineno - 1
+        F.interpolate(to_tensor(spectrogram), size=50, mode="linear")  # (1, 64, 100): time resized, on purpose
+        F.interpolate(normalize(torch.rand(3, 40, 40)), size=20, mode="linear")  # no picture behind it
+    assert [f.line for f in run.findings] == [picture_line]

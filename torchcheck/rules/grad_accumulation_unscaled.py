@@ -50,6 +50,14 @@ class GradAccumulationUnscaled(Rule):
     by k (or by anything else) on its way there, k is used nowhere else (not for the loss, not
     for the learning rate), and nothing rescales the gradients before the step.
 
+    The runtime check of the same name (`torchcheck run`, `torchcheck.watch()`) sees the loop run:
+    in two consecutive optimizer steps, the same line's mean loss was backpropagated k > 1 times
+    as the loss function returned it, each after a new batch from the same DataLoader, with no
+    `zero_grad()` between and the gradients untouched until the step. Scaled losses (and so the
+    frameworks), `reduction="sum"`, separate losses of one batch (GAN, multi-task), and gradients
+    rescaled or clipped before the step are not reported. A learning rate scaled by 1/k cannot be
+    seen at run time: ignore the runtime check for such a loop.
+
     ## Why is this bad?
     `backward()` adds each micro-batch's gradient to `.grad`, so after k micro-batches the
     gradient is k times that of one batch: the step is k times larger than the learning rate was
@@ -93,6 +101,7 @@ class GradAccumulationUnscaled(Rule):
     code = "TC204"
     name = "grad-accumulation-unscaled"
     summary = "Gradient accumulation sums k micro-batch gradients without dividing the loss by k"
+    runtime_check = True
     needles = ("backward",)
 
     def visit_For(self, node: cst.For) -> None:

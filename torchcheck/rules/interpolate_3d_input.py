@@ -16,7 +16,9 @@ class Interpolate3dInput(Rule):
     Finds `F.interpolate` called on a single image (C, H, W) — a tensor from `to_tensor`,
     `ToTensor()`, `read_image`, or created with a (1|3, H, W) shape — with an int `size` or a
     scalar `scale_factor`. The runtime check of the same name covers tensors whose shape is only
-    known when the code runs.
+    known when the code runs, and with `mode="linear"` too when torchvision made the tensor from a
+    picture (`ToTensor` on a PIL image or an 8-bit or RGB array, `PILToTensor`,
+    `read_image`/`decode_image`, then maybe `Normalize`; a `tv_tensors.Image`).
 
     ## Why is this bad?
     `interpolate` treats a 3-D input as a *batch* of 1-D signals (N, C, L): it takes C as the

@@ -34,6 +34,12 @@ class KlDivInputNotLogProbs(Rule):
     - a target that is raw logits (the output of a final linear layer, or a tensor the code also
       feeds to `cross_entropy`, which takes logits).
 
+    The runtime check of the same name (`torchcheck run`, `torchcheck.watch()`) reads the values
+    that reach `kl_div`: an input above 0 is not log-probabilities, and a target below 0 with
+    `log_target=False` (above 0 with `log_target=True`) is not of the kind declared; a margin of
+    1e-3 leaves `log(p + eps)` alone. On an accelerator the values are read in the harness's
+    batched device read, not at every step.
+
     ## Why is this bad?
     `kl_div(input, target)` computes `target * (log(target) - input)`: it takes the input to be
     log-probabilities and, unless `log_target=True`, the target to be probabilities. Given
@@ -72,6 +78,7 @@ class KlDivInputNotLogProbs(Rule):
     code = "TC106"
     name = "kl-div-input-not-log-probs"
     summary = "KL divergence is fed probabilities or logits as input, or a target of the wrong kind"
+    runtime_check = True
     fix_safety = FixSafety.SAFE
     fix_reason = "Turns the input into the log-probabilities of the same distribution, over the same dimension."
     needles = ("kl_div", "KLDivLoss")

@@ -18,6 +18,11 @@ class NllLossWithoutLogSoftmax(Rule):
     Finds `nn.NLLLoss` / `F.nll_loss` fed something other than log-probabilities: raw logits (the
     output of a final `nn.Linear`, or of a torchvision classifier) or softmax/sigmoid probabilities.
 
+    The runtime check of the same name (`torchcheck run`, `torchcheck.watch()`) reads the values
+    that reach `nll_loss`: an input above 0 (beyond a margin of 1e-3 for `log(p + eps)`), or on
+    the CPU rows that are probabilities (in [0, 1], each summing to 1), is not log-probabilities,
+    whatever produced it. One class, all zeros and integer inputs are left alone.
+
     ## Why is this bad?
     `NLLLoss` expects `log_softmax` output; it only picks `-input[target]`. Given logits it
     rewards making the target logit large without normalising against the others, so the loss
@@ -47,6 +52,7 @@ class NllLossWithoutLogSoftmax(Rule):
     code = "TC102"
     name = "nll-loss-without-log-softmax"
     summary = "NLLLoss is fed raw logits or probabilities instead of log-probabilities"
+    runtime_check = True
     needles = ("nll_loss", "NLLLoss")
 
     def visit_Call(self, node: cst.Call) -> None:

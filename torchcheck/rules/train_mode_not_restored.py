@@ -23,6 +23,12 @@ class TrainModeNotRestored(Rule):
     trains: it runs its forward with grad enabled, or an optimizer stepped in the loop updates its
     parameters.
 
+    The runtime check of the same name (`torchcheck run`, `torchcheck.watch()`) reports an
+    optimizer step taken while the model owning every parameter it steps is entirely in eval
+    mode, when that optimizer had stepped before `eval()` was called on the model, with the line
+    that called `eval()`. A model without Dropout, BatchNorm or other mode-dependent layers
+    trains the same in both modes and is not reported.
+
     ## Why is this bad?
     A `validate()` that ends in eval mode leaves the model there. Every later training step runs
     with Dropout off and BatchNorm normalising with (and no longer updating) its running
@@ -64,6 +70,7 @@ class TrainModeNotRestored(Rule):
     code = "TC304"
     name = "train-mode-not-restored"
     summary = "A training loop switches the model to eval mode and never back to train mode"
+    runtime_check = True
     needles = (".eval(", "backward", ".train(")
 
     def __init__(self, ctx) -> None:

@@ -3,6 +3,8 @@
 a check asks, or when it is full."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -23,10 +25,42 @@ class DeviceReads:
         self.entries.append(entry)
         return len(self.entries) == self.SIZE
 
+    def read(self) -> list[tuple[object, float]]:
+        """Read and empty the buffer: each entry held with its value."""
+        if not self.entries:
+            return []
+        values = self.buffer[: len(self.entries)].tolist()
+        entries, self.entries = self.entries, []
+        return list(zip(entries, values))
+
     def first_not_finite(self):
         """Read and empty the buffer: the entry of the first NaN or Inf held, or None."""
-        if not self.entries:
-            return None
-        finite = torch.isfinite(self.buffer[: len(self.entries)]).tolist()
-        entries, self.entries = self.entries, []
-        return next((entry for entry, ok in zip(entries, finite) if not ok), None)
+        return next((entry for entry, value in self.read() if not math.isfinite(value)), None)
+
+
+class HeldValues:
+    """Scalars of tensors on any device, each with its entry: on the CPU read at once, on an
+    accelerator held in its device's buffer until `read()`, or until the buffer fills."""
+
+    def __init__(self) -> None:
+        self.devices: dict[torch.device, DeviceReads] = {}
+
+    def add(self, value: torch.Tensor, entry) -> list[tuple[object, float]]:
+        """Hold a 0-dim tensor; returns the (entry, value) pairs read now: this one on the CPU, all
+        of its device's when its buffer is full, else none."""
+        if value.device.type == "cpu":
+            return [(entry, value.item())]
+        reads = self.devices.get(value.device)
+        if reads is None:
+            reads = self.devices[value.device] = DeviceReads(value.device)
+        return reads.read() if reads.add(value, entry) else []
+
+    def read(self) -> list[tuple[object, float]]:
+        """Read what every device holds (one synchronisation each)."""
+        return [pair for reads in self.devices.values() for pair in reads.read()]
+
+    def __bool__(self) -> bool:
+        for reads in self.devices.values():
+            if reads.entries:
+                return True
+        return False

@@ -14,7 +14,10 @@ dispatch mode).
 | `step_pre`, `step_post` | around `optimizer.step()` of a watched optimizer | `optimizer` |
 | `optimizer_zero_grad` | before `Optimizer.zero_grad()` | `optimizer` |
 | `module_zero_grad` | before `Module.zero_grad()` | `module` |
-| `loss` | after a `torch.nn.functional` loss (and so every `nn.*Loss`) | `name, input, target, output, locate` |
+| `loss` | after a `torch.nn.functional` loss (and so every `nn.*Loss`) | `name, input, target, output, locate, args, kwargs` |
+| `backward` | before `Tensor.backward()` | `tensor` |
+| `batch_fetched` | before a `DataLoader` iterator's `__next__` | `iterator` |
+| `image_function` | after torchvision's `to_tensor` (so `ToTensor`), `pil_to_tensor` (`PILToTensor`), `normalize` (`Normalize`), `convert_image_dtype`, `decode_image` (so `read_image`), `decode_jpeg`, `decode_png`; patched when torchvision is imported, also later in the run | `name, input, output` |
 | `tensor_sum` | after `Tensor.__add__`/`__radd__`/`__iadd__` | `result, left, right` |
 | `softmax` | after softmax/log_softmax (functional, torch, Tensor) | `output` |
 | `dropout` | before `F.dropout` and its variants | `name, args, kwargs` |
@@ -25,13 +28,16 @@ dispatch mode).
 | `train_mode` | before `Module.train(mode)` | `module, mode` |
 | `run_end` | when the outermost `watch()` block ends | (none) |
 
-`locate()` returns the user's line of the loss call (found once, however many checks ask). Inside a
+`locate()` returns the user's line of the loss call (found once, however many checks ask); `args`
+and `kwargs` are the call's own, for its options (`arg(args, kwargs, 5, "log_target")`). Inside a
 handler of a wrapped function, `calling_module()` is the module whose code called it.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.abc
+import importlib.util
 import sys
 from collections.abc import Callable
 
@@ -183,7 +189,7 @@ def _loss(handlers, stack, context) -> None:
                 input, target = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "target")
                 locate = functools.partial(_locate, [])
                 for handler in handlers:
-                    handler(name, input, target, output, locate)
+                    handler(name, input, target, output, locate, args, kwargs)
                 return output
 
             return wrapper
@@ -223,6 +229,126 @@ def _softmax(handlers, stack, context) -> None:
     for owner, name in ((F, "softmax"), (F, "log_softmax"), (torch, "softmax"), (torch, "log_softmax"),
                         (torch.Tensor, "softmax"), (torch.Tensor, "log_softmax")):
         patch(stack, owner, name, make)
+
+
+@source("backward")
+def _backward(handlers, stack, context) -> None:
+    def make(original):
+        def wrapper(self, *args, **kwargs):
+            for handler in handlers:
+                handler(self)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    patch(stack, torch.Tensor, "backward", make)
+
+
+# -- where tensors come from -----------------------------------------------------------------------
+@source("batch_fetched")
+def _batch_fetched(handlers, stack, context) -> None:
+    from torch.utils.data import dataloader
+
+    def make(original):
+        def wrapper(self):
+            for handler in handlers:
+                handler(self)
+            return original(self)
+
+        return wrapper
+
+    patch(stack, dataloader._BaseDataLoaderIter, "__next__", make)
+
+
+IMAGE_FUNCTIONS = (
+    ("torchvision.transforms.functional", ("to_tensor", "pil_to_tensor", "normalize", "convert_image_dtype")),
+    ("torchvision.io.image", ("decode_image", "decode_jpeg", "decode_png")),  # read_image calls decode_image
+    ("torchvision.io", ("decode_image", "decode_jpeg", "decode_png")),
+)
+
+
+@source("image_function")
+def _image_function(handlers, stack, context) -> None:
+    def image_function(name):
+        def make(original):
+            def wrapper(*args, **kwargs):
+                output = original(*args, **kwargs)
+                input = args[0] if args else next(iter(kwargs.values()), None)
+                for handler in handlers:
+                    handler(name, input, output)
+                return output
+
+            return wrapper
+
+        return make
+
+    def install() -> None:
+        for module_name, names in IMAGE_FUNCTIONS:
+            module = sys.modules.get(module_name)
+            for name in names:
+                if module is not None and callable(getattr(module, name, None)):
+                    patch(stack, module, name, image_function(name))
+
+    after_import(stack, "torchvision", install)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Calls `then()` once the module `name` has run, when it is first imported while installed;
+    finds nothing itself (the other finders find the module)."""
+
+    def __init__(self, name: str, then: Callable[[], None]) -> None:
+        self.name = name
+        self.then = then
+        self.finding = False
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name or self.finding:
+            return None
+        self.finding = True
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            self.finding = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None
+        spec.loader = _LoaderThen(spec.loader, self)
+        return spec
+
+
+class _LoaderThen(importlib.abc.Loader):
+    """A module's own loader, calling the finder's `then()` after the module ran (while the finder
+    is installed)."""
+
+    def __init__(self, loader, finder: _AfterImport) -> None:
+        self.loader = loader
+        self.finder = finder
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        self.loader.exec_module(module)
+        if self.finder in sys.meta_path:
+            sys.meta_path.remove(self.finder)
+            self.finder.then()
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
+
+def after_import(stack: contextlib.ExitStack, name: str, then: Callable[[], None]) -> None:
+    """Call `then()` now if module `name` is imported, else when it is (until the stack closes)."""
+    if name in sys.modules:
+        then()
+        return
+    finder = _AfterImport(name, then)
+    sys.meta_path.insert(0, finder)
+
+    def uninstall() -> None:
+        if finder in sys.meta_path:
+            sys.meta_path.remove(finder)
+
+    stack.callback(uninstall)
 
 
 # -- layers whose behaviour depends on train()/eval() -----------------------------------------------

@@ -212,17 +212,24 @@ class _Session:
 
     def report(self, name: str, message: str, *, module_path: str | None = None, step: int | None = None,
                where: tuple[str, int, int] | None = None, error: type[Exception] | None = None,
-               outside_modules: bool = False) -> None:
+               outside_modules: bool = False, related: tuple = ()) -> None:
+        """`related`: (message, where) pairs, the evidence shown with the finding."""
         from torchcheck.registry import resolve_rule
         from torchcheck.runtime.distributed import rank
         from torchcheck.runtime.frames import code_span, display, user_frame
+        from torchcheck.types import RelatedLocation
 
         rule = resolve_rule(name)
         path, line, _ = where or user_frame(outside_modules)
         column, end_column = code_span(path, line)
         this_rank = rank()
+        evidence = []
+        for note, (at_path, at_line, _) in related:
+            start, end = code_span(at_path, at_line)
+            evidence.append(RelatedLocation(note, display(at_path), at_line, start, at_line, end))
         finding = Finding(rule.code, rule.name, message, display(path), line, column, line, end_column,
-                          rule.severity, None, module_path, step, 1, () if this_rank is None else (this_rank,))
+                          rule.severity, None, module_path, step, 1, () if this_rank is None else (this_rank,),
+                          tuple(evidence))
         new = False
         for run in list(self.runs):
             if run.wants(name):

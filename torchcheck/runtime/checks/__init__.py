@@ -21,12 +21,17 @@ class RuntimeCheck:
         self.context = context
 
     @classmethod
-    def events(cls) -> list[str]:
+    def events(cls) -> tuple[str, ...]:
         """The events this check subscribes to: those it has an `on_<event>` handler for."""
-        return [attribute[3:] for attribute in dir(cls) if attribute.startswith("on_")]
+        return _events_of(cls)
 
     def report(self, message: str, **kwargs) -> None:
         self.context.report(self.name, message, **kwargs)
+
+
+@lru_cache(maxsize=None)
+def _events_of(check: type[RuntimeCheck]) -> tuple[str, ...]:
+    return tuple(attribute[3:] for attribute in dir(check) if attribute.startswith("on_"))
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ class LossAccumulatedWithoutItem(RuntimeCheck):
         super().__init__(context)
         self.losses = WeakIdMap()  # loss tensor, or a sum reaching one -> (step it was made, user line)
 
-    def on_loss(self, name, input, target, output, locate) -> None:
+    def on_loss(self, name, input, target, output, locate, args, kwargs) -> None:
         if isinstance(output, torch.Tensor) and output.grad_fn is not None:
             self.losses[output] = (self.context.iteration, locate())
 

@@ -25,7 +25,7 @@ class NonFiniteLoss(RuntimeCheck):
         self.loss_went_non_finite = False
         self.device_losses: dict[torch.device, DeviceReads] = {}
 
-    def on_loss(self, name, input, target, output, locate) -> None:
+    def on_loss(self, name, input, target, output, locate, args, kwargs) -> None:
         if self.loss_went_non_finite or not isinstance(output, torch.Tensor) or output.grad_fn is None:
             return
         step = self.context.iteration

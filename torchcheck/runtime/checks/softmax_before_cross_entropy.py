@@ -19,6 +19,6 @@ class SoftmaxBeforeCrossEntropy(RuntimeCheck):
         if isinstance(output, torch.Tensor):
             self.softmax_outputs.add(output)
 
-    def on_loss(self, name, input, target, output, locate) -> None:
+    def on_loss(self, name, input, target, output, locate, args, kwargs) -> None:
         if name == "cross_entropy" and isinstance(input, torch.Tensor) and input in self.softmax_outputs:
             self.report("`cross_entropy` got softmax probabilities: it applies log-softmax itself; pass the raw logits")

@@ -9,7 +9,7 @@ from torchcheck.runtime.checks import RuntimeCheck
 class TargetRequiresGrad(RuntimeCheck):
     name = "target-requires-grad"
 
-    def on_loss(self, name, input, target, output, locate) -> None:
+    def on_loss(self, name, input, target, output, locate, args, kwargs) -> None:
         if isinstance(target, torch.Tensor) and target.requires_grad:
             self.report(f"The target of `{name}` requires grad: gradients flow into it; detach it or compute it"
                         " under `torch.no_grad()`")
