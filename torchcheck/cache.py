@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchcheck import __version__
+from torchcheck.analysis.import_graph import resolved
 from torchcheck.types import Edit, Finding, Fix, FixSafety, RelatedLocation, Severity
 
 CACHE_DIR = ".torchcheck_cache"
@@ -33,7 +34,7 @@ def content_hashes(files: list[Path]) -> dict[Path, str]:
 
 
 def entry_key(file: Path, digest: str, fingerprint: str) -> str:
-    material = "\0".join([__version__, fingerprint, str(file.resolve()), digest])
+    material = "\0".join([__version__, fingerprint, str(resolved(file)), digest])
     return hashlib.sha256(material.encode()).hexdigest()
 
 

@@ -10,7 +10,7 @@ import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchcheck.analysis.import_graph import ImportGraph, Outline, module_name
+from torchcheck.analysis.import_graph import ImportGraph, Outline, module_name, resolved
 from torchcheck.config import Config, is_excluded
 from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
 from torchcheck.notebook import is_notebook
@@ -61,8 +61,8 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
                 missing.append(error_result(display_path(path), "io-error",
                                              f"Not linted: `{path.name}` is not a Python file (.py, .pyi, or a script"
                                              " with a python #! line) or a Jupyter notebook (.ipynb)"))
-            elif path.resolve() not in seen:
-                seen.add(path.resolve())
+            elif resolved(path) not in seen:
+                seen.add(resolved(path))
                 found.append(path)
             continue
         for directory, dirnames, filenames in os.walk(path, followlinks=False):
@@ -71,8 +71,8 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
             for filename in sorted(filenames):
                 file = Path(directory) / filename
                 if filename.lower().endswith(LINTED_SUFFIXES) and not is_excluded(rel / filename, config):
-                    if file.resolve() not in seen:
-                        seen.add(file.resolve())
+                    if resolved(file) not in seen:
+                        seen.add(resolved(file))
                         found.append(file)
     return found, missing
 
@@ -94,7 +94,7 @@ def _is_linted_file(path: Path) -> bool:
 
 def display_path(path: Path) -> str:
     try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        return resolved(path).relative_to(resolved(Path.cwd())).as_posix()
     except ValueError:
         return path.as_posix()
 
@@ -113,7 +113,7 @@ def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
 
 def _is_under(file: Path, root: Path) -> bool:
     try:
-        file.resolve().relative_to(root.resolve())
+        resolved(file).relative_to(resolved(root))
         return True
     except ValueError:
         return False

@@ -3,8 +3,10 @@ which module a dotted name is, who imports whom, where a re-exported name is def
 no parser, so a warm run answered from the cache never loads libcst."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 _IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
@@ -18,9 +20,20 @@ def count_tokens(source: bytes) -> int:
     return len(_TOKEN.findall(source))
 
 
+def resolved(path: Path) -> Path:
+    """`path.resolve()`, once per path (and working directory, for a relative one): a run asks it of
+    every file several times, and each answer costs a system call per path component."""
+    return _resolved(path, None if path.is_absolute() else os.getcwd())
+
+
+@lru_cache(maxsize=None)
+def _resolved(path: Path, cwd: str | None) -> Path:
+    return path.resolve()
+
+
 def module_name(path: Path, root: Path) -> str:
     try:
-        relative = path.resolve().relative_to(root.resolve())
+        relative = resolved(path).relative_to(resolved(root))
     except ValueError:
         relative = Path(path.name)
     parts = list(relative.with_suffix("").parts)
