@@ -133,6 +133,20 @@ def _locate(found: list) -> tuple[str, int, int]:
 
 
 # -- optimizers ------------------------------------------------------------------------------------
+def _receiver_first(handlers: list):
+    """Wraps a method so that each handler sees its receiver (`optimizer`, `module`, the tensor, the
+    loader's iterator) before the method runs."""
+    def make(original):
+        def wrapper(self, *args, **kwargs):
+            for handler in handlers:
+                handler(self)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    return make
+
+
 @source("step_pre")
 def _step_pre(handlers, stack, context) -> None:
     def hook(optimizer, args, kwargs):
@@ -155,28 +169,12 @@ def _step_post(handlers, stack, context) -> None:
 
 @source("optimizer_zero_grad")
 def _optimizer_zero_grad(handlers, stack, context) -> None:
-    def make(original):
-        def wrapper(self, *args, **kwargs):
-            for handler in handlers:
-                handler(self)
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    patch(stack, torch.optim.Optimizer, "zero_grad", make)
+    patch(stack, torch.optim.Optimizer, "zero_grad", _receiver_first(handlers))
 
 
 @source("module_zero_grad")
 def _module_zero_grad(handlers, stack, context) -> None:
-    def make(original):
-        def wrapper(self, *args, **kwargs):
-            for handler in handlers:
-                handler(self)
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    patch(stack, nn.Module, "zero_grad", make)
+    patch(stack, nn.Module, "zero_grad", _receiver_first(handlers))
 
 
 # -- losses and what flows into them ---------------------------------------------------------------
@@ -233,15 +231,7 @@ def _softmax(handlers, stack, context) -> None:
 
 @source("backward")
 def _backward(handlers, stack, context) -> None:
-    def make(original):
-        def wrapper(self, *args, **kwargs):
-            for handler in handlers:
-                handler(self)
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    patch(stack, torch.Tensor, "backward", make)
+    patch(stack, torch.Tensor, "backward", _receiver_first(handlers))
 
 
 # -- where tensors come from -----------------------------------------------------------------------
@@ -249,15 +239,7 @@ def _backward(handlers, stack, context) -> None:
 def _batch_fetched(handlers, stack, context) -> None:
     from torch.utils.data import dataloader
 
-    def make(original):
-        def wrapper(self):
-            for handler in handlers:
-                handler(self)
-            return original(self)
-
-        return wrapper
-
-    patch(stack, dataloader._BaseDataLoaderIter, "__next__", make)
+    patch(stack, dataloader._BaseDataLoaderIter, "__next__", _receiver_first(handlers))
 
 
 IMAGE_FUNCTIONS = (
@@ -399,15 +381,7 @@ def _batch_norm(handlers, stack, context) -> None:
 
 @source("reset_running_stats")
 def _reset_running_stats(handlers, stack, context) -> None:
-    def make(original):
-        def wrapper(self, *args, **kwargs):
-            for handler in handlers:
-                handler(self)
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    patch(stack, torch.nn.modules.batchnorm._NormBase, "reset_running_stats", make)
+    patch(stack, torch.nn.modules.batchnorm._NormBase, "reset_running_stats", _receiver_first(handlers))
 
 
 @source("train_mode")
