@@ -1,5 +1,6 @@
 """The pytest plugin, tested with pytester: lint items, the runtime fixture and marker, the
 summary section, the cache and xdist."""
+import libcst  # noqa: F401 - before pytester snapshots sys.modules: libcst's native parser keeps its first classes
 import pytest
 
 try:  # imported here, before pytester snapshots sys.modules: torch cannot be imported twice
