@@ -93,7 +93,11 @@ def _lint_tree(source_bytes: bytes, text: str, path: Path, shown: str, name: str
 
 @lru_cache(maxsize=None)
 def _hook_names(rule_class: type) -> tuple[str, ...]:
-    return tuple(name for name in dir(rule_class) if name.startswith(("visit_", "leave_")) and callable(getattr(rule_class, name)))
+    """The visit_/leave_ methods a rule defines; libcst's visitor base defines a no-op for every node
+    type, which the dispatcher must not call a million times per file."""
+    own = [cls for cls in rule_class.__mro__ if not cls.__module__.startswith("libcst")]
+    return tuple(sorted({name for cls in own for name, value in vars(cls).items()
+                         if name.startswith(("visit_", "leave_")) and callable(value)}))
 
 
 class _Dispatcher:

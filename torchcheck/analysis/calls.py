@@ -120,32 +120,56 @@ def last_binding(ctx, use: cst.CSTNode | None) -> tuple[cst.Name, cst.BaseExpres
     a variable or none is found."""
     if not isinstance(use, cst.Name):
         return None
-    bindings: list[tuple[cst.Name, cst.BaseExpression | None]] = []
-    reached = False
-
-    def on_visit(node: cst.CSTNode) -> None:
-        nonlocal reached
-        if node is use:
-            reached = True
-        elif isinstance(node, cst.For) and not reached:  # bound before its body runs
-            bindings.extend((name, None) for name in _bound_names(node.target, use.value))
-
-    def on_leave(node: cst.CSTNode) -> None:  # bound after its value is computed: `x = f(x)` uses the old `x`
-        if reached or not isinstance(node, (cst.Assign, cst.AnnAssign)) or node.value is None:
-            return
-        for target in node.targets if isinstance(node, cst.Assign) else [node]:  # an AnnAssign is its own target
-            names = _bound_names(target.target, use.value)
-            bindings.extend((name, node.value if name is target.target else None) for name in names)
-
-    walk(ctx.functions[-1] if ctx.functions else ctx.module, on_visit, on_leave)
-    return bindings[-1] if reached and bindings else None
+    scope = ctx.functions[-1] if ctx.functions else ctx.module
+    index = ctx.memo.setdefault("bindings", {})
+    if scope not in index:
+        index[scope] = _Bindings(scope)
+    return index[scope].before(use)
 
 
-def _bound_names(target: cst.BaseExpression, name: str) -> list[cst.Name]:
+class _Bindings:
+    """Every binding of a variable in a scope, in the order a walk meets it: a for-loop binds before
+    its body runs, an assignment after its value is computed (`x = f(x)` uses the old `x`)."""
+
+    def __init__(self, scope: cst.CSTNode) -> None:
+        self.order: dict[cst.Name, int] = {}
+        self.bound: dict[str, list[tuple[int, cst.Name, cst.BaseExpression | None]]] = {}
+        counter = 0
+
+        def on_visit(node: cst.CSTNode) -> None:
+            nonlocal counter
+            counter += 1
+            if type(node) is cst.Name:
+                self.order[node] = counter
+            elif type(node) is cst.For:
+                for name in _bound_names(node.target):
+                    self.bound.setdefault(name.value, []).append((counter, name, None))
+
+        def on_leave(node: cst.CSTNode) -> None:
+            nonlocal counter
+            counter += 1
+            if type(node) not in (cst.Assign, cst.AnnAssign) or node.value is None:
+                return
+            for target in node.targets if type(node) is cst.Assign else [node]:  # an AnnAssign is its own target
+                for name in _bound_names(target.target):
+                    value = node.value if name is target.target else None
+                    self.bound.setdefault(name.value, []).append((counter, name, value))
+
+        walk(scope, on_visit, on_leave)
+
+    def before(self, use: cst.Name) -> tuple[cst.Name, cst.BaseExpression | None] | None:
+        at = self.order.get(use)
+        if at is None:
+            return None
+        earlier = [(name, value) for when, name, value in self.bound.get(use.value, ()) if when < at]
+        return earlier[-1] if earlier else None
+
+
+def _bound_names(target: cst.BaseExpression) -> list[cst.Name]:
     if isinstance(target, cst.Name):
-        return [target] if target.value == name else []
+        return [target]
     if isinstance(target, (cst.Tuple, cst.List)):
-        return [n for element in target.elements for n in _bound_names(element.value, name)]
+        return [n for element in target.elements for n in _bound_names(element.value)]
     return []
 
 
