@@ -290,7 +290,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             self.project.memo.depth_cut()
             return UNKNOWN, {}
         key = (info, bound, tuple(args), tuple(sorted(kwargs.items())), caller.grad)
-        return self.project.memo.get(self._summaries, key, caller.depth,
+        return self.project.memo.get(info.analysis._summaries, key, caller.depth,
                                      lambda: self._run_call(info, args, kwargs, bound, caller), (UNKNOWN, {}))
 
     def _run_call(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame):
