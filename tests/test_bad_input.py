@@ -69,6 +69,14 @@ def test_directory_symlink_loop(tmp_path, capsys):
     assert exit_code == 1 and len(findings) == 1
 
 
+def test_linked_file_is_linted_once(tmp_path, capsys):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_bytes(BUGGY)
+    os.symlink(tmp_path / "pkg" / "m.py", tmp_path / "alias.py")
+    exit_code, found, findings = lint(capsys, tmp_path)
+    assert exit_code == 1 and len(findings) == 1  # found twice by the walk, linted once
+
+
 def test_unreadable_file(tmp_path, capsys, monkeypatch):
     (tmp_path / "secret.py").write_bytes(BUGGY)
     (tmp_path / "ok.py").write_bytes(BUGGY)

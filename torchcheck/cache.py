@@ -52,13 +52,15 @@ class Entry:
 class Cache:
     def __init__(self, root: Path) -> None:
         self.folder = root / CACHE_DIR / __version__
+        self._folder_text = str(self.folder)
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> Entry | None:
         try:
-            data = json.loads(self._path(key).read_text(encoding="utf-8"))
+            with open(os.path.join(self._folder_text, key[:2], key + ".json"), "rb") as handle:
+                data = json.loads(handle.read())  # a warm run reads thousands: no Path objects
             return Entry([_finding(item) for item in data["findings"]], dict(data["dependencies"]),
                          {m: list(names) for m, names in data["importers"].items()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):

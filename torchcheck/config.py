@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import fnmatch
+import os
+import re
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 if sys.version_info >= (3, 11):
@@ -144,10 +147,17 @@ def matches(selector: str, code: str, name: str) -> bool:
 
 
 def is_excluded(path: Path, config: Config) -> bool:
-    parts = path.parts
-    for pattern in config.exclude:
-        if any(fnmatch.fnmatch(part, pattern) for part in parts if part not in (".", "..")):
-            return True
-        if fnmatch.fnmatch(path.as_posix(), pattern):
-            return True
-    return False
+    """Whether any part of `path`, or the whole of it, matches an exclude pattern."""
+    pattern = _exclude_pattern(tuple(config.exclude))
+    if pattern is None:
+        return False
+    return any(pattern.match(os.path.normcase(part)) for part in path.parts if part not in (".", "..")) \
+        or pattern.match(os.path.normcase(path.as_posix())) is not None
+
+
+@lru_cache(maxsize=8)
+def _exclude_pattern(patterns: tuple[str, ...]) -> re.Pattern | None:
+    """The exclude globs as one regular expression: discovery asks it of every file of the tree."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(os.path.normcase(p))})" for p in patterns))

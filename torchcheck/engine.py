@@ -7,10 +7,11 @@ import contextlib
 import io
 import os
 import tokenize
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchcheck.analysis.import_graph import ImportGraph, Outline, module_name, resolved
+from torchcheck.analysis.import_graph import ImportGraph, Outline, module_name, remember_resolved, resolved
 from torchcheck.config import Config, is_excluded
 from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
 from torchcheck.notebook import is_notebook
@@ -65,16 +66,38 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
                 seen.add(resolved(path))
                 found.append(path)
             continue
-        for directory, dirnames, filenames in os.walk(path, followlinks=False):
-            rel = Path(directory).relative_to(path)
-            dirnames[:] = sorted(d for d in dirnames if not is_excluded(rel / d, config))
-            for filename in sorted(filenames):
-                file = Path(directory) / filename
-                if filename.lower().endswith(LINTED_SUFFIXES) and not is_excluded(rel / filename, config):
-                    if resolved(file) not in seen:
-                        seen.add(resolved(file))
-                        found.append(file)
+        for file in _tree_files(path, resolved(path), Path(), config):
+            if resolved(file) not in seen:
+                seen.add(resolved(file))
+                found.append(file)
     return found, missing
+
+
+def _tree_files(directory: Path, real: Path, rel: Path, config: Config) -> Iterator[Path]:
+    """The linted files under `directory` (whose resolved path is `real`), in `os.walk` order: a
+    folder's files by name, then its subfolders by name; linked folders are not entered."""
+    try:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError:
+        return
+    subfolders = []
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir()
+            is_link = entry.is_symlink()
+        except OSError:
+            continue
+        if is_folder:
+            if not is_link and not is_excluded(rel / entry.name, config):
+                subfolders.append(entry.name)
+        elif entry.name.lower().endswith(LINTED_SUFFIXES) and not is_excluded(rel / entry.name, config):
+            file = directory / entry.name
+            if not is_link:
+                remember_resolved(file, real / entry.name)
+            yield file
+    for name in subfolders:
+        yield from _tree_files(directory / name, real / name, rel / name, config)
 
 
 def _is_linted_file(path: Path) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 _IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
@@ -20,15 +19,23 @@ def count_tokens(source: bytes) -> int:
     return len(_TOKEN.findall(source))
 
 
+_RESOLVED: dict[tuple[Path, str | None], Path] = {}
+
+
 def resolved(path: Path) -> Path:
     """`path.resolve()`, once per path (and working directory, for a relative one): a run asks it of
     every file several times, and each answer costs a system call per path component."""
-    return _resolved(path, None if path.is_absolute() else os.getcwd())
+    key = (path, None if path.is_absolute() else os.getcwd())
+    real = _RESOLVED.get(key)
+    if real is None:
+        real = _RESOLVED[key] = path.resolve()
+    return real
 
 
-@lru_cache(maxsize=None)
-def _resolved(path: Path, cwd: str | None) -> Path:
-    return path.resolve()
+def remember_resolved(path: Path, real: Path) -> None:
+    """What `resolved(path)` is, known without asking the file system (a file that is not a link,
+    in a folder already resolved)."""
+    _RESOLVED[path, None if path.is_absolute() else os.getcwd()] = real
 
 
 def module_name(path: Path, root: Path) -> str:
