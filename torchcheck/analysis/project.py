@@ -19,11 +19,12 @@ from torchcheck.analysis.memo import SharedMemo
 from torchcheck.analysis.values import Value
 from torchcheck.walk import descendants
 
-# A run keeps the analyses it built until they pass this many tokens of source (a process linting
-# transformers peaks at about 600 MB with 3M; at 1M it rebuilt twice as many modules, 30% slower); they are then dropped, between two linted files, except the modules that many of
-# the files linted since asked about (a package's core), with everything their answers read, within
-# half the budget: in a large package every model imports the same core modules, which would
-# otherwise be parsed and analysed again after each drop.
+# A run keeps the analyses it built until they pass this many tokens of source; they are then
+# dropped, between two linted files, except the modules that many of the files linted since asked
+# about (a package's core), with everything their answers read, within half the budget: in a large
+# package every model imports the same core modules, which would otherwise be parsed and analysed
+# again after each drop. A process linting transformers peaks at about 600 MB with 3M tokens; with
+# 1M it rebuilt twice as many modules and ran 30% longer.
 HELD_TOKENS = 3_000_000
 HOT_ASKERS = 3
 MAX_IMPORTERS = 8  # more files than this importing a function: a library API, its callers are unknowable
