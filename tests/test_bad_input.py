@@ -73,7 +73,7 @@ def test_linked_file_is_linted_once(tmp_path, capsys):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "m.py").write_bytes(BUGGY)
     os.symlink(tmp_path / "pkg" / "m.py", tmp_path / "alias.py")
-    exit_code, found, findings = lint(capsys, tmp_path)
+    exit_code, _, findings = lint(capsys, tmp_path)
     assert exit_code == 1 and len(findings) == 1  # found twice by the walk, linted once
 
 

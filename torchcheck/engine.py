@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchcheck.analysis.import_graph import ImportGraph, Outline, module_name, remember_resolved, resolved
+from torchcheck.analysis.import_graph import (
+    ImportGraph,
+    Outline,
+    module_name,
+    remember_resolved,
+    resolved,
+)
 from torchcheck.config import Config, is_excluded
 from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
 from torchcheck.notebook import is_notebook

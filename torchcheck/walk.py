@@ -30,6 +30,9 @@ def all_subclasses(cls: type) -> set[type]:
 
 
 NODE_TYPES = frozenset(all_subclasses(cst.CSTNode))
+# Code whose body runs at another time than the code around it. Compared by type: libcst's classes
+# are ABCs, and isinstance() on them is slow on the paths that test every node of a tree.
+SCOPE_TYPES = frozenset({cst.FunctionDef, cst.Lambda, cst.ClassDef})
 STATEMENT_TYPES = frozenset(all_subclasses(cst.BaseSmallStatement) | all_subclasses(cst.BaseCompoundStatement))
 _FIELDS: dict[type, tuple[str, ...]] = {}
 _GETTERS: dict[type, Callable[[cst.CSTNode], object]] = {}
@@ -76,11 +79,15 @@ def walk(node: cst.CSTNode, on_visit: Callable[[cst.CSTNode], None], on_leave: C
     on_leave(node)
 
 
-def descendants(node: cst.CSTNode, prune: Callable[[cst.CSTNode], bool] = lambda n: False) -> Iterator[cst.CSTNode]:
+def descendants(node: cst.CSTNode, prune: Callable[[cst.CSTNode], bool] | None = None) -> Iterator[cst.CSTNode]:
     """Every node below `node` in source order, not descending into nodes for which `prune` is true."""
-    stack = list(reversed(children(node)))
+    stack = children(node)
+    stack.reverse()
     while stack:
         current = stack.pop()
         yield current
-        if not prune(current):
-            stack.extend(reversed(children(current)))
+        if prune is None or not prune(current):
+            below = children(current)
+            if below:
+                below.reverse()
+                stack.extend(below)

@@ -60,9 +60,9 @@ def counter_gate(branch: cst.If, loop_body: cst.CSTNode) -> Gate | None:
     if not isinstance(counter, cst.Name) or not isinstance(steps, (cst.Name, cst.Attribute, cst.Integer)) or \
             literal(steps) in (0, 1):
         return None
-    counted = any(isinstance(n, cst.AugAssign) and isinstance(n.operator, cst.AddAssign)
+    counted = any(type(n) is cst.AugAssign and isinstance(n.operator, cst.AddAssign)
                   and dotted_name(n.target) == counter.value for n in descendants(loop_body))
-    reset = any(isinstance(n, cst.Assign) and literal(n.value) == 0 and any(dotted_name(t.target) == counter.value
+    reset = any(type(n) is cst.Assign and literal(n.value) == 0 and any(dotted_name(t.target) == counter.value
                                                                             for t in n.targets)
                 for n in descendants(branch.body))
     return Gate(test, steps) if counted and reset else None
@@ -73,7 +73,7 @@ def _modulo(expr: cst.BaseExpression) -> Gate | None:
         steps = expr.right
         if literal(steps) in (0, 1) or not isinstance(steps, (cst.Name, cst.Attribute, cst.Integer)):
             return None
-        if not any(isinstance(n, cst.Name) for n in [expr.left, *descendants(expr.left)]):
+        if not any(type(n) is cst.Name for n in [expr.left, *descendants(expr.left)]):
             return None  # `7 % k`: not a counter
         return Gate(expr, steps)
     return None
@@ -99,9 +99,9 @@ def steps_used_elsewhere(scope: cst.CSTNode, gate: Gate) -> cst.CSTNode | None:
     for node in descendants(scope, prune=lambda n: n is gate.test):
         if isinstance(node, cst.BinaryOperation) and not isinstance(node.operator, cst.Modulo):
             operands = (node.left, node.right)
-        elif isinstance(node, cst.AugAssign):
+        elif type(node) is cst.AugAssign:
             operands = (node.value,)
-        elif isinstance(node, cst.Call) and _called(node) not in _REPORTING:
+        elif type(node) is cst.Call and _called(node) not in _REPORTING:
             operands = tuple(arg.value for arg in node.args)
         else:
             continue
@@ -114,8 +114,8 @@ def rescales(body: cst.CSTNode) -> bool:
     """Does `body` (the gated step) divide or multiply anything: gradients averaged before the step
     (`p.grad /= n`, `p.grad.div_(k)`)?"""
     return any(isinstance(n, cst.BinaryOperation) and isinstance(n.operator, (cst.Divide, cst.FloorDivide))
-               or isinstance(n, cst.AugAssign) and isinstance(n.operator, (cst.DivideAssign, cst.MultiplyAssign))
-               or isinstance(n, cst.Call) and method_name(n) in _SCALING_METHODS
+               or type(n) is cst.AugAssign and isinstance(n.operator, (cst.DivideAssign, cst.MultiplyAssign))
+               or type(n) is cst.Call and method_name(n) in _SCALING_METHODS
                for n in descendants(body))
 
 
@@ -181,18 +181,18 @@ def _binding_scaled(ctx, name: str, scope, depth: int) -> bool:
     """Could any binding of `name` in the scope be scaled, or is it divided in place somewhere?"""
     values = []
     for node in descendants(scope):
-        if isinstance(node, cst.AugAssign) and dotted_name(node.target) == name:
+        if type(node) is cst.AugAssign and dotted_name(node.target) == name:
             if not isinstance(node.operator, (cst.AddAssign, cst.SubtractAssign)):
                 return True  # `loss /= k`, `loss *= scale`
             values.append(node.value)
         elif isinstance(node, (cst.Assign, cst.AnnAssign)) and node.value is not None:
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
             for target in targets:
                 if dotted_name(target) == name:
                     values.append(node.value)
                 elif _binds(target, name):
                     return not _model_output(ctx, node.value)  # `loss, logits = model(x, y)`
-        elif isinstance(node, cst.For) and _binds(node.target, name) or \
+        elif type(node) is cst.For and _binds(node.target, name) or \
                 isinstance(node, cst.WithItem) and node.asname is not None and _binds(node.asname.name, name):
             return True
     if not values:
@@ -201,7 +201,7 @@ def _binding_scaled(ctx, name: str, scope, depth: int) -> bool:
 
 
 def _binds(target: cst.CSTNode, name: str) -> bool:
-    return any(isinstance(n, cst.Name) and n.value == name for n in (target, *descendants(target)))
+    return any(type(n) is cst.Name and n.value == name for n in (target, *descendants(target)))
 
 
 def _model_output(ctx, expr: cst.CSTNode) -> bool:

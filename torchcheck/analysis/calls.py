@@ -178,13 +178,13 @@ def only_use_is(ctx, name: cst.CSTNode, origin) -> bool:
     if not isinstance(name, cst.Name) or not isinstance(origin, cst.Call):
         return False
     scope = ctx.functions[-1] if ctx.functions else ctx.module
-    assigns = [n for n in descendants(scope) if isinstance(n, cst.Assign) and n.value is origin]
+    assigns = [n for n in descendants(scope) if type(n) is cst.Assign and n.value is origin]
     if len(assigns) != 1 or len(assigns[0].targets) != 1:
         return False
     target = assigns[0].targets[0].target
     if not isinstance(target, cst.Name) or target.value != name.value:
         return False
-    return sum(isinstance(n, cst.Name) and n.value == name.value for n in descendants(scope)) == 2
+    return sum(type(n) is cst.Name and n.value == name.value for n in descendants(scope)) == 2
 
 
 def method_name(node: cst.Call) -> str | None:

@@ -72,7 +72,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
     # -- index ---------------------------------------------------------------------------------
     def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None) -> None:
         for stmt in iter_statements(block):
-            if isinstance(stmt, cst.FunctionDef):
+            if type(stmt) is cst.FunctionDef:
                 info = FunctionInfo(stmt, self, cls, parent)
                 self.all_functions.append(info)
                 self.function_of_node[stmt] = info
@@ -81,7 +81,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                 elif cls is None and parent is None:
                     self.functions[info.name] = info
                 self._index(stmt.body, None, info)
-            elif isinstance(stmt, cst.ClassDef):
+            elif type(stmt) is cst.ClassDef:
                 info = ClassInfo(stmt, self)
                 self.class_of_node[stmt] = info
                 if cls is None and parent is None:

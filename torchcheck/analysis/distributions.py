@@ -114,7 +114,7 @@ def logits_evidence(ctx, expr: cst.CSTNode | None) -> str | None:
         return None
     scope = ctx.functions[-1] if ctx.functions else ctx.module
     for node in descendants(scope):
-        if not isinstance(node, cst.Call) or node is expr:
+        if not type(node) is cst.Call or node is expr:
             continue
         other = loss_call(ctx, node) if _may_be_loss(node) else None
         if other is None or other.loss not in _LOGIT_LOSSES or not isinstance(other.input, cst.Name):

@@ -53,7 +53,7 @@ def per_file(predicate):
 def trains(ctx, node: cst.CSTNode) -> bool:
     """Does this code call backward(), step an optimizer or clear gradients? Then it is training, not
     evaluation (`metric.step(...)` is neither)."""
-    return any(isinstance(n, cst.Call) and (is_backward(ctx, n) or method_name(n) == "zero_grad"
+    return any(type(n) is cst.Call and (is_backward(ctx, n) or method_name(n) == "zero_grad"
                                             or method_name(n) == "step" and is_optimizer(ctx, n.func.value))
                for n in descendants(node))
 
@@ -99,7 +99,7 @@ def is_eval_by_mode(ctx, node: cst.For | cst.While) -> bool:
     if trains(ctx, node.body):
         return False
     for call in descendants(node.body):
-        if isinstance(call, cst.Call) and is_model_forward(ctx, call):
+        if type(call) is cst.Call and is_model_forward(ctx, call):
             name = forward_receiver(call)
             if name and ctx.analysis.mode_at(call, name) == frozenset({"eval"}):
                 return True
@@ -121,7 +121,7 @@ def is_eval_after_training(ctx, node: cst.For | cst.While) -> bool:
 
 
 def _runs_a_model(ctx, stmt: cst.CSTNode) -> bool:
-    return any(isinstance(call, cst.Call) and is_model_forward(ctx, call) for call in descendants(stmt))
+    return any(type(call) is cst.Call and is_model_forward(ctx, call) for call in descendants(stmt))
 
 
 def _block_holding(ctx, node: cst.CSTNode) -> list[cst.CSTNode]:
@@ -154,7 +154,7 @@ def fresh_model(ctx, name: str) -> bool:
         return False
     built = False
     for node in descendants(function.body):
-        if isinstance(node, cst.Assign) and any(dotted_name(t.target) == name for t in node.targets):
+        if type(node) is cst.Assign and any(dotted_name(t.target) == name for t in node.targets):
             value = node.value
             while _is_move(value):
                 value = value.func.value
@@ -162,10 +162,10 @@ def fresh_model(ctx, name: str) -> bool:
                     or ctx.value(value).kind != "model":
                 return False  # bound to something else too: a parameter, a loaded model
             built = True
-        elif isinstance(node, cst.Call) and receiver(node) == name and method_name(node) in LOADING_METHODS:
+        elif type(node) is cst.Call and receiver(node) == name and method_name(node) in LOADING_METHODS:
             return False
     return built
 
 
 def _is_move(node: cst.BaseExpression) -> bool:
-    return isinstance(node, cst.Call) and method_name(node) in ("to", "cuda", "cpu", "float", "double", "half")
+    return type(node) is cst.Call and method_name(node) in ("to", "cuda", "cpu", "float", "double", "half")

@@ -88,13 +88,13 @@ def grad_at_statement(ctx) -> str:
     enclosing `with` (`torch.no_grad()`, `torch.enable_grad()`; unknown for `set_grad_enabled(flag)`),
     else the mode its function is called in (`called_grad`), else on (module level)."""
     for stmt in reversed(ctx.statements):
-        if isinstance(stmt, cst.With):
+        if type(stmt) is cst.With:
             for item in stmt.items:
                 value = ctx.value(item.item)
                 if value.kind == "grad_ctx":
                     return value.qualname
                 if value.kind == "unknown_grad_ctx":
                     return GRAD_UNKNOWN
-        elif isinstance(stmt, cst.FunctionDef):
+        elif type(stmt) is cst.FunctionDef:
             return ctx.analysis.called_grad(ctx.analysis.function_of_node.get(stmt))
     return GRAD_ON

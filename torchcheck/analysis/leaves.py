@@ -87,12 +87,12 @@ def declared_parameter(cls: ClassInfo, name: str, seen: frozenset = frozenset())
 
 
 def _assigns_parameter(cls: ClassInfo, node: cst.CSTNode, target: str) -> bool:
-    return isinstance(node, cst.Assign) and isinstance(node.value, cst.Call) and _is_parameter_call(cls, node.value) \
+    return type(node) is cst.Assign and isinstance(node.value, cst.Call) and _is_parameter_call(cls, node.value) \
         and any(dotted_name(t.target) == target for t in node.targets)
 
 
 def _registers_parameter(node: cst.CSTNode, receiver: str, name: str) -> bool:
-    if not isinstance(node, cst.Call) or method_name(node) != "register_parameter" or len(node.args) < 2:
+    if not type(node) is cst.Call or method_name(node) != "register_parameter" or len(node.args) < 2:
         return False
     value = node.args[1].value
     return dotted_name(node.func.value) == receiver and literal(node.args[0].value) == name \
@@ -116,9 +116,9 @@ def _module_built(ctx, owner: cst.BaseExpression) -> cst.CSTNode | None:
     if binding is None or not isinstance(binding[1], cst.Call):
         return None
     call, moved = binding[1], False
-    while isinstance(call, cst.Call) and method_name(call) in _MODULE_MOVES:
+    while type(call) is cst.Call and method_name(call) in _MODULE_MOVES:
         call, moved = call.func.value, True
-    if not moved or not isinstance(call, cst.Call) or not isinstance(call.func, (cst.Name, cst.Attribute)):
+    if not moved or not type(call) is cst.Call or not isinstance(call.func, (cst.Name, cst.Attribute)):
         return None
     qualname = ctx.qualname(call.func) or ""
     last = (dotted_name(call.func) or "").rsplit(".", 1)[-1]
@@ -221,10 +221,10 @@ def grad_disabled_in(scope: cst.CSTNode) -> bool:
     `model.requires_grad_(False)`, `torch.set_grad_enabled(False)` as a statement)? Then which
     tensors still require grad here is not known."""
     for node in descendants(scope):
-        if isinstance(node, cst.Assign) and any(
+        if type(node) is cst.Assign and any(
                 isinstance(t.target, cst.Attribute) and t.target.attr.value == "requires_grad" for t in node.targets):
             return True
-        if isinstance(node, cst.Call) and method_name(node) == "requires_grad_" and node.args:
+        if type(node) is cst.Call and method_name(node) == "requires_grad_" and node.args:
             return True
         if isinstance(node, cst.Expr) and isinstance(node.value, cst.Call) and \
                 (dotted_name(node.value.func) or "").endswith("set_grad_enabled"):

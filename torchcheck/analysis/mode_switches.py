@@ -22,7 +22,7 @@ from torchcheck.analysis.imports import dotted_name
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import argument
 from torchcheck.analysis.train_mode import mode_set_by
-from torchcheck.walk import descendants
+from torchcheck.walk import SCOPE_TYPES, descendants
 
 MAX_DEPTH = 4
 # Methods that return the module they are called on, moved or switched.
@@ -43,7 +43,7 @@ class Event:
 
 
 def _nested(node: cst.CSTNode) -> bool:
-    return isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef))
+    return type(node) in SCOPE_TYPES
 
 
 class IterationEvents:
@@ -58,7 +58,7 @@ class IterationEvents:
         aliases = self.aliases(analysis, scope)
         events: list[Event] = []
         for node in descendants(body, prune=_nested):
-            if isinstance(node, cst.Call):
+            if type(node) is cst.Call:
                 events.extend(self._call_events(analysis, scope, node, aliases, depth))
         return events
 
@@ -130,10 +130,10 @@ def _bindings(body: cst.CSTNode) -> dict[str, set]:
     hold (`_wrapped`), None for a binding of anything else."""
     bound: dict[str, set] = {}
     for node in descendants(body, prune=_nested):
-        if isinstance(node, cst.Assign) and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
+        if type(node) is cst.Assign and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
             bound.setdefault(node.targets[0].target.value, set()).add(_wrapped(node.value))
             continue
-        if isinstance(node, cst.Assign):
+        if type(node) is cst.Assign:
             targets = [t.target for t in node.targets]
         elif isinstance(node, (cst.AnnAssign, cst.AugAssign, cst.For)):
             targets = [node.target]

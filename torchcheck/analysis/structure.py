@@ -66,7 +66,7 @@ class FunctionInfo:
         names = self.param_names()
         if self.cls is None or not names:
             return frozenset()
-        return frozenset(node.attr.value for node in descendants(self.node.body) if isinstance(node, cst.Attribute)
+        return frozenset(node.attr.value for node in descendants(self.node.body) if type(node) is cst.Attribute
                          and isinstance(node.value, cst.Name) and node.value.value == names[0])
 
     def decorator_qualnames(self) -> list[str]:
@@ -127,7 +127,7 @@ class ClassInfo:
                 self.analysis.imports.qualname(d) in api.RECORD_DECORATORS for d in decorators):
             return None
         return [stmt.target.value for stmt in iter_statements(self.node.body)
-                if isinstance(stmt, cst.AnnAssign) and isinstance(stmt.target, cst.Name)]
+                if type(stmt) is cst.AnnAssign and isinstance(stmt.target, cst.Name)]
 
     def is_named_tuple(self) -> bool:
         return "typing.NamedTuple" in self.base_qualnames()

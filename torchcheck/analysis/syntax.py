@@ -21,7 +21,7 @@ def called_names(body: cst.CSTNode) -> set[str]:
     """The names called in `body`: `f` of `f(x)`, `step` of `self.step(x)`."""
     names = set()
     for node in descendants(body):
-        if isinstance(node, cst.Call):
+        if type(node) is cst.Call:
             if isinstance(node.func, cst.Name):
                 names.add(node.func.value)
             elif isinstance(node.func, cst.Attribute):
@@ -34,7 +34,7 @@ def literal(node: cst.CSTNode):
         return int(node.value.replace("_", ""), 0) if not node.value.startswith("0") or node.value == "0" else None
     if isinstance(node, cst.Float):
         return float(node.value.replace("_", ""))
-    if isinstance(node, cst.Name) and node.value in ("True", "False", "None"):
+    if type(node) is cst.Name and node.value in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[node.value]
     if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
         inner = literal(node.expression)

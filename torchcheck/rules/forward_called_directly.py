@@ -194,7 +194,7 @@ def _handed_in(cls, attr: str) -> bool:
     if not params:
         return False
     target = f"{params[0]}.{attr}"
-    return any(isinstance(n, cst.Assign) and isinstance(n.value, cst.Name) and n.value.value in params[1:]
+    return any(type(n) is cst.Assign and isinstance(n.value, cst.Name) and n.value.value in params[1:]
                and any(dotted_name(t.target) == target for t in n.targets) for n in descendants(init.node.body))
 
 

@@ -19,23 +19,25 @@ from torchcheck.analysis.calls import (
 from torchcheck.analysis.dataflow import FunctionInfo
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid, Rule
-from torchcheck.walk import descendants
+from torchcheck.walk import SCOPE_TYPES, descendants
+
+_NESTED = SCOPE_TYPES | {cst.For, cst.While}
 
 
 def _nested(node: cst.CSTNode) -> bool:
-    return isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.For, cst.While))
+    return type(node) in _NESTED
 
 
 def _calls(body: cst.CSTNode, skip: cst.CSTNode | None = None):
     """The calls of `body`, not in nested loops or definitions (nor in `skip`)."""
     for node in descendants(body, prune=lambda n: _nested(n) or n is skip):
-        if isinstance(node, cst.Call) and node is not skip:
+        if type(node) is cst.Call and node is not skip:
             yield node
 
 
 def _targets(body: cst.CSTNode):
     for node in descendants(body, prune=lambda n: isinstance(n, (cst.FunctionDef, cst.ClassDef))):
-        if isinstance(node, cst.Assign):
+        if type(node) is cst.Assign:
             yield from (t.target for t in node.targets)
         elif isinstance(node, (cst.AnnAssign, cst.AugAssign, cst.For)):
             yield node.target
@@ -138,7 +140,7 @@ class GradAccumulationUnscaled(Rule):
         """Where k may be used: the function, for its own parameter or local; else the whole file."""
         if isinstance(gate.steps, cst.Name) and isinstance(scope, cst.FunctionDef):
             info = self.ctx.analysis.function_of_node.get(scope)
-            local = any(isinstance(n, cst.Name) and n.value == gate.steps.value
+            local = any(type(n) is cst.Name and n.value == gate.steps.value
                         for target in _targets(scope.body) for n in (target, *descendants(target)))
             if info is not None and (gate.steps.value in info.param_names() or local):
                 return scope
@@ -147,7 +149,7 @@ class GradAccumulationUnscaled(Rule):
     def _step_gate(self, body) -> tuple[cst.If, Gate] | None:
         """The `if (i + 1) % k == 0:` of the loop (not nested in another loop) that steps an optimizer."""
         for node in descendants(body, prune=_nested):
-            if isinstance(node, cst.If):
+            if type(node) is cst.If:
                 gate = accumulation_gate(node.test) or counter_gate(node, body)
                 if gate is not None and any(self._steps(call) for call in _calls(node.body)):
                     return node, gate
@@ -163,9 +165,9 @@ class GradAccumulationUnscaled(Rule):
     def _clears_every_iteration(self, body, gate_if: cst.If | None) -> bool:
         """Gradients cleared outside the gate: then nothing accumulates."""
         for node in descendants(body, prune=lambda n: _nested(n) or n is gate_if):
-            if isinstance(node, cst.Call) and method_name(node) == "zero_grad":
+            if type(node) is cst.Call and method_name(node) == "zero_grad":
                 return True
-            if isinstance(node, cst.Assign) and any(
+            if type(node) is cst.Assign and any(
                     isinstance(t.target, cst.Attribute) and t.target.attr.value == "grad" for t in node.targets):
                 return True
         return False

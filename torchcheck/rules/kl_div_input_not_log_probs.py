@@ -136,7 +136,7 @@ class KlDivInputNotLogProbs(Rule):
 
     def _fix(self, used: cst.CSTNode, value) -> FixSpec | None:
         call = value.origin
-        if value.activation != "softmax" or not isinstance(call, cst.Call) or not isinstance(call.func, cst.Attribute):
+        if value.activation != "softmax" or not type(call) is cst.Call or not isinstance(call.func, cst.Attribute):
             return None
         if call is not used and not only_use_is(self.ctx, used, call):
             return None

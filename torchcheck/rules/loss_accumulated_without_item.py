@@ -31,7 +31,7 @@ def _backward_roots(ctx, scope: cst.CSTNode) -> set[str]:
     `output["loss"].backward()` and in `scaler.scale(output.loss).backward()`."""
     roots: set[str] = set()
     for node in descendants(scope):
-        if isinstance(node, cst.Call) and (method_name(node) == "backward" or is_backward(ctx, node)):
+        if type(node) is cst.Call and (method_name(node) == "backward" or is_backward(ctx, node)):
             parts = [node.func.value] if isinstance(node.func, cst.Attribute) else []
             for part in parts + [a.value for a in node.args]:
                 roots |= _names_in(part)
@@ -44,7 +44,7 @@ def _backpropagated_names(ctx, scope: cst.CSTNode, roots: set[str]) -> set[str]:
     sources: dict[str, set[str]] = {}
     for node in descendants(scope):
         if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
-            targets = [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+            targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
             used = _names_in(node.value)
             for target in targets:
                 for name in _target_names(target) or [dotted_name(target)]:

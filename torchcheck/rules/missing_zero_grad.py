@@ -12,7 +12,7 @@ from torchcheck.analysis.calls import (
 from torchcheck.analysis.dataflow import FunctionInfo
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid, Rule
-from torchcheck.walk import descendants
+from torchcheck.walk import SCOPE_TYPES, descendants
 
 _CALL_DEPTH = 3
 
@@ -35,9 +35,9 @@ class _LoopEvents:
 
     def scan(self, body: cst.CSTNode) -> _LoopEvents:
         for node in descendants(body, prune=_nested):
-            if isinstance(node, cst.Call):
+            if type(node) is cst.Call:
                 self.visit_Call(node)
-            elif isinstance(node, cst.Assign):
+            elif type(node) is cst.Assign:
                 self.visit_Assign(node)
         return self
 
@@ -89,11 +89,11 @@ def _called_name(call: cst.Call) -> str | None:
 
 
 def _nested(node: cst.CSTNode) -> bool:
-    return isinstance(node, (cst.FunctionDef, cst.Lambda, cst.ClassDef))
+    return type(node) in SCOPE_TYPES
 
 
 def _is_grad_expr(node: cst.CSTNode) -> bool:
-    while isinstance(node, cst.Attribute):
+    while type(node) is cst.Attribute:
         if node.attr.value == "grad":
             return True
         node = node.value
@@ -101,7 +101,7 @@ def _is_grad_expr(node: cst.CSTNode) -> bool:
 
 
 def _is_none(node: cst.CSTNode) -> bool:
-    return isinstance(node, cst.Name) and node.value == "None"
+    return type(node) is cst.Name and node.value == "None"
 
 
 def _has_closure(node: cst.Call) -> bool:
@@ -165,7 +165,7 @@ class MissingZeroGrad(Rule):
         self._check(node)
 
     def _check(self, loop) -> None:
-        if not any(isinstance(n, cst.Call) and (method_name(n) == "step" or _called_name(n) in self._stepping_functions())
+        if not any(type(n) is cst.Call and (method_name(n) == "step" or _called_name(n) in self._stepping_functions())
                    for n in descendants(loop.body, prune=_nested)):
             return  # no step in the loop or in a function of this file it calls: no need to analyse it
         events = _LoopEvents(self.ctx).scan(loop.body)
@@ -188,14 +188,14 @@ class MissingZeroGrad(Rule):
         """Names of the functions of this file that call `.step(...)`."""
         if self._steppers is None:
             self._steppers = {info.name for info in self.ctx.analysis.all_functions
-                              if any(isinstance(n, cst.Call) and method_name(n) == "step"
+                              if any(type(n) is cst.Call and method_name(n) == "step"
                                      for n in descendants(info.node.body, prune=_nested))}
         return self._steppers
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         """A training-step function that clears some gradients itself owns the clearing: an optimizer
         it steps and never clears accumulates (`netG.zero_grad()` but no `netD.zero_grad()`)."""
-        called = {method_name(n) for n in descendants(node.body, prune=_nested) if isinstance(n, cst.Call)}
+        called = {method_name(n) for n in descendants(node.body, prune=_nested) if type(n) is cst.Call}
         if not {"step", "zero_grad"} <= called:
             return  # no need to analyse a function that does not both step and clear
         events = _LoopEvents(self.ctx).scan(node.body)

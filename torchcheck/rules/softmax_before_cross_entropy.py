@@ -224,7 +224,7 @@ class SoftmaxBeforeCrossEntropy(Rule):
 
 def _softmax_input(ctx, call: cst.CSTNode) -> cst.BaseExpression | None:
     """`x` of `F.softmax(x, dim=1)` or `x.softmax(1)`; None for other forms (a layer, exp(log_softmax))."""
-    if not isinstance(call, cst.Call):
+    if not type(call) is cst.Call:
         return None
     if ctx.qualname(call.func) in api.SOFTMAX_FUNCTIONS | api.LOG_SOFTMAX_FUNCTIONS:
         first = argument(call, 0, "input")

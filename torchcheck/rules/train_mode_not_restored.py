@@ -84,7 +84,7 @@ class TrainModeNotRestored(Rule):
         self._check(node)
 
     def _check(self, loop: cst.For | cst.While) -> None:
-        if not any(isinstance(n, cst.Call) for n in descendants(loop.body)):
+        if not any(type(n) is cst.Call for n in descendants(loop.body)):
             return
         scope = self.ctx.analysis.function_of_node.get(self.ctx.functions[-1]) if self.ctx.functions else None
         events = self._events.of_body(self.ctx.analysis, scope, loop.body)
