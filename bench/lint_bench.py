@@ -1,12 +1,13 @@
-"""Benchmark: lint large trees of real code cold, warm (cache), after one core module and one leaf
-file changed, and one file alone; report files/s and peak memory beside the cost of only parsing
-the same files with libcst in the same number of processes; where installed, run TorchFix and
-torch-preflight on the same tree in the same run and print the ratios.
+"""Benchmark: lint large trees of real code cold (no cache yet), warm (cache), after one core module
+and one leaf file changed, and one file alone; report files/s and peak memory beside the cost of only
+parsing the same files with libcst in the same number of processes; where installed, run TorchFix and
+torch-preflight on the same tree in the same run and print the ratios. torch's own source tree gets
+one cold run, for its peak memory.
 
     python bench/lint_bench.py [PATH ...] [--jobs N] [--tools DIR]
 
-PATH defaults to the installed torchvision and transformers packages (a row is skipped where the
-package is absent); each tree is copied to a temporary folder so that the cache and the changed
+PATH defaults to the installed torchvision, transformers and torch packages (a row is skipped where
+the package is absent); each tree is copied to a temporary folder so that the cache and the changed
 files never touch it. Not a test: numbers go in issue notes.
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 
 # For each default tree, a module most files import and a leaf file nothing imports.
 DEFAULT_TREES = {"torchvision": ("models/_utils.py", "models/alexnet.py"),
-                 "transformers": ("modeling_utils.py", "models/bert/modeling_bert.py")}
+                 "transformers": ("modeling_utils.py", "models/bert/modeling_bert.py"),
+                 "torch": None}  # cold run only: its peak memory
 
 
 def default_trees() -> list[Path]:
@@ -82,6 +84,14 @@ def timed(command: list[str], cwd: Path) -> tuple[float, float, float, int]:
     return float(out[0]), float(out[1]), float(out[2]), int(out[3])
 
 
+def memory_row(source: Path, jobs: int) -> None:
+    lint = [sys.executable, "-P", "-m", "torchcheck", "lint", str(source), "--exit-zero", "--no-cache", "--jobs", str(jobs)]
+    files = sum(1 for _ in source.rglob("*.py"))
+    seconds, cpu, peak, _ = timed(lint, Path(tempfile.gettempdir()))
+    print(f"\ntree: {source}\nfiles: {files}, jobs: {jobs}\n"
+          f"torchcheck cold          {seconds:7.2f} s  (cpu {cpu:.1f} s, peak {peak:.0f} MiB of the largest process)")
+
+
 def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tree = Path(scratch) / source.name
@@ -93,13 +103,12 @@ def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
         print(f"libcst parse only        {parse_seconds:7.2f} s  ({len(files) / parse_seconds:6.1f} files/s, cpu {parse_cpu:.1f} s)")
         # -P: the tree must not shadow the standard library (torch has signal/ and multiprocessing/ packages)
         lint = [sys.executable, "-P", "-m", "torchcheck", "lint", ".", "--exit-zero", "--jobs", str(jobs)]
-        cold, cold_cpu, peak, _ = timed([*lint, "--no-cache"], tree)
+        cold, cold_cpu, peak, _ = timed(lint, tree)  # no cache yet: a first run, which also fills it
         print(f"torchcheck cold          {cold:7.2f} s  ({len(files) / cold:6.1f} files/s, peak {peak:.0f} MiB,"
               f" {cold / parse_seconds:.2f}x parsing; cpu {cold_cpu:.1f} s, {cold_cpu / parse_cpu:.2f}x parsing)")
-        timed(lint, tree)  # fill the cache
         warm, warm_cpu, peak, _ = timed(lint, tree)
         print(f"torchcheck warm (cache)  {warm:7.2f} s  (cpu {warm_cpu:.2f} s, peak {peak:.0f} MiB)")
-        core, leaf = DEFAULT_TREES.get(source.name, (None, None))
+        core, leaf = DEFAULT_TREES.get(source.name) or (None, None)
         for label, changed in (("core module", core), ("leaf file", leaf)):
             file = tree / changed if changed else files[len(files) // 2]
             touch(file)
@@ -126,7 +135,10 @@ def main() -> None:
     parser.add_argument("--tools", type=Path, help="a folder holding torchfix / torch-preflight executables")
     args = parser.parse_args()
     for source in args.paths or default_trees():
-        bench_tree(source, args.jobs, args.tools)
+        if source.name in DEFAULT_TREES and DEFAULT_TREES[source.name] is None:
+            memory_row(source, args.jobs)
+        else:
+            bench_tree(source, args.jobs, args.tools)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,17 @@ def test_huge_generated_file_is_skipped_with_a_warning(tmp_path, capsys):
     assert found == {("generated.py", "TC004"), ("train.py", "TC403")}
 
 
+def test_a_module_too_large_to_hold_is_linted_in_a_process_of_its_own(tmp_path, capsys, monkeypatch):
+    from torchcheck.analysis import import_graph
+
+    for name in ("a.py", "b.py", "c.py"):
+        (tmp_path / name).write_bytes(BUGGY + (b"x = [" + b"1, " * 200 + b"]\n" if name == "b.py" else b""))
+    monkeypatch.setattr(import_graph, "MAX_HELD_TOKENS_PER_MODULE", 300)
+    assert [import_graph.too_large_to_hold(tmp_path / n, 4e6) for n in ("a.py", "b.py", "c.py")] == [False, True, False]
+    exit_code, _, findings = lint(capsys, tmp_path)
+    assert exit_code == 1 and [Path(f["path"]).name for f in findings] == ["a.py", "b.py", "c.py"]
+
+
 def test_directory_symlink_loop(tmp_path, capsys):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "m.py").write_bytes(BUGGY)

@@ -17,6 +17,7 @@ from torchcheck.analysis.import_graph import (
     module_name,
     remember_resolved,
     resolved,
+    too_large_to_hold,
 )
 from torchcheck.config import Config, is_excluded
 from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
@@ -234,19 +235,27 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
 
 def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: ImportGraph, jobs: int,
           progress: bool) -> dict[Path, FileResult]:
-    """Lint the files the cache could not answer, in this process or, for many files, in `jobs`."""
+    """Lint the files the cache could not answer, in this process or, for many files, in `jobs`; each
+    very large one in a process of its own."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from torchcheck import collector, registry
     from torchcheck.analysis.project import Project
     from torchcheck.linter import lint_file
 
     rules = registry.selected_rules(config)
     outlines = graph.known_outlines()
+    codes = [r.code for r in rules]
+    large = [f for f in todo if not is_notebook(f) and too_large_to_hold(f, config.max_file_size * 1_000_000)]
+    todo = [f for f in todo if f not in large]
     results = {}
-    with _progress(progress and len(todo) > PROGRESS_THRESHOLD, len(todo)) as advance, collector.lint_run():
+    with _progress(progress and len(todo) + len(large) > PROGRESS_THRESHOLD, len(todo) + len(large)) as advance, \
+            collector.lint_run():
+        for file in large:
+            with ProcessPoolExecutor(1, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as alone:
+                results[file] = alone.submit(_lint_in_worker, file).result()
+            advance()
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
-            from concurrent.futures import ProcessPoolExecutor
-
-            codes = [r.code for r in rules]
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as pool:
                 for file, result in zip(todo, pool.map(_lint_in_worker, todo, chunksize=max(1, len(todo) // (jobs * 8)))):
                     results[file] = result

@@ -15,8 +15,25 @@ _TOKEN = re.compile(rb"\w+|[^\w\s]")
 MAX_REEXPORT_HOPS = 4  # `from .models import Net` in a package's __init__, and chains of them
 
 
+# A module this large is generated code or data (torch's OpInfo tables: 260k tokens, 735 MB of libcst
+# tree, 15 s to parse). It is linted in a process of its own, which exits after it (the memory such a
+# tree leaves behind is not reused well), and never analysed to answer other files' questions.
+MAX_HELD_TOKENS_PER_MODULE = 100_000
+
+
 def count_tokens(source: bytes) -> int:
     return len(_TOKEN.findall(source))
+
+
+def too_large_to_hold(path: Path, max_bytes: float) -> bool:
+    """Over MAX_HELD_TOKENS_PER_MODULE, and not so large that linting skips it (`max_bytes`)."""
+    try:
+        size = path.stat().st_size
+        if size < MAX_HELD_TOKENS_PER_MODULE or size > max_bytes:  # a token takes at least a byte
+            return False
+        return count_tokens(path.read_bytes()) > MAX_HELD_TOKENS_PER_MODULE
+    except OSError:
+        return False
 
 
 _RESOLVED: dict[tuple[Path, str | None], Path] = {}

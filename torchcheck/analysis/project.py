@@ -13,7 +13,12 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from torchcheck import collector
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
-from torchcheck.analysis.import_graph import ImportGraph, Outline, count_tokens
+from torchcheck.analysis.import_graph import (
+    MAX_HELD_TOKENS_PER_MODULE,
+    ImportGraph,
+    Outline,
+    count_tokens,
+)
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.memo import SharedMemo
 from torchcheck.analysis.values import Value
@@ -68,8 +73,10 @@ class Project(ImportGraph):
         return None
 
     def register(self, name: str, analysis: FileAnalysis) -> None:
-        """The linted file's own analysis answers the files linted after it."""
+        """The linted file's own analysis answers the files linted after it (unless it is too large to)."""
         if self._current is None or self._current[0] != name:
+            return
+        if name in self.files and self.tokens(name) > MAX_HELD_TOKENS_PER_MODULE:
             return
         if name not in self._analyses:
             self._held += self.tokens(name) if name in self.files else 0
@@ -82,6 +89,7 @@ class Project(ImportGraph):
         self._current = None
 
     def _make_room(self) -> None:
+        """Drop the held analyses except the hot modules' closures that fit in half the budget."""
         keep: set[str] = set()
         held = 0
         for name in sorted(self._askers, key=lambda m: (-len(self._askers[m]), m)):
@@ -155,6 +163,9 @@ class Project(ImportGraph):
     # -- cross-file questions ------------------------------------------------------------------
     def _analysis(self, name: str) -> FileAnalysis | None:
         if name not in self._analyses:
+            if self.tokens(name) > MAX_HELD_TOKENS_PER_MODULE:
+                self._analyses[name] = None
+                return None
             try:
                 source = self.files[name].read_bytes()
                 module = collector.parse_module(source)
