@@ -72,6 +72,33 @@ def test_a_module_too_large_to_hold_is_linted_in_a_process_of_its_own(tmp_path, 
     assert exit_code == 1 and [Path(f["path"]).name for f in findings] == ["a.py", "b.py", "c.py"]
 
 
+def _die(path):
+    os._exit(9)  # as if the kernel killed the process for its memory
+
+
+def test_a_very_large_file_whose_process_dies_gets_an_error_and_the_rest_is_linted(tmp_path, capsys, monkeypatch):
+    from torchcheck import engine
+    from torchcheck.analysis import import_graph
+
+    (tmp_path / "a.py").write_bytes(BUGGY)
+    (tmp_path / "b.py").write_bytes(BUGGY + b"x = [" + b"1, " * 200 + b"]\n")
+    monkeypatch.setattr(import_graph, "MAX_HELD_TOKENS_PER_MODULE", 300)
+    monkeypatch.chdir(tmp_path)
+
+    def lint_with_cache():
+        code = main(["lint", ".", "--format", "json", "--jobs", "1"])
+        findings = json.loads(capsys.readouterr().out)["findings"]
+        return code, {(Path(f["path"]).name, f["code"]): f["message"] for f in findings}
+
+    linting = engine._lint_in_worker
+    monkeypatch.setattr(engine, "_lint_in_worker", _die)
+    code, found = lint_with_cache()
+    assert code == 2 and set(found) == {("a.py", "TC403"), ("b.py", "TC002")} and "died" in found["b.py", "TC002"]
+    monkeypatch.setattr(engine, "_lint_in_worker", linting)
+    code, found = lint_with_cache()  # the failure was not cached: this run lints the file
+    assert code == 1 and set(found) == {("a.py", "TC403"), ("b.py", "TC403")}
+
+
 def test_directory_symlink_loop(tmp_path, capsys):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "m.py").write_bytes(BUGGY)

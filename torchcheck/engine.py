@@ -34,6 +34,7 @@ class FileResult:
     error: bool = False  # the file could not be read or parsed, or a rule crashed
     # The modules whose content the findings read, and those whose importers they read (cache keys)
     dependencies: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    transient: bool = False  # a failure the next run may not meet (a process out of memory): not cached
 
 
 @dataclass
@@ -220,7 +221,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
 
         for file in todo:
             result = results[file]
-            if not any(f.code == "TC003" for f in result.findings):  # unreadable now may be readable later
+            if not result.transient and not any(f.code == "TC003" for f in result.findings):  # TC003: may be readable later
                 dependencies, importer_sets = result.dependencies
                 cache.put(keys[file], Entry(result.findings, {m: module_hashes.get(m, "") for m in sorted(dependencies)},
                                             {m: sorted(graph.importers_of_module(m)) for m in sorted(importer_sets)}))
@@ -252,8 +253,7 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
     with _progress(progress and len(todo) + len(large) > PROGRESS_THRESHOLD, len(todo) + len(large)) as advance, \
             collector.lint_run():
         for file in large:
-            with ProcessPoolExecutor(1, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as alone:
-                results[file] = alone.submit(_lint_in_worker, file).result()
+            results[file] = _lint_alone(file, config, codes, modules, outlines)
             advance()
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as pool:
@@ -267,6 +267,23 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
                 results[file] = lint_file(file, config, rules, project, names.get(file))
                 advance()
     return results
+
+
+def _lint_alone(file: Path, config: Config, codes: list[str], modules: dict[str, Path],
+                outlines: dict[str, Outline]) -> FileResult:
+    """One very large file in a process that exits after it; if that process dies (out of memory),
+    the file gets an error and the run goes on."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(1, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as alone:
+            return alone.submit(_lint_in_worker, file).result()
+    except BrokenProcessPool:
+        result = error_result(display_path(file), "internal-error",
+                              "The process linting this very large file died (out of memory?); the file was not linted")
+        result.transient = True
+        return result
 
 
 ERROR_CODES = ("TC001", "TC002", "TC003")
