@@ -7,6 +7,9 @@ import math
 
 import torch
 
+from torchcheck.runtime.checks import RuntimeCheck
+from torchcheck.runtime.harness import TorchcheckError
+
 
 class DeviceReads:
     """Scalars of one device, each with the entry (any object) that says what it was."""
@@ -64,3 +67,42 @@ class HeldValues:
             if reads.entries:
                 return True
         return False
+
+
+class SampledValuesCheck(RuntimeCheck):
+    """A check that judges values a line of user code passes (a loss's input), reported once per
+    line. Each line is read on its first `ALWAYS_READ` calls, then on every `SAMPLE_EVERY`-th: what a
+    line passes keeps its kind between calls. Values on the CPU are read at once; on an accelerator
+    they are held on the device and read together every `READ_EVERY` optimizer steps, when the buffer
+    fills and when the run ends, so no step waits for the device. Subclasses `judge` what is read."""
+
+    READ_EVERY = 16
+    ALWAYS_READ = 8
+    SAMPLE_EVERY = 16
+
+    def __init__(self, context) -> None:
+        super().__init__(context)
+        self.held = HeldValues()
+        self.calls: dict = {}  # line -> calls seen there
+        self.reported: set = set()  # lines reported
+
+    def sampled(self, where) -> bool:
+        """Count a call at line `where`; whether this one is read."""
+        calls = self.calls[where] = self.calls.get(where, 0) + 1
+        return calls <= self.ALWAYS_READ or calls % self.SAMPLE_EVERY == 0
+
+    def judge(self, read: list[tuple[object, float]]) -> None:
+        raise NotImplementedError
+
+    def on_step_pre(self, optimizer) -> None:
+        if self.held and self.context.steps.get(optimizer, 0) % self.READ_EVERY == 0:
+            self.judge(self.held.read())
+
+    def on_run_end(self) -> None:
+        if self.held:
+            try:
+                self.judge(self.held.read())
+            except TorchcheckError:
+                raise
+            except RuntimeError:  # a device error (e.g. an assert in the user's code) already ended the run
+                pass

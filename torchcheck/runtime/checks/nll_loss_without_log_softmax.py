@@ -3,22 +3,15 @@ given an input that cannot be log-probabilities: a value above 0 (beyond a margi
 `log(p + eps)` alone), or, on the CPU, rows that are probabilities (all in [0, 1], each summing
 to 1). Degenerate inputs stay silent: one class (its log-probability is 0), all zeros, integers.
 
-The maximum is read on the CPU at once; on an accelerator it is held on the device and read with
-the others every `READ_EVERY` steps, when the buffer fills and when the run ends, so no step waits
-for the device. Each line is read on its first `ALWAYS_READ` calls, then on every
-`SAMPLE_EVERY`-th (what a line feeds `nll_loss` does not change between calls), and reported once."""
+The maximum is read as `SampledValuesCheck` reads (sampled per line, held on an accelerator
+until read together, so no step waits for the device); each line is reported once."""
 from __future__ import annotations
 
 import torch
 
-from torchcheck.runtime.checks import RuntimeCheck
-from torchcheck.runtime.device_reads import HeldValues
-from torchcheck.runtime.harness import TorchcheckError
+from torchcheck.runtime.device_reads import SampledValuesCheck
 
 MARGIN = 1e-3
-READ_EVERY = 16
-ALWAYS_READ = 8
-SAMPLE_EVERY = 16
 
 
 def _class_dim(input: torch.Tensor) -> int:
@@ -35,24 +28,15 @@ def rows_are_probabilities(input: torch.Tensor) -> bool:
     return (sums - 1).abs().max().item() <= tolerance
 
 
-class NllLossWithoutLogSoftmax(RuntimeCheck):
+class NllLossWithoutLogSoftmax(SampledValuesCheck):
     name = "nll-loss-without-log-softmax"
-
-    def __init__(self, context) -> None:
-        super().__init__(context)
-        self.held = HeldValues()
-        self.calls: dict = {}  # line -> nll_loss calls seen there
-        self.reported: set = set()
 
     def on_loss(self, name, input, target, output, locate, args, kwargs) -> None:
         if name != "nll_loss" or not isinstance(input, torch.Tensor) or not input.is_floating_point() \
                 or not input.dim() or input.shape[_class_dim(input)] < 2 or not input.numel():
             return
         where = locate()
-        if where in self.reported:
-            return
-        calls = self.calls[where] = self.calls.get(where, 0) + 1
-        if calls > ALWAYS_READ and calls % SAMPLE_EVERY:
+        if where in self.reported or not self.sampled(where):
             return
         step = self.context.iteration
         with torch.no_grad():
@@ -65,19 +49,6 @@ class NllLossWithoutLogSoftmax(RuntimeCheck):
                 probabilities = rows_are_probabilities(values)
                 if high > MARGIN or probabilities:
                     self.report_input(high, probabilities, where, step)
-
-    def on_step_pre(self, optimizer) -> None:
-        if self.held and self.context.steps.get(optimizer, 0) % READ_EVERY == 0:
-            self.judge(self.held.read())
-
-    def on_run_end(self) -> None:
-        if self.held:
-            try:
-                self.judge(self.held.read())
-            except TorchcheckError:
-                raise
-            except RuntimeError:  # a device error (e.g. an assert in the user's code) already ended the run
-                pass
 
     def judge(self, read) -> None:
         for (where, step), high in read:
