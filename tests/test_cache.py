@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from torchcheck.cli import main
 
 STATIC = Path(__file__).resolve().parent.parent / "fixtures" / "static"
@@ -79,6 +81,96 @@ def test_a_change_that_nothing_reads_relints_only_that_file(tmp_path, capsys, mo
     monkeypatch.setattr(linter, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
     lint_json(capsys, ".")
     assert calls == ["unrelated.py"]
+
+
+def _relinted(monkeypatch) -> list[str]:
+    from torchcheck import linter
+
+    calls: list[str] = []
+    original = linter.lint_file
+    monkeypatch.setattr(linter, "lint_file", lambda *a, **k: calls.append(a[0].name) or original(*a, **k))
+    return calls
+
+
+HELPER = "\n\ndef unused_helper(n):\n    return n + 1\n"
+
+
+def test_an_edit_to_a_part_no_file_read_relints_only_that_file(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    models = copy / "models.py"
+    models.write_text(models.read_text() + HELPER)
+    monkeypatch.chdir(copy)
+    cold = lint_json(capsys, ".")
+    models.write_text(models.read_text().replace("return n + 1", "n += 1\n    return n") + "# the end\n")
+    calls = _relinted(monkeypatch)
+    assert lint_json(capsys, ".") == cold and calls == ["models.py"]
+    calls.clear()
+    assert lint_json(capsys, ".") == cold and calls == []  # train.py's entry now names the new content
+
+
+def test_an_edit_that_moves_the_evidence_shown_relints_the_files_showing_it(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    lint_json(capsys, ".")
+    models = copy / "models.py"
+    models.write_text("# a comment moves every line below it\n" + models.read_text())
+    calls = _relinted(monkeypatch)
+    warm = lint_json(capsys, ".")
+    assert "train.py" in calls
+    assert warm == lint_json(capsys, ".", "--no-cache")
+    assert [r["line"] for r in warm[0]["related"] if r["path"] == "models.py"] == [11, 13]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda text: text.replace("nn.ReLU()", "nn.ReLU(), nn.Dropout()"),  # in a part train.py read
+    lambda text: text.replace("import torch.nn as nn", "import torch.nn as nn\nimport torch.nn as tnn"),
+    lambda text: text.replace("class Classifier", "class Renamed").replace("def unused_helper", "def Classifier"),
+    lambda text: text.replace("    def forward(self, x):", "    # dropout\n    def forward(self, x):"),
+    lambda text: text.replace(HELPER, "") + "\nClassifier = nn.Identity\n",
+], ids=["layer", "import", "renamed", "comment-read", "rebound"])
+def test_a_cached_run_after_any_edit_gives_the_findings_of_an_uncached_one(tmp_path, capsys, monkeypatch, edit):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    models = copy / "models.py"
+    models.write_text(models.read_text() + HELPER)
+    monkeypatch.chdir(copy)
+    lint_json(capsys, ".")
+    models.write_text(edit(models.read_text()))
+    assert lint_json(capsys, ".") == lint_json(capsys, ".", "--no-cache")
+
+
+def test_module_parts():
+    from torchcheck.analysis.units import MODULE_UNIT, module_units
+
+    source = b"""import torch
+
+# about Net
+class Net:
+    def forward(self, x):
+        import math
+        return x
+
+if torch.cuda.is_available():
+    def helper():
+        pass
+
+x = 1; y = 2
+"""
+    units = module_units(source)
+    assert set(units) == {MODULE_UNIT, "Net"}
+    assert units["Net"].spans == ((2, 7),)  # with the comment and blank line above it
+    assert units[MODULE_UNIT].spans == ((1, 1), (8, 11), (12, 13), (13, 13))
+    moved = module_units(b"\n" + source)
+    assert moved["Net"].digest == units["Net"].digest and moved["Net"].spans == ((3, 8),)
+    commented = module_units(source.replace(b"# about Net", b"# about its dropout"))
+    assert commented["Net"].digest != units["Net"].digest  # the comments above it are its own
+    body_edit = module_units(source.replace(b"return x", b"return x + 1"))
+    assert body_edit["Net"].digest != units["Net"].digest and body_edit[MODULE_UNIT] == units[MODULE_UNIT]
+    nested_import = module_units(source.replace(b"import math", b"import cmath"))
+    assert nested_import[MODULE_UNIT].digest != units[MODULE_UNIT].digest  # imports resolve names module-wide
+    assert module_units(b"def (:\n") is None
 
 
 def test_no_cache_flag_and_config(tmp_path, capsys, monkeypatch):

@@ -1,26 +1,35 @@
 """Per-file result cache, ruff-style, in `.torchcheck_cache/`.
 
 A file's entry is found by torchcheck's version, the effective config and the file's own content.
-It records what its findings were read from: the content of every module the file's analysis
-consulted (a model's forward in another file, the modules that one asked in turn) and the sets of
-importers it asked about (who calls an evaluation function). The entry is used only while all of
-them are unchanged, so changing one file re-lints exactly the files that read it. Entries are
-written atomically (temp file + rename): concurrent runs are safe."""
+It records what its findings were read from: every module the file's analysis consulted (a model's
+forward in another file, the modules that one asked in turn) with the parts of it read (`units`:
+its top-level functions and classes, and its own level), the lines of those modules its evidence
+shows, and the sets of importers it asked about (who calls an evaluation function).
+
+The entry is used while all of them are unchanged: a module read whole must have the same content;
+of a module read in parts, those parts must have the same text, and the evidence shown the same
+place. So an edit re-lints the files that read what it changed, and an edit inside a function no
+other file asked about re-lints no other file. To compare parts, the latest text of each module
+read in parts is kept (compressed) in `sources/`. Entries are written atomically (temp file +
+rename): concurrent runs are safe."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchcheck import __version__
 from torchcheck.analysis.import_graph import resolved
+from torchcheck.analysis.units import Unit, module_units, parts_unchanged
 from torchcheck.types import Edit, Finding, Fix, FixSafety, RelatedLocation, Severity
 
 CACHE_DIR = ".torchcheck_cache"
 OUTLINES = "outlines.json"
+SOURCES = "sources"  # each module's latest linted text, to tell which of its parts an edit changed
 
 
 def content_hashes(files: list[Path]) -> dict[Path, str]:
@@ -43,16 +52,86 @@ class Entry:
     findings: list[Finding]
     dependencies: dict[str, str]  # module -> content hash
     importers: dict[str, list[str]]  # module -> the modules importing it
+    parts: dict[str, list[str]] = field(default_factory=dict)  # module -> the parts read, if not all of it
+    cited: dict[str, list[int]] = field(default_factory=dict)  # module -> lines the findings show as evidence
 
-    def is_current(self, module_hashes: dict[str, str], graph) -> bool:
-        return all(module_hashes.get(m) == h for m, h in self.dependencies.items()) and all(
-            sorted(graph.importers_of_module(m)) == names for m, names in self.importers.items())
+    def outdated(self, module_hashes: dict[str, str]) -> list[str]:
+        """The modules read whose content changed since."""
+        return [m for m, h in self.dependencies.items() if module_hashes.get(m) != h]
 
 
 class Cache:
     def __init__(self, root: Path) -> None:
         self.folder = root / CACHE_DIR / __version__
         self._folder_text = str(self.folder)
+        self._source_index: dict[str, str] | None = None
+        self._units: dict[tuple[str, str], dict[str, Unit] | None] = {}
+
+    def is_current(self, entry: Entry, module_hashes: dict[str, str], files: dict[str, Path], graph) -> bool:
+        """Whether nothing the entry's findings read changed: the modules read (or, of those read in
+        parts, those parts and the place of the evidence shown) and the importer sets asked about."""
+        for module in entry.outdated(module_hashes):
+            if module not in entry.parts or module not in files or not parts_unchanged(
+                    self._units_before(files[module], entry.dependencies[module]),
+                    self._units_now(files[module], module_hashes[module]), entry.parts[module],
+                    entry.cited.get(module, ())):
+                return False
+        return all(sorted(graph.importers_of_module(m)) == names for m, names in entry.importers.items())
+
+    def _units_before(self, path: Path, digest: str) -> dict[str, Unit] | None:
+        key = (str(resolved(path)), digest)
+        if key not in self._units:
+            self._units[key] = None
+            if self._sources().get(key[0]) == digest:
+                try:
+                    self._units[key] = module_units(zlib.decompress((self._source_path(key[0])).read_bytes()))
+                except (OSError, zlib.error):
+                    pass
+        return self._units[key]
+
+    def _units_now(self, path: Path, digest: str) -> dict[str, Unit] | None:
+        key = (str(resolved(path)), digest)
+        if key not in self._units:
+            try:
+                source = path.read_bytes()
+            except OSError:
+                source = None
+            ok = source is not None and hashlib.sha256(source).hexdigest() == digest
+            self._units[key] = module_units(source) if ok else None
+        return self._units[key]
+
+    def keep_sources(self, files: dict[Path, str]) -> None:
+        """Keep the text of these modules (by content hash), the latest only: the next run compares
+        their parts with it."""
+        index = self._sources()
+        changed = False
+        for path, digest in files.items():
+            name = str(resolved(path))
+            if index.get(name) == digest:
+                continue
+            try:
+                source = path.read_bytes()
+            except OSError:
+                continue
+            if hashlib.sha256(source).hexdigest() != digest:
+                continue  # changed during the run
+            self._write_bytes(self._source_path(name), zlib.compress(source, 1))
+            index[name] = digest
+            changed = True
+        if changed:
+            self._write(self.folder / SOURCES / "index.json", index)
+
+    def _sources(self) -> dict[str, str]:
+        if self._source_index is None:
+            try:
+                data = json.loads((self.folder / SOURCES / "index.json").read_bytes())
+                self._source_index = {str(k): str(v) for k, v in data.items()}
+            except (OSError, ValueError, AttributeError):
+                self._source_index = {}
+        return self._source_index
+
+    def _source_path(self, name: str) -> Path:
+        return self.folder / SOURCES / (hashlib.blake2b(name.encode(), digest_size=16).hexdigest() + ".z")
 
     def _path(self, key: str) -> str:
         # A warm run reads thousands of entries: a string, not a Path, saves a fifth of its time here.
@@ -63,13 +142,16 @@ class Cache:
             with open(self._path(key), "rb") as handle:
                 data = json.loads(handle.read())
             return Entry([_finding(item) for item in data["findings"]], dict(data["dependencies"]),
-                         {m: list(names) for m, names in data["importers"].items()})
+                         {m: list(names) for m, names in data["importers"].items()},
+                         {m: list(names) for m, names in data["parts"].items()},
+                         {m: list(lines) for m, lines in data["cited"].items()})
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def put(self, key: str, entry: Entry) -> None:
         self._write(Path(self._path(key)), {"findings": [f.to_dict() for f in entry.findings],
-                                      "dependencies": entry.dependencies, "importers": entry.importers})
+                                            "dependencies": entry.dependencies, "importers": entry.importers,
+                                            "parts": entry.parts, "cited": entry.cited})
 
     def outlines(self) -> dict[str, tuple[list[str], list[str]]]:
         """What each file content imports and defines at top level, by content hash: a warm run
@@ -84,13 +166,16 @@ class Cache:
         self._write(self.folder / OUTLINES, outlines)
 
     def _write(self, path: Path, data) -> None:
+        self._write_bytes(path, json.dumps(data).encode())
+
+    def _write_bytes(self, path: Path, data: bytes) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if not (self.folder.parent / ".gitignore").exists():
                 (self.folder.parent / ".gitignore").write_text("# created by torchcheck\n*\n")
             fd, temp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
             os.replace(temp, path)
         except OSError:
             pass  # a read-only tree just runs uncached

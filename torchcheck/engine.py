@@ -7,7 +7,7 @@ import contextlib
 import io
 import os
 import tokenize
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +32,9 @@ class FileResult:
     findings: list[Finding] = field(default_factory=list)
     source: str | None = None
     error: bool = False  # the file could not be read or parsed, or a rule crashed
-    # The modules whose content the findings read, and those whose importers they read (cache keys)
-    dependencies: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    # The modules whose content the findings read, with the parts of it they read (None: all of
+    # it), and those whose importers they read: cache keys
+    dependencies: tuple[dict[str, frozenset[str] | None], frozenset[str]] = field(default_factory=lambda: ({}, frozenset()))
     transient: bool = False  # a failure the next run may not meet (a process out of memory): not cached
 
 
@@ -192,6 +193,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     graph = ImportGraph(modules)
     results: dict[Path, FileResult] = {}
     keys: dict[Path, str] = {}
+    kept_sources: set[str] = set()  # modules some entries read parts of: their text is kept for the next run
     cache = None
     if cache_root is not None and files:
         from torchcheck.cache import Cache, content_hashes, entry_key
@@ -210,9 +212,13 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
         keys = {file: entry_key(file, hashes[file], config.fingerprint()) for file in files}
         for file in files:
             entry = cache.get(keys[file])
-            if entry is not None and entry.is_current(module_hashes, graph):
+            if entry is not None and cache.is_current(entry, module_hashes, modules, graph):
                 results[file] = FileResult(display_path(file), entry.findings,
                                            error=any(f.code in ERROR_CODES for f in entry.findings))
+                if entry.outdated(module_hashes):  # an edit to parts its findings did not read: now current
+                    entry.dependencies = {m: module_hashes.get(m, "") for m in entry.dependencies}
+                    cache.put(keys[file], entry)
+                    kept_sources.update(entry.parts)
     todo = [f for f in files if f not in results]
     if todo:
         results.update(_lint(todo, config, modules, graph, jobs or os.cpu_count() or 1, progress))
@@ -223,8 +229,12 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
             result = results[file]
             if not result.transient and not any(f.code == "TC003" for f in result.findings):  # TC003: may be readable later
                 dependencies, importer_sets = result.dependencies
+                parts = {m: sorted(units) for m, units in sorted(dependencies.items()) if units is not None}
                 cache.put(keys[file], Entry(result.findings, {m: module_hashes.get(m, "") for m in sorted(dependencies)},
-                                            {m: sorted(graph.importers_of_module(m)) for m in sorted(importer_sets)}))
+                                            {m: sorted(graph.importers_of_module(m)) for m in sorted(importer_sets)},
+                                            parts, _cited_lines(result, parts.keys(), modules)))
+                kept_sources.update(parts)
+        cache.keep_sources({modules[m]: module_hashes[m] for m in sorted(kept_sources) if m in modules})
     for file, result in results.items():  # sources for the report's excerpts, read only where needed
         if result.findings and result.source is None:
             try:
@@ -232,6 +242,21 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
             except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
                 pass
     return LintResult(list(missing) + [results[f] for f in files])
+
+
+def _cited_lines(result: FileResult, modules_read: Iterable[str], modules: dict[str, Path]) -> dict[str, list[int]]:
+    """The lines of the modules read in parts that the findings show as evidence: their place is
+    part of what the findings read."""
+    wanted = set(modules_read)
+    if not wanted or not any(r.path != result.path for f in result.findings for r in f.related):
+        return {}
+    by_path = {display_path(modules[m]): m for m in wanted if m in modules}
+    cited: dict[str, set[int]] = {}
+    for finding in result.findings:
+        for related in finding.related:
+            if related.path in by_path:
+                cited.setdefault(by_path[related.path], set()).add(related.line)  # its part holds it whole
+    return {m: sorted(lines) for m, lines in sorted(cited.items())}
 
 
 def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: ImportGraph, jobs: int,

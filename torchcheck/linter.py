@@ -84,7 +84,8 @@ def _lint_tree(source_bytes: bytes, text: str, path: Path, shown: str, name: str
                                        shown, 1, 1, 1, 1, registry.resolve_rule("internal-error").severity))
     if ctx.has_analysis:
         modules, importer_sets = project.dependencies(ctx.analysis)
-        result.dependencies = (frozenset(modules - {name}), frozenset(importer_sets))
+        modules.pop(name, None)
+        result.dependencies = (modules, frozenset(importer_sets))
     reports = [r for r in ctx.reports if type(r.rule) not in failed]
     if reports:
         result.findings.extend(_findings(ctx, reports, text))

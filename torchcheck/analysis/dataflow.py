@@ -30,6 +30,7 @@ from torchcheck.analysis.imports import ImportTable, child_blocks, iter_statemen
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import argument, called_names, literal
 from torchcheck.analysis.train_mode import TrainModeQueries
+from torchcheck.analysis.units import MODULE_UNIT
 from torchcheck.analysis.values import UNKNOWN, Value, join
 
 _LOSS_FUNCTION = re.compile(r"(^|_)loss$", re.IGNORECASE)
@@ -49,7 +50,8 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.all_functions: list[FunctionInfo] = []
         self.function_of_node: dict[cst.FunctionDef, FunctionInfo] = {}
         self.class_of_node: dict[cst.ClassDef, ClassInfo] = {}
-        self._index(module, None, None)
+        self.units_read: set[str] = {MODULE_UNIT}  # the parts of this module its answers read (`units`)
+        self._index(module, None, None, MODULE_UNIT)
         self.values: dict[cst.CSTNode, Value] = {}
         self.scope: dict[cst.CSTNode, FunctionInfo | None] = {}
         self.grad_at: dict[cst.CSTNode, str] = {}  # call -> on | off | inherit (lexical)
@@ -67,29 +69,31 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         # Modules whose content this analysis's answers read, and modules whose importers it asked
         # about: what a linted file's cached findings depend on.
         self.consulted: set[str] = set()
+        self.read_whole: set[str] = set()  # those of them whose raw text it read, not only parts
         self.importer_sets: set[str] = set()
 
     # -- index ---------------------------------------------------------------------------------
-    def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None) -> None:
+    def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None, unit: str) -> None:
+        top_level = block is self.module
         for stmt in iter_statements(block):
             if type(stmt) is cst.FunctionDef:
-                info = FunctionInfo(stmt, self, cls, parent)
+                info = FunctionInfo(stmt, self, cls, parent, stmt.name.value if top_level else unit)
                 self.all_functions.append(info)
                 self.function_of_node[stmt] = info
                 if cls is not None and parent is None:
-                    cls.methods[info.name] = info
+                    cls.own_methods[info.name] = info
                 elif cls is None and parent is None:
                     self.functions[info.name] = info
-                self._index(stmt.body, None, info)
+                self._index(stmt.body, None, info, info.unit)
             elif type(stmt) is cst.ClassDef:
-                info = ClassInfo(stmt, self)
+                info = ClassInfo(stmt, self, stmt.name.value if top_level else unit)
                 self.class_of_node[stmt] = info
                 if cls is None and parent is None:
                     self.classes[info.name] = info
-                self._index(stmt.body, info, None)
+                self._index(stmt.body, info, None, info.unit)
             else:
                 for inner in child_blocks(stmt):
-                    self._index(inner, cls, parent)
+                    self._index(inner, cls, parent, unit)
 
     def resolve_class(self, expr: cst.CSTNode) -> ClassInfo | None:
         if isinstance(expr, cst.Name) and expr.value in self.classes:

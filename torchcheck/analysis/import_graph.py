@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
+IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
                           re.MULTILINE)
-_TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MULTILINE)
+TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MULTILINE)
 _TOKEN = re.compile(rb"\w+|[^\w\s]")
 MAX_REEXPORT_HOPS = 4  # `from .models import Net` in a package's __init__, and chains of them
 
@@ -94,7 +94,7 @@ class ImportGraph:
             except OSError:
                 text = b""
             self._outlines[name] = Outline(frozenset(self._imported_names(name, text)),
-                                           frozenset(m.decode() for m in _TOP_LEVEL_DEFINITION.findall(text)))
+                                           frozenset(m.decode() for m in TOP_LEVEL_DEFINITION.findall(text)))
         return self._outlines[name]
 
     @staticmethod
@@ -103,7 +103,7 @@ class ImportGraph:
         p, gives p.m, p.m.x and p.m.y (x may be a submodule)."""
         imported: set[str] = set()
         package = module.split(".")[:-1]
-        for match in _IMPORT_LINE.finditer(text):
+        for match in IMPORT_LINE.finditer(text):
             if match.group(1):
                 target = match.group(1).decode()
                 dots = len(target) - len(target.lstrip("."))

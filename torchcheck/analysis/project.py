@@ -21,6 +21,7 @@ from torchcheck.analysis.import_graph import (
 )
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.memo import SharedMemo
+from torchcheck.analysis.units import MODULE_UNIT
 from torchcheck.analysis.values import Value
 from torchcheck.walk import descendants
 
@@ -121,22 +122,33 @@ class Project(ImportGraph):
                     todo.append(other)
         return found
 
-    def dependencies(self, analysis: FileAnalysis) -> tuple[set[str], set[str]]:
+    def dependencies(self, analysis: FileAnalysis) -> tuple[dict[str, frozenset[str] | None], set[str]]:
         """The modules whose content a file's findings read (through the analyses its questions
-        reached, and theirs), and the modules whose sets of importers they read."""
-        modules: set[str] = set()
+        reached, and theirs), each with the parts of it they read (`units`; None: its whole text),
+        and the modules whose sets of importers they read."""
+        reached: set[str] = set()
+        whole: set[str] = set()
         importer_sets: set[str] = set()
         todo = [analysis]
         seen = {id(analysis)}
         while todo:
             current = todo.pop()
             importer_sets |= current.importer_sets
+            whole |= current.read_whole
             for name in current.consulted:
-                modules.add(name)
+                reached.add(name)
                 other = self._analyses.get(name)
                 if other is not None and id(other) not in seen:
                     seen.add(id(other))
                     todo.append(other)
+        modules: dict[str, frozenset[str] | None] = {}
+        for name in reached:
+            if name in whole or (name in self._analyses and self._analyses[name] is None):
+                modules[name] = None  # its text was searched, or it could not be analysed
+            elif name in self._analyses:
+                modules[name] = frozenset(self._analyses[name].units_read)
+            else:  # only its outline was read, to follow a re-export
+                modules[name] = frozenset({MODULE_UNIT})
         return modules, importer_sets
 
     def locate(self, node: cst.CSTNode, linted: FileAnalysis) -> tuple[Path, CodeRange] | None:
@@ -191,6 +203,7 @@ class Project(ImportGraph):
         if len(candidates) > MAX_IMPORTERS:
             return None
         exclude.consulted.update(candidates)
+        exclude.read_whole.update(candidates)
         found = []
         for other in candidates:
             analysis = self._analysis(other)

@@ -11,6 +11,7 @@ import libcst as cst
 
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.imports import dotted_name, iter_statements
+from torchcheck.analysis.units import MODULE_UNIT
 from torchcheck.analysis.values import Value
 from torchcheck.walk import descendants
 
@@ -41,14 +42,21 @@ def is_model_like(dotted: str | None) -> bool:
 
 @dataclass(eq=False)
 class FunctionInfo:
-    node: cst.FunctionDef
+    definition: cst.FunctionDef
     analysis: FileAnalysis
     cls: ClassInfo | None = None
     parent: FunctionInfo | None = None
+    unit: str = MODULE_UNIT  # the part of its module holding it (see `units`)
+
+    @property
+    def node(self) -> cst.FunctionDef:
+        """Its code; reading it makes the asking file's cached findings depend on its part."""
+        self.analysis.units_read.add(self.unit)
+        return self.definition
 
     @property
     def name(self) -> str:
-        return self.node.name.value
+        return self.definition.name.value
 
     def param_names(self) -> list[str]:
         p = self.node.params
@@ -81,15 +89,26 @@ class FunctionInfo:
 
 @dataclass(eq=False)
 class ClassInfo:
-    node: cst.ClassDef
+    definition: cst.ClassDef
     analysis: FileAnalysis
-    methods: dict[str, FunctionInfo] = field(default_factory=dict)
+    unit: str = MODULE_UNIT
+    own_methods: dict[str, FunctionInfo] = field(default_factory=dict)
     _attrs: dict[str, Value] | None = None
     _is_module: bool | None = None
 
     @property
+    def node(self) -> cst.ClassDef:
+        self.analysis.units_read.add(self.unit)
+        return self.definition
+
+    @property
+    def methods(self) -> dict[str, FunctionInfo]:
+        self.analysis.units_read.add(self.unit)
+        return self.own_methods
+
+    @property
     def name(self) -> str:
-        return self.node.name.value
+        return self.definition.name.value
 
     @property
     def key(self) -> str:

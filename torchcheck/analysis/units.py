@@ -1,0 +1,91 @@
+"""A module's parts, by which the cache tells what another file's findings read of it.
+
+The analysis records, for each module it reached, which parts its answers read: a top-level
+function or class (by name), and always the module's own level (`MODULE_UNIT`: its other
+statements, the names it defines, its imports wherever they are, since names resolve through
+them). A cached finding then depends on those parts only: an edit inside a function that no
+other file asked about re-lints no other file.
+
+Parts are cut with Python's `ast`, which parses ten times faster than libcst and needs no
+import of it: a warm run compares parts without loading libcst. A part is its statement with the
+comments and blank lines above it, as libcst attaches them to the statement (a class's comments
+are read too: `mode_effects` looks for words like "dropout" in its code)."""
+from __future__ import annotations
+
+import ast
+import hashlib
+from dataclasses import dataclass
+
+from torchcheck.analysis.import_graph import IMPORT_LINE, TOP_LEVEL_DEFINITION
+
+MODULE_UNIT = "<module>"
+
+
+@dataclass(frozen=True)
+class Unit:
+    spans: tuple[tuple[int, int], ...]  # first and last line of each statement making it up
+    digest: str  # of its text, wherever it is
+
+    def holds(self, line: int) -> bool:
+        return any(start <= line <= end for start, end in self.spans)
+
+
+def module_units(source: bytes) -> dict[str, Unit] | None:
+    """The parts of a module's source, by name; None if Python cannot parse it."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    lines = source.splitlines(keepends=True)
+    parts: dict[str, list[tuple[int, int, bytes]]] = {}
+    own: list[bytes] = [repr((IMPORT_LINE.findall(source), TOP_LEVEL_DEFINITION.findall(source))).encode()]
+    previous_end = 0
+    for stmt in tree.body:
+        start, end = min(previous_end + 1, stmt.lineno), stmt.end_lineno or stmt.lineno  # `x = 1; y = 2`: one line
+        previous_end = max(end, previous_end)
+        text = b"".join(lines[start - 1:end])
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            parts.setdefault(stmt.name, []).append((start, end, text))
+            own.append(f"{type(stmt).__name__} {stmt.name}\n".encode())
+            own.extend(ast.dump(node).encode() for node in _nested_imports(stmt.body))
+        else:
+            parts.setdefault(MODULE_UNIT, []).append((start, end, text))
+            own.append(text)
+    units = {name: _unit(found) for name, found in parts.items() if name != MODULE_UNIT}
+    units[MODULE_UNIT] = Unit(tuple((start, end) for start, end, _ in parts.get(MODULE_UNIT, ())),
+                              hashlib.blake2b(b"\0".join(own), digest_size=16).hexdigest())
+    return units
+
+
+def _unit(found: list[tuple[int, int, bytes]]) -> Unit:
+    return Unit(tuple((start, end) for start, end, _ in found),
+                hashlib.blake2b(b"\0".join(text for _, _, text in found), digest_size=16).hexdigest())
+
+
+def _nested_imports(body: list[ast.stmt]):
+    """The import statements anywhere in a block, without walking expressions."""
+    for stmt in body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            yield stmt
+            continue
+        for field in ("body", "orelse", "finalbody"):
+            inner = getattr(stmt, field, None)
+            if isinstance(inner, list):
+                yield from _nested_imports(inner)
+        for branch in (*getattr(stmt, "handlers", ()), *getattr(stmt, "cases", ())):
+            yield from _nested_imports(branch.body)
+
+
+def parts_unchanged(before: dict[str, Unit] | None, after: dict[str, Unit] | None, names, cited_lines) -> bool:
+    """Whether the parts `names` read have the same text in both versions, and the parts holding
+    `cited_lines` (evidence a finding shows) are also where they were."""
+    if before is None or after is None:
+        return False
+    for name in names:
+        if name not in before or name not in after or before[name].digest != after[name].digest:
+            return False
+    for line in cited_lines:
+        holder = next((name for name, unit in before.items() if unit.holds(line)), None)
+        if holder is None or holder not in after or after[holder] != before[holder]:
+            return False
+    return True
