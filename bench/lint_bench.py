@@ -1,5 +1,6 @@
-"""Benchmark: lint large trees of real code cold (no cache yet), warm (cache), after one core module
-and one leaf file changed, and one file alone; report files/s and peak memory beside the cost of only
+"""Benchmark: lint large trees of real code cold (no cache yet), warm (cache), after a core module
+changed (a comment appended, then a function's body edited) and a leaf file's function edited, and
+one file alone; report files/s and peak memory beside the cost of only
 parsing the same files with libcst in the same number of processes; where installed, run TorchFix and
 torch-preflight on the same tree in the same run and print the ratios. torch's own source tree gets
 one cold run, for its peak memory.
@@ -13,6 +14,7 @@ files never touch it. Not a test: numbers go in issue notes.
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import resource
 import shutil
@@ -42,9 +44,22 @@ def default_trees() -> list[Path]:
     return trees
 
 
-def touch(file: Path) -> None:
+def touch(file: Path) -> str:
+    """A comment appended: the file changed, none of its parts did."""
     with open(file, "a", encoding="utf-8") as handle:
         handle.write("\n# changed\n")
+    return "comment appended"
+
+
+def edit_body(file: Path) -> str:
+    """A statement added at the start of the file's first top-level function."""
+    source = file.read_text(encoding="utf-8")
+    function = next(s for s in ast.parse(source).body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    first = function.body[0]
+    lines = source.splitlines(keepends=True)
+    lines.insert(first.lineno - 1, " " * first.col_offset + "_edited = 1\n")
+    file.write_text("".join(lines), encoding="utf-8")
+    return f"statement added to {function.name}()"
 
 
 def _parse(path: Path) -> int:
@@ -109,11 +124,12 @@ def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
         warm, warm_cpu, peak, _ = timed(lint, tree)
         print(f"torchcheck warm (cache)  {warm:7.2f} s  (cpu {warm_cpu:.2f} s, peak {peak:.0f} MiB)")
         core, leaf = DEFAULT_TREES.get(source.name) or (None, None)
-        for label, changed in (("core module", core), ("leaf file", leaf)):
+        for label, changed, edit in (("core module", core, touch), ("core module", core, edit_body),
+                                     ("leaf file", leaf, edit_body)):
             file = tree / changed if changed else files[len(files) // 2]
-            touch(file)
+            what = edit(file)
             seconds, cpu, _, _ = timed(lint, tree)
-            print(f"one {label} changed  {seconds:7.2f} s  (cpu {cpu:.2f} s; {file.relative_to(tree)})")
+            print(f"one {label} changed  {seconds:7.2f} s  (cpu {cpu:.2f} s; {file.relative_to(tree)}: {what})")
         one = tree / leaf if leaf else files[0]
         alone, alone_cpu, _, _ = timed([sys.executable, "-P", "-m", "torchcheck", "lint", str(one), "--exit-zero",
                                         "--no-cache"], tree)
