@@ -141,6 +141,17 @@ def test_a_cached_run_after_any_edit_gives_the_findings_of_an_uncached_one(tmp_p
     assert lint_json(capsys, ".") == lint_json(capsys, ".", "--no-cache")
 
 
+def test_a_file_added_that_an_import_names_relints_the_importer(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    models = (copy / "models.py").read_text()
+    (copy / "models.py").unlink()
+    monkeypatch.chdir(copy)
+    assert "TC101" not in [f["code"] for f in lint_json(capsys, ".")]
+    (copy / "models.py").write_text(models)  # train.py, unchanged, now imports its model from it
+    assert "TC101" in [f["code"] for f in lint_json(capsys, ".")]
+
+
 def test_module_parts():
     from torchcheck.analysis.units import MODULE_UNIT, module_units
 

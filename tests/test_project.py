@@ -60,7 +60,7 @@ def test_re_exports_and_two_hops_are_followed():
     findings = lint_file(train, Config(), list(all_rules()), project, "train").findings
     assert [(f.code, f.line) for f in findings] == [("TC101", 15)]
     assert [Path(r.path).name for r in findings[0].related][:2] == ["heads.py", "models.py"]
-    assert project.dependencies(project._analyses["train"])[0].keys() >= {"vision", "vision.models", "vision.heads"}
+    assert project.dependencies(project._analyses["train"]).modules.keys() >= {"vision", "vision.models", "vision.heads"}
 
 
 def test_findings_are_the_same_under_any_hash_seed_and_process_count():

@@ -4,7 +4,8 @@ A file's entry is found by torchcheck's version, the effective config and the fi
 It records what its findings were read from: every module the file's analysis consulted (a model's
 forward in another file, the modules that one asked in turn) with the parts of it read (`units`:
 its top-level functions and classes, and its own level), the lines of those modules its evidence
-shows, and the sets of importers it asked about (who calls an evaluation function).
+shows, the sets of importers it asked about (who calls an evaluation function), and the imported names
+it looked for in the tree that a file added (or removed) could make name another module.
 
 The entry is used while all of them are unchanged: a module read whole must have the same content;
 of a module read in parts, those parts must have the same text, and the evidence shown the same
@@ -19,6 +20,7 @@ import json
 import os
 import tempfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,17 +49,36 @@ def entry_key(file: Path, digest: str, fingerprint: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+DIGEST_LENGTH = 64  # of a content hash (sha256, hex)
+
+
 @dataclass
 class Entry:
     findings: list[Finding]
-    dependencies: dict[str, str]  # module -> content hash
+    # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>"):
+    # one string, as a warm run reads thousands of these
+    dependencies: dict[str, str]
     importers: dict[str, list[str]]  # module -> the modules importing it
-    parts: dict[str, list[str]] = field(default_factory=dict)  # module -> the parts read, if not all of it
     cited: dict[str, list[int]] = field(default_factory=dict)  # module -> lines the findings show as evidence
+    resolutions: dict[str, str] = field(default_factory=dict)  # dotted name -> the module it named ("": none)
+
+    @staticmethod
+    def dependency(digest: str, parts: Iterable[str] | None) -> str:
+        return digest if parts is None else " ".join([digest.ljust(DIGEST_LENGTH), *sorted(parts)])
 
     def outdated(self, module_hashes: dict[str, str]) -> list[str]:
         """The modules read whose content changed since."""
-        return [m for m, h in self.dependencies.items() if module_hashes.get(m) != h]
+        return [m for m, value in self.dependencies.items() if module_hashes.get(m) != value[:DIGEST_LENGTH]]
+
+    def parts(self, module: str) -> list[str] | None:
+        """The parts of `module` read; None if all of it was."""
+        names = self.dependencies[module][DIGEST_LENGTH:].split()
+        return names or None
+
+    def renew(self, module_hashes: dict[str, str]) -> None:
+        """Name the current content of the modules read (whose parts read are unchanged)."""
+        self.dependencies = {m: module_hashes.get(m, "").ljust(DIGEST_LENGTH) + value[DIGEST_LENGTH:]
+                             for m, value in self.dependencies.items()}
 
 
 class Cache:
@@ -71,12 +92,13 @@ class Cache:
         """Whether nothing the entry's findings read changed: the modules read (or, of those read in
         parts, those parts and the place of the evidence shown) and the importer sets asked about."""
         for module in entry.outdated(module_hashes):
-            if module not in entry.parts or module not in files or not parts_unchanged(
-                    self._units_before(files[module], entry.dependencies[module]),
-                    self._units_now(files[module], module_hashes[module]), entry.parts[module],
-                    entry.cited.get(module, ())):
+            parts = entry.parts(module)
+            if parts is None or module not in files or not parts_unchanged(
+                    self._units_before(files[module], entry.dependencies[module][:DIGEST_LENGTH]),
+                    self._units_now(files[module], module_hashes[module]), parts, entry.cited.get(module, ())):
                 return False
-        return all(sorted(graph.importers_of_module(m)) == names for m, names in entry.importers.items())
+        return all(sorted(graph.importers_of_module(m)) == names for m, names in entry.importers.items()) and all(
+            (graph.resolve(name) or "") == module for name, module in entry.resolutions.items())
 
     def _units_before(self, path: Path, digest: str) -> dict[str, Unit] | None:
         key = (str(resolved(path)), digest)
@@ -143,15 +165,14 @@ class Cache:
                 data = json.loads(handle.read())
             return Entry([_finding(item) for item in data["findings"]], dict(data["dependencies"]),
                          {m: list(names) for m, names in data["importers"].items()},
-                         {m: list(names) for m, names in data["parts"].items()},
-                         {m: list(lines) for m, lines in data["cited"].items()})
+                         {m: list(lines) for m, lines in data["cited"].items()}, dict(data["resolutions"]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def put(self, key: str, entry: Entry) -> None:
         self._write(Path(self._path(key)), {"findings": [f.to_dict() for f in entry.findings],
                                             "dependencies": entry.dependencies, "importers": entry.importers,
-                                            "parts": entry.parts, "cited": entry.cited})
+                                            "cited": entry.cited, "resolutions": entry.resolutions})
 
     def outlines(self) -> dict[str, tuple[list[str], list[str]]]:
         """What each file content imports and defines at top level, by content hash: a warm run

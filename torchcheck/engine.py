@@ -19,6 +19,7 @@ from torchcheck.analysis.import_graph import (
     resolved,
     too_large_to_hold,
 )
+from torchcheck.analysis.units import Dependencies
 from torchcheck.config import Config, is_excluded
 from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
 from torchcheck.notebook import is_notebook
@@ -32,9 +33,7 @@ class FileResult:
     findings: list[Finding] = field(default_factory=list)
     source: str | None = None
     error: bool = False  # the file could not be read or parsed, or a rule crashed
-    # The modules whose content the findings read, with the parts of it they read (None: all of
-    # it), and those whose importers they read: cache keys
-    dependencies: tuple[dict[str, frozenset[str] | None], frozenset[str]] = field(default_factory=lambda: ({}, frozenset()))
+    dependencies: Dependencies = field(default_factory=Dependencies)  # what the findings read of other files
     transient: bool = False  # a failure the next run may not meet (a process out of memory): not cached
 
 
@@ -215,10 +214,11 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
             if entry is not None and cache.is_current(entry, module_hashes, modules, graph):
                 results[file] = FileResult(display_path(file), entry.findings,
                                            error=any(f.code in ERROR_CODES for f in entry.findings))
-                if entry.outdated(module_hashes):  # an edit to parts its findings did not read: now current
-                    entry.dependencies = {m: module_hashes.get(m, "") for m in entry.dependencies}
+                outdated = entry.outdated(module_hashes)
+                if outdated:  # edits to parts its findings did not read: the entry now names the new content
+                    entry.renew(module_hashes)
                     cache.put(keys[file], entry)
-                    kept_sources.update(entry.parts)
+                    kept_sources.update(outdated)
     todo = [f for f in files if f not in results]
     if todo:
         results.update(_lint(todo, config, modules, graph, jobs or os.cpu_count() or 1, progress))
@@ -228,12 +228,15 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
         for file in todo:
             result = results[file]
             if not result.transient and not any(f.code == "TC003" for f in result.findings):  # TC003: may be readable later
-                dependencies, importer_sets = result.dependencies
-                parts = {m: sorted(units) for m, units in sorted(dependencies.items()) if units is not None}
-                cache.put(keys[file], Entry(result.findings, {m: module_hashes.get(m, "") for m in sorted(dependencies)},
-                                            {m: sorted(graph.importers_of_module(m)) for m in sorted(importer_sets)},
-                                            parts, _cited_lines(result, parts.keys(), modules)))
-                kept_sources.update(parts)
+                read = result.dependencies
+                in_parts = [m for m, parts in read.modules.items() if parts is not None]
+                cache.put(keys[file], Entry(
+                    result.findings,
+                    {m: Entry.dependency(module_hashes.get(m, ""), read.modules[m]) for m in sorted(read.modules)},
+                    {m: sorted(graph.importers_of_module(m)) for m in sorted(read.importer_sets)},
+                    _cited_lines(result, in_parts, modules),
+                    {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}))
+                kept_sources.update(in_parts)
         cache.keep_sources({modules[m]: module_hashes[m] for m in sorted(kept_sources) if m in modules})
     for file, result in results.items():  # sources for the report's excerpts, read only where needed
         if result.findings and result.source is None:

@@ -83,9 +83,8 @@ def _lint_tree(source_bytes: bytes, text: str, path: Path, shown: str, name: str
                                        f"Rule {getattr(rule_class, 'name', 'engine')} crashed on this file: {trace}",
                                        shown, 1, 1, 1, 1, registry.resolve_rule("internal-error").severity))
     if ctx.has_analysis:
-        modules, importer_sets = project.dependencies(ctx.analysis)
-        modules.pop(name, None)
-        result.dependencies = (modules, frozenset(importer_sets))
+        result.dependencies = project.dependencies(ctx.analysis)
+        result.dependencies.modules.pop(name, None)
     reports = [r for r in ctx.reports if type(r.rule) not in failed]
     if reports:
         result.findings.extend(_findings(ctx, reports, text))

@@ -91,14 +91,15 @@ class _LintSession:
         if not isinstance(entry, dict) or entry.get("key") != key:
             return False
         return all(self._module_hash(m) == h for m, h in entry["dependencies"].items()) and all(
-            sorted(self.project.importers_of_module(m)) == names for m, names in entry["importers"].items())
+            sorted(self.project.importers_of_module(m)) == names for m, names in entry["importers"].items()) and all(
+            (self.project.resolve(name) or "") == module for name, module in entry.get("resolved", {}).items())
 
     def remember_clean(self, path: Path, key: str, dependencies) -> None:
         if self.cache is not None:
-            modules, importer_sets = dependencies
             self.clean[str(path)] = {
-                "key": key, "dependencies": {m: self._module_hash(m) for m in sorted(modules)},
-                "importers": {m: sorted(self.project.importers_of_module(m)) for m in sorted(importer_sets)}}
+                "key": key, "dependencies": {m: self._module_hash(m) for m in sorted(dependencies.modules)},
+                "importers": {m: sorted(self.project.importers_of_module(m)) for m in sorted(dependencies.importer_sets)},
+                "resolved": {name: module or "" for name, module in sorted(dependencies.resolutions.items())}}
             self.cache.set(CACHE_KEY, self.clean)
 
 

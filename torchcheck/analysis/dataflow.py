@@ -71,6 +71,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.consulted: set[str] = set()
         self.read_whole: set[str] = set()  # those of them whose raw text it read, not only parts
         self.importer_sets: set[str] = set()
+        self.resolutions: dict[str, str | None] = {}  # dotted names another file could make resolve otherwise
 
     # -- index ---------------------------------------------------------------------------------
     def _index(self, block, cls: ClassInfo | None, parent: FunctionInfo | None, unit: str) -> None:

@@ -153,21 +153,26 @@ class ImportGraph:
                 self._tokens[name] = 0
         return self._tokens[name]
 
-    def definition(self, qualname: str) -> tuple[tuple[str, ...], str | None, str]:
-        """(the modules read to find it, the module defining `qualname`, its name there), from outlines."""
+    def definition(self, qualname: str) -> tuple[tuple[str, ...], str | None, str, tuple[tuple[str, str | None], ...]]:
+        """(the modules read to find it, the module defining `qualname`, its name there, the dotted
+        names resolved on the way that another file added to the tree could resolve otherwise),
+        from outlines."""
         read: list[str] = []
+        looked_up: list[tuple[str, str | None]] = []
         for _ in range(MAX_REEXPORT_HOPS):
             dotted, _, name = qualname.rpartition(".")
             if not dotted or qualname.startswith(("torch.", "torchvision.")):
                 break
             module = self.resolve(dotted)
+            if module != dotted:  # not found, or found by its ending (`models` as `pkg.models`)
+                looked_up.append((dotted, module))
             if module is None:
                 break
             read.append(module)
             if name in self.outline(module).defined:
-                return tuple(read), module, name
+                return tuple(read), module, name, tuple(looked_up)
             sources = [d for d in self.outline(module).imported if d.rpartition(".")[2] == name and d != qualname]
             if len(sources) != 1:
                 break  # a constant, an alias, or nothing to tell which
             qualname = sources[0]
-        return tuple(read), None, qualname.rpartition(".")[2]
+        return tuple(read), None, qualname.rpartition(".")[2], tuple(looked_up)

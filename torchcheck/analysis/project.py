@@ -21,7 +21,7 @@ from torchcheck.analysis.import_graph import (
 )
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.memo import SharedMemo
-from torchcheck.analysis.units import MODULE_UNIT
+from torchcheck.analysis.units import MODULE_UNIT, Dependencies
 from torchcheck.analysis.values import Value
 from torchcheck.walk import descendants
 
@@ -58,7 +58,7 @@ class Project(ImportGraph):
         self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}
         self._node_ids: dict[str, set[int]] = {}
         self._mode_effects: dict[ClassInfo, tuple[frozenset, bool]] = {}
-        self._definitions: dict[str, tuple[tuple[str, ...], str | None, str]] = {}
+        self._definitions: dict[str, tuple] = {}  # qualname -> `definition`
         self._askers: dict[str, set[str]] = {}  # module -> the linted files that asked about it since the last drop
 
     # -- one linted file -----------------------------------------------------------------------
@@ -122,19 +122,21 @@ class Project(ImportGraph):
                     todo.append(other)
         return found
 
-    def dependencies(self, analysis: FileAnalysis) -> tuple[dict[str, frozenset[str] | None], set[str]]:
-        """The modules whose content a file's findings read (through the analyses its questions
-        reached, and theirs), each with the parts of it they read (`units`; None: its whole text),
-        and the modules whose sets of importers they read."""
+    def dependencies(self, analysis: FileAnalysis) -> Dependencies:
+        """What a file's findings read, through the analyses its questions reached and theirs: the
+        modules, each with the parts of it they read (`units`; None: its whole text), the modules
+        whose sets of importers they read, and the dotted names whose resolution they relied on."""
         reached: set[str] = set()
         whole: set[str] = set()
         importer_sets: set[str] = set()
+        resolutions: dict[str, str | None] = {}
         todo = [analysis]
         seen = {id(analysis)}
         while todo:
             current = todo.pop()
             importer_sets |= current.importer_sets
             whole |= current.read_whole
+            resolutions.update(current.resolutions)
             for name in current.consulted:
                 reached.add(name)
                 other = self._analyses.get(name)
@@ -149,13 +151,13 @@ class Project(ImportGraph):
                 modules[name] = frozenset(self._analyses[name].units_read)
             else:  # only its outline was read, to follow a re-export
                 modules[name] = frozenset({MODULE_UNIT})
-        return modules, importer_sets
+        return Dependencies(modules, frozenset(importer_sets), resolutions)
 
     def locate(self, node: cst.CSTNode, linted: FileAnalysis) -> tuple[Path, CodeRange] | None:
         """The file and span of a node of another module that the linted file's questions reached;
         None if none of them holds it. A module's positions are resolved the first time a finding
         cites one of its nodes."""
-        modules, _ = self.dependencies(linted)
+        modules = self.dependencies(linted).modules
         for name in sorted(modules):
             analysis = self._analyses.get(name)
             if analysis is None or analysis is linted or name not in self.files:
@@ -216,9 +218,10 @@ class Project(ImportGraph):
         import Net` in a package's `__init__`), and the name there."""
         if qualname not in self._definitions:
             self._definitions[qualname] = self.definition(qualname)
-        read, module, name = self._definitions[qualname]
+        read, module, name, looked_up = self._definitions[qualname]
         if asker is not None:
             asker.consulted.update(read)
+            asker.resolutions.update(looked_up)
         if module is not None and self._current is not None:
             self._askers.setdefault(module, set()).add(self._current[0])
         return (self._analysis(module) if module is not None else None), name

@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torchcheck.analysis.import_graph import IMPORT_LINE, TOP_LEVEL_DEFINITION
 
 MODULE_UNIT = "<module>"
+
+
+@dataclass
+class Dependencies:
+    """What a linted file's findings read of the rest of the tree: the keys of its cache entry."""
+
+    modules: dict[str, frozenset[str] | None] = field(default_factory=dict)  # module -> parts read (None: all)
+    importer_sets: frozenset[str] = frozenset()  # modules whose importers were asked about
+    resolutions: dict[str, str | None] = field(default_factory=dict)  # dotted name -> the module it named
 
 
 @dataclass(frozen=True)
@@ -68,8 +77,8 @@ def _nested_imports(body: list[ast.stmt]):
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
             yield stmt
             continue
-        for field in ("body", "orelse", "finalbody"):
-            inner = getattr(stmt, field, None)
+        for attribute in ("body", "orelse", "finalbody"):
+            inner = getattr(stmt, attribute, None)
             if isinstance(inner, list):
                 yield from _nested_imports(inner)
         for branch in (*getattr(stmt, "handlers", ()), *getattr(stmt, "cases", ())):
