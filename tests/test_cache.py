@@ -182,6 +182,9 @@ x = 1; y = 2
     nested_import = module_units(source.replace(b"import math", b"import cmath"))
     assert nested_import[MODULE_UNIT].digest != units[MODULE_UNIT].digest  # imports resolve names module-wide
     assert module_units(b"def (:\n") is None
+    trailing = b"class A:\n    x = 1\n    # dropout, in A's block for libcst\n\nclass B:\n    pass\n"
+    edited = module_units(trailing.replace(b"dropout", b"no dropout"))
+    assert edited["A"].digest != module_units(trailing)["A"].digest
 
 
 def test_no_cache_flag_and_config(tmp_path, capsys, monkeypatch):
