@@ -49,14 +49,12 @@ def module_units(source: bytes) -> dict[str, Unit] | None:
     parts: dict[str, list[tuple[int, int, bytes]]] = {}
     own: list[bytes] = [repr((IMPORT_LINE.findall(source), TOP_LEVEL_DEFINITION.findall(source))).encode()]
     previous_end = 0
-    firsts = [_first_line(stmt) for stmt in tree.body[1:]] + [len(lines) + 1]
-    for stmt, next_first in zip(tree.body, firsts):
+    for stmt in tree.body:
         start, end = min(previous_end + 1, stmt.lineno), stmt.end_lineno or stmt.lineno  # `x = 1; y = 2`: one line
         previous_end = max(end, previous_end)
         text = b"".join(lines[start - 1:end])
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            # with the comments below its last statement, which libcst keeps in its block if indented
-            text = b"".join(lines[start - 1:max(end, next_first - 1)])
+            text = b"".join(lines[start - 1:_block_end(lines, end)])
             parts.setdefault(stmt.name, []).append((start, end, text))
             own.append(f"{type(stmt).__name__} {stmt.name}\n".encode())
             own.extend(ast.dump(node).encode() for node in _nested_imports(stmt.body))
@@ -69,9 +67,17 @@ def module_units(source: bytes) -> dict[str, Unit] | None:
     return units
 
 
-def _first_line(stmt: ast.stmt) -> int:
-    decorators = getattr(stmt, "decorator_list", ())
-    return min([stmt.lineno, *(d.lineno for d in decorators)])
+def _block_end(lines: list[bytes], end: int) -> int:
+    """The last line of a block ending at `end` with the indented comments below its last statement,
+    which libcst keeps in the block (a comment at column 0 belongs to what follows)."""
+    last = end
+    for number in range(end + 1, len(lines) + 1):
+        line = lines[number - 1]
+        if line.strip() and not line.startswith((b" ", b"\t")):
+            break
+        if line.strip():
+            last = number
+    return last
 
 
 def _unit(found: list[tuple[int, int, bytes]]) -> Unit:
