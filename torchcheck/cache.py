@@ -88,10 +88,12 @@ class Cache:
         self._source_index: dict[str, str] | None = None
         self._units: dict[tuple[str, str], dict[str, Unit] | None] = {}
 
-    def is_current(self, entry: Entry, module_hashes: dict[str, str], files: dict[str, Path], graph) -> bool:
-        """Whether nothing the entry's findings read changed: the modules read (or, of those read in
-        parts, those parts and the place of the evidence shown) and the importer sets asked about."""
-        for module in entry.outdated(module_hashes):
+    def is_current(self, entry: Entry, outdated: list[str], module_hashes: dict[str, str], files: dict[str, Path],
+                   graph) -> bool:
+        """Whether nothing the entry's findings read changed: the modules read (or, of the `outdated`
+        ones read in parts, those parts and the place of the evidence shown), the importer sets and
+        the resolutions of imported names."""
+        for module in outdated:
             parts = entry.parts(module)
             if parts is None or module not in files or not parts_unchanged(
                     self._units_before(files[module], entry.dependencies[module][:DIGEST_LENGTH]),

@@ -15,6 +15,7 @@ from torchcheck.analysis.import_graph import (
     ImportGraph,
     Outline,
     module_name,
+    relative_text,
     remember_resolved,
     resolved,
     too_large_to_hold,
@@ -124,10 +125,13 @@ def _is_linted_file(path: Path) -> bool:
 
 
 def display_path(path: Path) -> str:
-    try:
-        return resolved(path).relative_to(resolved(Path.cwd())).as_posix()
-    except ValueError:
-        return path.as_posix()
+    cwd = os.getcwd()
+    if cwd not in _CWD:
+        _CWD[cwd] = Path(cwd)
+    return relative_text(path, _CWD[cwd]) or path.as_posix()
+
+
+_CWD: dict[str, Path] = {}
 
 
 def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
@@ -143,11 +147,7 @@ def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
 
 
 def _is_under(file: Path, root: Path) -> bool:
-    try:
-        resolved(file).relative_to(resolved(root))
-        return True
-    except ValueError:
-        return False
+    return relative_text(file, root) is not None
 
 
 def decode(data: bytes) -> str:
@@ -211,10 +211,12 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
         keys = {file: entry_key(file, hashes[file], config.fingerprint()) for file in files}
         for file in files:
             entry = cache.get(keys[file])
-            if entry is not None and cache.is_current(entry, module_hashes, modules, graph):
+            if entry is None:
+                continue
+            outdated = entry.outdated(module_hashes)
+            if cache.is_current(entry, outdated, module_hashes, modules, graph):
                 results[file] = FileResult(display_path(file), entry.findings,
                                            error=any(f.code in ERROR_CODES for f in entry.findings))
-                outdated = entry.outdated(module_hashes)
                 if outdated:  # edits to parts its findings did not read: the entry now names the new content
                     entry.renew(module_hashes)
                     cache.put(keys[file], entry)

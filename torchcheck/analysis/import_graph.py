@@ -55,12 +55,21 @@ def remember_resolved(path: Path, real: Path) -> None:
     _RESOLVED[path, None if path.is_absolute() else os.getcwd()] = real
 
 
+def relative_text(path: Path, root: Path) -> str | None:
+    """`resolved(path).relative_to(resolved(root)).as_posix()`, None where it is not under `root`; by
+    string operations, as a warm run asks it several times of each of thousands of files."""
+    real, base = str(resolved(path)), str(resolved(root))
+    if real == base:
+        return "."
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    return real[len(prefix):].replace(os.sep, "/") if real.startswith(prefix) else None
+
+
 def module_name(path: Path, root: Path) -> str:
-    try:
-        relative = resolved(path).relative_to(resolved(root))
-    except ValueError:
-        relative = Path(path.name)
-    parts = list(relative.with_suffix("").parts)
+    parts = (relative_text(path, root) or path.name).split("/")
+    dot = parts[-1].rfind(".")
+    if 0 < dot < len(parts[-1]) - 1:  # its suffix, as `Path.with_suffix("")` drops it
+        parts[-1] = parts[-1][:dot]
     if parts and parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
