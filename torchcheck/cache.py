@@ -31,14 +31,19 @@ from torchcheck.types import Edit, Finding, Fix, FixSafety, RelatedLocation, Sev
 
 CACHE_DIR = ".torchcheck_cache"
 OUTLINES = "outlines.json"
+DIGEST_LENGTH = 32  # of a content hash (hex)
 SOURCES = "sources"  # each module's latest linted text, to tell which of its parts an edit changed
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=DIGEST_LENGTH // 2).hexdigest()
 
 
 def content_hashes(files: list[Path]) -> dict[Path, str]:
     hashes = {}
     for file in files:
         try:
-            hashes[file] = hashlib.sha256(file.read_bytes()).hexdigest()
+            hashes[file] = content_digest(file.read_bytes())
         except OSError:
             hashes[file] = ""
     return hashes
@@ -47,9 +52,6 @@ def content_hashes(files: list[Path]) -> dict[Path, str]:
 def entry_key(file: Path, digest: str, fingerprint: str) -> str:
     material = "\0".join([__version__, fingerprint, str(resolved(file)), digest])
     return hashlib.sha256(material.encode()).hexdigest()
-
-
-DIGEST_LENGTH = 64  # of a content hash (sha256, hex)
 
 
 @dataclass
@@ -120,7 +122,7 @@ class Cache:
                 source = path.read_bytes()
             except OSError:
                 source = None
-            ok = source is not None and hashlib.sha256(source).hexdigest() == digest
+            ok = source is not None and content_digest(source) == digest
             self._units[key] = module_units(source) if ok else None
         return self._units[key]
 
@@ -137,7 +139,7 @@ class Cache:
                 source = path.read_bytes()
             except OSError:
                 continue
-            if hashlib.sha256(source).hexdigest() != digest:
+            if content_digest(source) != digest:
                 continue  # changed during the run
             self._write_bytes(self._source_path(name), zlib.compress(source, 1))
             index[name] = digest
