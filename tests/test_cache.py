@@ -182,6 +182,16 @@ x = 1; y = 2
     nested_import = module_units(source.replace(b"import math", b"import cmath"))
     assert nested_import[MODULE_UNIT].digest != units[MODULE_UNIT].digest  # imports resolve names module-wide
     assert module_units(b"def (:\n") is None
+    from torchcheck.analysis.units import part_key, parts_unchanged
+
+    assert parts_unchanged(units, body_edit, [part_key(MODULE_UNIT)], [])
+    assert not parts_unchanged(units, body_edit, [part_key(MODULE_UNIT), part_key("Net")], [])
+    renamed = module_units(source.replace(b"class Net", b"class Other"))
+    assert not parts_unchanged(units, renamed, [part_key("Net")], [])
+    two = b"def a():\n    return 1\n\ndef b():\n    return 2\n"
+    longer_a = module_units(two.replace(b"    return 1", b"    x = 1\n    return x"))
+    assert parts_unchanged(module_units(two), longer_a, [part_key("b")], [])
+    assert not parts_unchanged(module_units(two), longer_a, [part_key("b")], [5])  # evidence shown in b moved
     trailing = b"class A:\n    x = 1\n    # dropout, in A's block for libcst\n\nclass B:\n    pass\n"
     edited = module_units(trailing.replace(b"dropout", b"no dropout"))
     assert edited["A"].digest != module_units(trailing)["A"].digest

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from torchcheck import __version__
 from torchcheck.analysis.import_graph import resolved
-from torchcheck.analysis.units import Unit, module_units, parts_unchanged
+from torchcheck.analysis.units import Unit, module_units, part_key, parts_unchanged
 from torchcheck.types import Edit, Finding, Fix, FixSafety, RelatedLocation, Severity
 
 CACHE_DIR = ".torchcheck_cache"
@@ -57,8 +57,8 @@ def entry_key(file: Path, digest: str, fingerprint: str) -> str:
 @dataclass
 class Entry:
     findings: list[Finding]
-    # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>"):
-    # one string, as a warm run reads thousands of these
+    # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>",
+    # each part by its `part_key`): one string, as a warm run reads thousands of these
     dependencies: dict[str, str]
     importers: dict[str, list[str]]  # module -> the modules importing it
     cited: dict[str, list[int]] = field(default_factory=dict)  # module -> lines the findings show as evidence
@@ -66,14 +66,14 @@ class Entry:
 
     @staticmethod
     def dependency(digest: str, parts: Iterable[str] | None) -> str:
-        return digest if parts is None else " ".join([digest.ljust(DIGEST_LENGTH), *sorted(parts)])
+        return digest if parts is None else " ".join([digest.ljust(DIGEST_LENGTH), *sorted(map(part_key, parts))])
 
     def outdated(self, module_hashes: dict[str, str]) -> list[str]:
         """The modules read whose content changed since."""
         return [m for m, value in self.dependencies.items() if module_hashes.get(m) != value[:DIGEST_LENGTH]]
 
     def parts(self, module: str) -> list[str] | None:
-        """The parts of `module` read; None if all of it was."""
+        """The parts of `module` read, by `part_key`; None if all of it was."""
         names = self.dependencies[module][DIGEST_LENGTH:].split()
         return names or None
 
