@@ -49,6 +49,11 @@ def content_hashes(files: list[Path]) -> dict[Path, str]:
     return hashes
 
 
+def tree_key(modules) -> str:
+    """A digest of the tree's set of modules."""
+    return hashlib.blake2b("\n".join(sorted(modules)).encode(), digest_size=16).hexdigest()
+
+
 def entry_key(file: Path, digest: str, fingerprint: str) -> str:
     material = "\0".join([__version__, fingerprint, str(resolved(file)), digest])
     return hashlib.sha256(material.encode()).hexdigest()
@@ -63,6 +68,7 @@ class Entry:
     importers: dict[str, list[str]]  # module -> the modules importing it
     cited: dict[str, list[int]] = field(default_factory=dict)  # module -> lines the findings show as evidence
     resolutions: dict[str, str] = field(default_factory=dict)  # dotted name -> the module it named ("": none)
+    tree: str = ""  # `tree_key` when written: while the tree's modules are the same, names resolve as before
 
     @staticmethod
     def dependency(digest: str, parts: Iterable[str] | None) -> str:
@@ -91,7 +97,7 @@ class Cache:
         self._units: dict[tuple[str, str], dict[str, Unit] | None] = {}
 
     def is_current(self, entry: Entry, outdated: list[str], module_hashes: dict[str, str], files: dict[str, Path],
-                   graph) -> bool:
+                   graph, tree: str) -> bool:
         """Whether nothing the entry's findings read changed: the modules read (or, of the `outdated`
         ones read in parts, those parts and the place of the evidence shown), the importer sets and
         the resolutions of imported names."""
@@ -101,8 +107,8 @@ class Cache:
                     self._units_before(files[module], entry.dependencies[module][:DIGEST_LENGTH]),
                     self._units_now(files[module], module_hashes[module]), parts, entry.cited.get(module, ())):
                 return False
-        return all(sorted(graph.importers_of_module(m)) == names for m, names in entry.importers.items()) and all(
-            (graph.resolve(name) or "") == module for name, module in entry.resolutions.items())
+        return all(sorted(graph.importers_of_module(m)) == names for m, names in entry.importers.items()) and (
+            entry.tree == tree or all((graph.resolve(name) or "") == module for name, module in entry.resolutions.items()))
 
     def _units_before(self, path: Path, digest: str) -> dict[str, Unit] | None:
         key = (str(resolved(path)), digest)
@@ -169,14 +175,14 @@ class Cache:
                 data = json.loads(handle.read())
             return Entry([_finding(item) for item in data["findings"]], dict(data["dependencies"]),
                          {m: list(names) for m, names in data["importers"].items()},
-                         {m: list(lines) for m, lines in data["cited"].items()}, dict(data["resolutions"]))
+                         {m: list(lines) for m, lines in data["cited"].items()}, dict(data["resolutions"]), data["tree"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def put(self, key: str, entry: Entry) -> None:
         self._write(Path(self._path(key)), {"findings": [f.to_dict() for f in entry.findings],
                                             "dependencies": entry.dependencies, "importers": entry.importers,
-                                            "cited": entry.cited, "resolutions": entry.resolutions})
+                                            "cited": entry.cited, "resolutions": entry.resolutions, "tree": entry.tree})
 
     def outlines(self) -> dict[str, tuple[list[str], list[str]]]:
         """What each file content imports and defines at top level, by content hash: a warm run

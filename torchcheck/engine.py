@@ -195,7 +195,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     kept_sources: set[str] = set()  # modules some entries read parts of: their text is kept for the next run
     cache = None
     if cache_root is not None and files:
-        from torchcheck.cache import Cache, content_hashes, entry_key
+        from torchcheck.cache import Cache, content_hashes, entry_key, tree_key
 
         cache = Cache(cache_root)
         hashes = content_hashes(files)
@@ -209,16 +209,18 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
             cache.put_outlines({key: value for key, value in stored.items() if key.rpartition(":")[0] not in modules}
                                | {key: (sorted(o.imported), sorted(o.defined)) for key, o in current.items()})
         keys = {file: entry_key(file, hashes[file], config.fingerprint()) for file in files}
+        tree = tree_key(modules)
         for file in files:
             entry = cache.get(keys[file])
             if entry is None:
                 continue
             outdated = entry.outdated(module_hashes)
-            if cache.is_current(entry, outdated, module_hashes, modules, graph):
+            if cache.is_current(entry, outdated, module_hashes, modules, graph, tree):
                 results[file] = FileResult(display_path(file), entry.findings,
                                            error=any(f.code in ERROR_CODES for f in entry.findings))
-                if outdated:  # edits to parts its findings did not read: the entry now names the new content
+                if outdated or entry.tree != tree:  # changes that its findings did not read: it now names them
                     entry.renew(module_hashes)
+                    entry.tree = tree
                     cache.put(keys[file], entry)
                     kept_sources.update(outdated)
     todo = [f for f in files if f not in results]
@@ -237,7 +239,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                     {m: Entry.dependency(module_hashes.get(m, ""), read.modules[m]) for m in sorted(read.modules)},
                     {m: sorted(graph.importers_of_module(m)) for m in sorted(read.importer_sets)},
                     _cited_lines(result, in_parts, modules),
-                    {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}))
+                    {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}, tree))
                 kept_sources.update(in_parts)
         cache.keep_sources({modules[m]: module_hashes[m] for m in sorted(kept_sources) if m in modules})
     for file, result in results.items():  # sources for the report's excerpts, read only where needed
