@@ -110,55 +110,47 @@ class Project(ImportGraph):
         self._held = held
         collector.release()
 
+    def _reached(self, analysis: FileAnalysis) -> list[FileAnalysis]:
+        """`analysis` and the held analyses of the modules its answers read, and theirs."""
+        found = [analysis]
+        seen = {id(analysis)}
+        for current in found:
+            for name in current.consulted:
+                other = self._analyses.get(name)
+                if other is not None and id(other) not in seen:
+                    seen.add(id(other))
+                    found.append(other)
+        return found
+
     def _closure(self, name: str) -> set[str]:
         """`name` and the modules whose content its held answers read, and theirs."""
-        found = {name}
-        todo = [name]
-        while todo:
-            analysis = self._analyses.get(todo.pop())
-            for other in analysis.consulted if analysis is not None else ():
-                if other not in found:
-                    found.add(other)
-                    todo.append(other)
-        return found
+        analysis = self._analyses.get(name)
+        return {name}.union(*(a.consulted for a in self._reached(analysis))) if analysis is not None else {name}
 
     def dependencies(self, analysis: FileAnalysis) -> Dependencies:
         """What a file's findings read, through the analyses its questions reached and theirs: the
         modules, each with the parts of it they read (`units`; None: its whole text), the modules
         whose sets of importers they read, and the dotted names whose resolution they relied on."""
-        reached: set[str] = set()
-        whole: set[str] = set()
-        importer_sets: set[str] = set()
-        resolutions: dict[str, str | None] = {}
-        todo = [analysis]
-        seen = {id(analysis)}
-        while todo:
-            current = todo.pop()
-            importer_sets |= current.importer_sets
-            whole |= current.read_whole
-            resolutions.update(current.resolutions)
-            for name in current.consulted:
-                reached.add(name)
-                other = self._analyses.get(name)
-                if other is not None and id(other) not in seen:
-                    seen.add(id(other))
-                    todo.append(other)
+        reached = self._reached(analysis)
+        whole = set().union(*(a.read_whole for a in reached))
         modules: dict[str, frozenset[str] | None] = {}
-        for name in reached:
+        for name in set().union(*(a.consulted for a in reached)):
             if name in whole or (name in self._analyses and self._analyses[name] is None):
                 modules[name] = None  # its text was searched, or it could not be analysed
             elif name in self._analyses:
                 modules[name] = frozenset(self._analyses[name].units_read)
             else:  # only its outline was read, to follow a re-export
                 modules[name] = frozenset({MODULE_UNIT})
-        return Dependencies(modules, frozenset(importer_sets), resolutions)
+        resolutions = {}
+        for current in reached:
+            resolutions.update(current.resolutions)
+        return Dependencies(modules, frozenset().union(*(a.importer_sets for a in reached)), resolutions)
 
     def locate(self, node: cst.CSTNode, linted: FileAnalysis) -> tuple[Path, CodeRange] | None:
         """The file and span of a node of another module that the linted file's questions reached;
         None if none of them holds it. A module's positions are resolved the first time a finding
         cites one of its nodes."""
-        modules = self.dependencies(linted).modules
-        for name in sorted(modules):
+        for name in sorted(set().union(*(a.consulted for a in self._reached(linted)))):
             analysis = self._analyses.get(name)
             if analysis is None or analysis is linted or name not in self.files:
                 continue

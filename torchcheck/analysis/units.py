@@ -52,18 +52,16 @@ def module_units(source: bytes) -> dict[str, Unit] | None:
     for stmt in tree.body:
         start, end = min(previous_end + 1, stmt.lineno), stmt.end_lineno or stmt.lineno  # `x = 1; y = 2`: one line
         previous_end = max(end, previous_end)
-        text = b"".join(lines[start - 1:end])
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            text = b"".join(lines[start - 1:_block_end(lines, end)])
-            parts.setdefault(stmt.name, []).append((start, end, text))
+            parts.setdefault(stmt.name, []).append((start, end, b"".join(lines[start - 1:_block_end(lines, end)])))
             own.append(f"{type(stmt).__name__} {stmt.name}\n".encode())
             own.extend(ast.dump(node).encode() for node in _nested_imports(stmt.body))
         else:
+            text = b"".join(lines[start - 1:end])
             parts.setdefault(MODULE_UNIT, []).append((start, end, text))
             own.append(text)
     units = {name: _unit(found) for name, found in parts.items() if name != MODULE_UNIT}
-    units[MODULE_UNIT] = Unit(tuple((start, end) for start, end, _ in parts.get(MODULE_UNIT, ())),
-                              hashlib.blake2b(b"\0".join(own), digest_size=16).hexdigest())
+    units[MODULE_UNIT] = Unit(tuple((start, end) for start, end, _ in parts.get(MODULE_UNIT, ())), _digest(own))
     return units
 
 
@@ -81,8 +79,11 @@ def _block_end(lines: list[bytes], end: int) -> int:
 
 
 def _unit(found: list[tuple[int, int, bytes]]) -> Unit:
-    return Unit(tuple((start, end) for start, end, _ in found),
-                hashlib.blake2b(b"\0".join(text for _, _, text in found), digest_size=16).hexdigest())
+    return Unit(tuple((start, end) for start, end, _ in found), _digest(text for _, _, text in found))
+
+
+def _digest(texts) -> str:
+    return hashlib.blake2b(b"\0".join(texts), digest_size=16).hexdigest()
 
 
 def _nested_imports(body: list[ast.stmt]):
