@@ -11,7 +11,7 @@ from torchcheck.analysis.syntax import literal
 
 def known_text(frame, node: cst.CSTNode) -> str | None:
     """The string a name, attribute or literal holds, if known (evaluating it has no side effects)."""
-    if isinstance(node, (cst.Name, cst.Attribute, cst.SimpleString)):
+    if type(node) in (cst.Name, cst.Attribute, cst.SimpleString):
         return frame.eval(node).text
     return None
 
@@ -19,18 +19,18 @@ def known_text(frame, node: cst.CSTNode) -> str | None:
 def if_taken(frame, test: cst.BaseExpression) -> bool | None:
     """Whether `name == "softmax"`, `name != "relu"` or `name in ("softmax", "sigmoid")` holds; None
     when not known."""
-    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+    if type(test) is not cst.Comparison or len(test.comparisons) != 1:
         return None
     left = known_text(frame, test.left)
     if left is None:
         return None
     operator, right = test.comparisons[0].operator, test.comparisons[0].comparator
-    if isinstance(operator, (cst.Equal, cst.NotEqual)):
+    if type(operator) in (cst.Equal, cst.NotEqual):
         text = known_text(frame, right)
-        return None if text is None else (left == text) == isinstance(operator, cst.Equal)
-    if isinstance(operator, (cst.In, cst.NotIn)) and isinstance(right, (cst.Tuple, cst.List, cst.Set)):
+        return None if text is None else (left == text) == (type(operator) is cst.Equal)
+    if type(operator) in (cst.In, cst.NotIn) and type(right) in (cst.Tuple, cst.List, cst.Set):
         texts = [known_text(frame, element.value) for element in right.elements]
-        return None if None in texts else (left in texts) == isinstance(operator, cst.In)
+        return None if None in texts else (left in texts) == (type(operator) is cst.In)
     return None
 
 

@@ -188,7 +188,7 @@ def only_use_is(ctx, name: cst.CSTNode, origin) -> bool:
 
 
 def method_name(node: cst.Call) -> str | None:
-    return node.func.attr.value if isinstance(node.func, cst.Attribute) else None
+    return node.func.attr.value if type(node.func) is cst.Attribute else None
 
 
 def receiver(node: cst.Call) -> str | None:

@@ -84,7 +84,7 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
             for target in stmt.targets:
                 self.bind(target.target, value)
                 self.set_mode(dotted_name(target.target), mode_of_chain(stmt.value))
-                if isinstance(target.target, cst.Tuple) and isinstance(stmt.value, cst.Call):
+                if type(target.target) is cst.Tuple and type(stmt.value) is cst.Call:
                     names = tuple(n for n in (dotted_name(e.value) for e in target.target.elements) if n)
                     self.siblings.update(dict.fromkeys(names, names))
         elif kind is cst.AnnAssign:
@@ -95,7 +95,7 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
             self.bind(stmt.target, self.binop(current, self.eval(stmt.value), stmt.operator))
         elif kind is cst.Expr:
             self.eval(stmt.value)
-            if isinstance(stmt.value, cst.Call):
+            if type(stmt.value) is cst.Call:
                 self.note_backward(stmt.value)
         elif kind is cst.Return:
             self.returns.append(self.eval(stmt.value) if stmt.value is not None else UNKNOWN)
@@ -178,23 +178,23 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         self.modes = {k: v for k, v in self.modes.items() if not k.startswith(receiver + ".")} | {receiver: state}
 
     def bind(self, target: cst.CSTNode, value: Value) -> None:
-        if isinstance(target, cst.Name):
+        if type(target) is cst.Name:
             self.env[target.value] = value
-        elif isinstance(target, cst.Attribute):
+        elif type(target) is cst.Attribute:
             name = dotted_name(target)
             if name is not None:
                 self.env[name] = value
                 self.replace_submodule(target, value)
-        elif isinstance(target, cst.Subscript):
+        elif type(target) is cst.Subscript:
             if self.record and dotted_name(target.value) is not None:
                 self.eval(target.value)  # `conv.weight[0] = w`: what the indexed object holds, for the rules
             self.set_item(target, value)
-            if isinstance(target.value, cst.Attribute):
+            if type(target.value) is cst.Attribute:
                 self.replace_submodule(target.value, value)  # `model.classifier[6] = nn.Linear(4096, 2)`
-        elif isinstance(target, (cst.Tuple, cst.List)):
+        elif type(target) in (cst.Tuple, cst.List):
             elements = target.elements
             for i, element in enumerate(elements):
-                if isinstance(element, cst.StarredElement):
+                if type(element) is cst.StarredElement:
                     self.bind(element.value, UNKNOWN)
                     continue
                 item = value.items[i] if value.kind == "tuple" and i < len(value.items) else UNKNOWN

@@ -47,11 +47,11 @@ def _module_path(node: cst.BaseExpression | None) -> str:
 
 def iter_statements(body) -> list[cst.CSTNode]:
     """The statements of a block, with simple statement lines opened into their small statements."""
-    if isinstance(body, cst.SimpleStatementSuite):
+    if type(body) is cst.SimpleStatementSuite:
         return list(body.body)
     out: list[cst.CSTNode] = []
     for stmt in getattr(body, "body", ()):
-        if isinstance(stmt, cst.SimpleStatementLine):
+        if type(stmt) is cst.SimpleStatementLine:
             out.extend(stmt.body)
         else:
             out.append(stmt)
@@ -65,9 +65,9 @@ def child_blocks(stmt: cst.CSTNode) -> list:
         part = getattr(stmt, attr, None)
         if part is None:
             continue
-        if isinstance(part, (cst.If,)):
+        if type(part) is cst.If:
             blocks.append(cst.IndentedBlock(body=[part]))
-        elif isinstance(part, (cst.Else, cst.Finally)):
+        elif type(part) in (cst.Else, cst.Finally):
             blocks.append(part.body)
         elif isinstance(part, cst.BaseSuite):
             blocks.append(part)
@@ -88,7 +88,7 @@ class ImportTable:
 
     def _walk(self, block) -> None:
         for stmt in iter_statements(block):
-            if isinstance(stmt, cst.Import):
+            if type(stmt) is cst.Import:
                 for alias in stmt.names:
                     full = _module_path(alias.name)
                     if alias.asname is not None:
@@ -96,9 +96,9 @@ class ImportTable:
                     else:
                         head = full.split(".")[0]
                         self.aliases.setdefault(head, head)
-            elif isinstance(stmt, cst.ImportFrom):
+            elif type(stmt) is cst.ImportFrom:
                 base = self._resolve_relative(len(stmt.relative), _module_path(stmt.module))
-                if isinstance(stmt.names, cst.ImportStar):
+                if type(stmt.names) is cst.ImportStar:
                     continue
                 for alias in stmt.names:
                     name = _module_path(alias.name)

@@ -130,20 +130,20 @@ def _bindings(body: cst.CSTNode) -> dict[str, set]:
     hold (`_wrapped`), None for a binding of anything else."""
     bound: dict[str, set] = {}
     for node in descendants(body, prune=_nested):
-        if type(node) is cst.Assign and len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name):
+        if type(node) is cst.Assign and len(node.targets) == 1 and type(node.targets[0].target) is cst.Name:
             bound.setdefault(node.targets[0].target.value, set()).add(_wrapped(node.value))
             continue
         if type(node) is cst.Assign:
             targets = [t.target for t in node.targets]
-        elif isinstance(node, (cst.AnnAssign, cst.AugAssign, cst.For)):
+        elif type(node) in (cst.AnnAssign, cst.AugAssign, cst.For):
             targets = [node.target]
-        elif isinstance(node, cst.WithItem) and node.asname is not None:
+        elif type(node) is cst.WithItem and node.asname is not None:
             targets = [node.asname.name]
         else:
             continue
         for target in targets:
             for name in (target, *descendants(target)):
-                if isinstance(name, cst.Name):
+                if type(name) is cst.Name:
                     bound.setdefault(name.value, set()).add(None)
     return bound
 

@@ -24,7 +24,7 @@ class CallSemantics:
     def call(self, node: cst.Call) -> Value:
         func = node.func
         method_base = None
-        if isinstance(func, cst.Attribute):
+        if type(func) is cst.Attribute:
             dotted = dotted_name(func)
             head = dotted.split(".")[0] if dotted else None
             if dotted is not None and head not in self.env and head in self.fa.imports.aliases and (
@@ -55,7 +55,7 @@ class CallSemantics:
         if self.record:
             self.fa.grad_at[node] = self.grad
             self.fa.scope[node] = self.func
-        if isinstance(func, cst.Attribute) and method_base is not None:
+        if type(func) is cst.Attribute and method_base is not None:
             self.set_mode(dotted_name(func.value), mode_set_by(node))
         if self.record:
             self.fa.modes_at[node] = self.modes

@@ -30,16 +30,16 @@ def called_names(body: cst.CSTNode) -> set[str]:
 
 
 def literal(node: cst.CSTNode):
-    if isinstance(node, cst.Integer):
+    if type(node) is cst.Integer:
         return int(node.value.replace("_", ""), 0) if not node.value.startswith("0") or node.value == "0" else None
-    if isinstance(node, cst.Float):
+    if type(node) is cst.Float:
         return float(node.value.replace("_", ""))
     if type(node) is cst.Name and node.value in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[node.value]
-    if isinstance(node, cst.UnaryOperation) and isinstance(node.operator, cst.Minus):
+    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
         inner = literal(node.expression)
         return -inner if isinstance(inner, (int, float)) and not isinstance(inner, bool) else None
-    if isinstance(node, cst.SimpleString):
+    if type(node) is cst.SimpleString:
         return string_value(node)
     return None
 

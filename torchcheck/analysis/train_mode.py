@@ -14,7 +14,7 @@ _MODE_KEEPING = {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "re
 def mode_set_by(call: cst.Call) -> frozenset | None:
     """The state `model.eval()` / `model.train(flag)` puts its receiver in; None for other calls."""
     func = call.func
-    if not isinstance(func, cst.Attribute):
+    if type(func) is not cst.Attribute:
         return None
     if func.attr.value == "eval" and not call.args:
         return frozenset({"eval"})
@@ -26,7 +26,7 @@ def mode_set_by(call: cst.Call) -> frozenset | None:
 
 def mode_of_chain(expr: cst.BaseExpression) -> frozenset | None:
     """`self.eval()`, `Net().to(device).eval()`: the mode of the module such an expression returns."""
-    while isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
+    while type(expr) is cst.Call and type(expr.func) is cst.Attribute:
         state = mode_set_by(expr)
         if state is not None:
             return state

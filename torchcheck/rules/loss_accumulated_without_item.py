@@ -23,7 +23,7 @@ def _operands(node: cst.CSTNode) -> set[str]:
 
 
 def _names_in(node: cst.CSTNode) -> set[str]:
-    return {dotted_name(n) for n in (node, *descendants(node)) if isinstance(n, (cst.Name, cst.Attribute))} - {None}
+    return {dotted_name(n) for n in (node, *descendants(node)) if type(n) in (cst.Name, cst.Attribute)} - {None}
 
 
 def _backward_roots(ctx, scope: cst.CSTNode) -> set[str]:
@@ -32,7 +32,7 @@ def _backward_roots(ctx, scope: cst.CSTNode) -> set[str]:
     roots: set[str] = set()
     for node in descendants(scope):
         if type(node) is cst.Call and (method_name(node) == "backward" or is_backward(ctx, node)):
-            parts = [node.func.value] if isinstance(node.func, cst.Attribute) else []
+            parts = [node.func.value] if type(node.func) is cst.Attribute else []
             for part in parts + [a.value for a in node.args]:
                 roots |= _names_in(part)
     return roots
@@ -43,7 +43,7 @@ def _backpropagated_names(ctx, scope: cst.CSTNode, roots: set[str]) -> set[str]:
     `loss = torch.stack(terms).sum(); loss.backward()` back-propagates `terms` too."""
     sources: dict[str, set[str]] = {}
     for node in descendants(scope):
-        if isinstance(node, (cst.Assign, cst.AugAssign, cst.AnnAssign)) and node.value is not None:
+        if type(node) in (cst.Assign, cst.AugAssign, cst.AnnAssign) and node.value is not None:
             targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
             used = _names_in(node.value)
             for target in targets:
