@@ -50,6 +50,26 @@ def test_a_warm_run_reads_the_import_graph_from_the_cache(tmp_path, capsys, monk
     assert read == ["models"]  # only the changed file's imports are read again
 
 
+def test_a_warm_run_reads_no_file_whose_size_and_times_are_known(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    from torchcheck import cache
+
+    monkeypatch.setattr(cache, "SETTLING_NS", 0)  # the copy's times are trusted at once
+    cold = lint_json(capsys, ".")
+    read = []
+    original = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or original(self))
+    shown = {Path(f["path"]).name for f in cold}  # read for the report's excerpts
+    assert lint_json(capsys, ".") == cold and {name for name in read if name.endswith(".py")} == shown
+    models = copy / "models.py"
+    text = models.read_text()
+    models.write_text(text.replace("nn.LogSoftmax(dim=1)", "nn.Identity()       "))  # same size
+    assert models.stat().st_size == len(text.encode())
+    assert lint_json(capsys, ".") != cold and "models.py" in read
+
+
 def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypatch):
     copy = tmp_path / "tree"
     shutil.copytree(STATIC / "split_project", copy)

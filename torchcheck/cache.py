@@ -12,16 +12,22 @@ of a module read in parts, those parts must have the same text, and the evidence
 place. So an edit re-lints the files that read what it changed, and an edit inside a function no
 other file asked about re-lints no other file. To compare parts, the latest text of each module
 read in parts is kept (compressed) in `sources/`. Entries are written atomically (temp file +
-rename): concurrent runs are safe."""
+rename): concurrent runs are safe.
+
+A warm run does not read a file again whose content hash it already knows: `stats.json` keeps, for
+each file, the hash with the size, change time and modification time it had (as git's index does).
+A file changed within `SETTLING_NS` of being hashed is hashed again next time, as a second change
+in the same clock tick would leave its times unchanged."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import tempfile
+import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchcheck import __version__
@@ -33,20 +39,12 @@ CACHE_DIR = ".torchcheck_cache"
 OUTLINES = "outlines.json"
 DIGEST_LENGTH = 32  # of a content hash (hex)
 SOURCES = "sources"  # each module's latest linted text, to tell which of its parts an edit changed
+STATS = "stats.json"
+SETTLING_NS = 2_000_000_000  # a file's times are trusted once this much older than its hash
 
 
 def content_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=DIGEST_LENGTH // 2).hexdigest()
-
-
-def content_hashes(files: list[Path]) -> dict[Path, str]:
-    hashes = {}
-    for file in files:
-        try:
-            hashes[file] = content_digest(file.read_bytes())
-        except OSError:
-            hashes[file] = ""
-    return hashes
 
 
 def tree_key(modules) -> str:
@@ -59,23 +57,49 @@ def entry_key(file: Path, digest: str, fingerprint: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
-@dataclass
 class Entry:
-    findings: list[Finding]
-    # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>",
-    # each part by its `part_key`): one string, as a warm run reads thousands of these
-    dependencies: dict[str, str]
-    importers: dict[str, list[str]]  # module -> the modules importing it
-    cited: dict[str, list[int]] = field(default_factory=dict)  # module -> lines the findings show as evidence
-    resolutions: dict[str, str] = field(default_factory=dict)  # dotted name -> the module it named ("": none)
-    tree: str = ""  # `tree_key` when written: while the tree's modules are the same, names resolve as before
+    """A file's cached findings and what they read. Stored as text blocks rather than JSON objects:
+    a warm run reads thousands of entries, and most of what they hold (the parts read, the names
+    resolved) is only looked at when something changed."""
+
+    def __init__(self, findings: list[Finding], dependencies: dict[str, str] | str,
+                 importers: dict[str, list[str]], cited: dict[str, list[int]] | None = None,
+                 resolutions: dict[str, str] | str = "", tree: str = "", read_digest: str | None = None) -> None:
+        self.findings = findings
+        # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>",
+        # each part by its `part_key`); kept as "<module> <value>" lines until asked for
+        self._dependencies = dependencies
+        self.importers = importers  # module -> the modules importing it
+        self.cited = cited or {}  # module -> lines the findings show as evidence
+        self._resolutions = resolutions  # dotted name -> the module it named ("": none); "<name> <module>" lines
+        self.tree = tree  # `tree_key` when written: while the tree's modules are the same, names resolve as before
+        self.read_digest = read_digest  # of the content hashes of the modules read, in order
 
     @staticmethod
     def dependency(digest: str, parts: Iterable[str] | None) -> str:
         return digest if parts is None else " ".join([digest.ljust(DIGEST_LENGTH), *sorted(map(part_key, parts))])
 
+    @property
+    def dependencies(self) -> dict[str, str]:
+        if isinstance(self._dependencies, str):
+            self._dependencies = _pairs(self._dependencies)
+        return self._dependencies
+
+    @property
+    def resolutions(self) -> dict[str, str]:
+        if isinstance(self._resolutions, str):
+            self._resolutions = _pairs(self._resolutions)
+        return self._resolutions
+
+    def modules_read(self) -> list[str]:
+        if isinstance(self._dependencies, str):
+            return _LINE_HEAD.findall(self._dependencies)
+        return list(self._dependencies)
+
     def outdated(self, module_hashes: dict[str, str]) -> list[str]:
         """The modules read whose content changed since."""
+        if self.read_digest is not None and self.read_digest == _read_digest(self.modules_read(), module_hashes):
+            return []
         return [m for m, value in self.dependencies.items() if module_hashes.get(m) != value[:DIGEST_LENGTH]]
 
     def parts(self, module: str) -> list[str] | None:
@@ -85,8 +109,46 @@ class Entry:
 
     def renew(self, module_hashes: dict[str, str]) -> None:
         """Name the current content of the modules read (whose parts read are unchanged)."""
-        self.dependencies = {m: module_hashes.get(m, "").ljust(DIGEST_LENGTH) + value[DIGEST_LENGTH:]
-                             for m, value in self.dependencies.items()}
+        self._dependencies = {m: module_hashes.get(m, "").ljust(DIGEST_LENGTH) + value[DIGEST_LENGTH:]
+                              for m, value in self.dependencies.items()}
+
+    def stored(self, module_hashes: dict[str, str]) -> dict:
+        modules = self.modules_read()
+        return {"format": ENTRY_FORMAT, "findings": [f.to_dict() for f in self.findings],
+                "read": _read_digest(modules, module_hashes), "dependencies": _lines(self.dependencies),
+                "importers": self.importers, "cited": self.cited,
+                "resolutions": _lines(self.resolutions), "tree": self.tree}
+
+    @classmethod
+    def from_stored(cls, data: dict) -> Entry | None:
+        if data.get("format") != ENTRY_FORMAT:
+            return None
+        return cls([_finding(item) for item in data["findings"]], str(data["dependencies"]),
+                   {m: list(names) for m, names in data["importers"].items()},
+                   {m: list(lines) for m, lines in data["cited"].items()}, str(data["resolutions"]), data["tree"],
+                   data["read"])
+
+
+ENTRY_FORMAT = 2
+_LINE_HEAD = re.compile(r"^\S+", re.MULTILINE)
+
+
+def _read_digest(modules: list[str], module_hashes: dict[str, str]) -> str:
+    """One hash of the current content hashes of `modules`: an entry none of whose modules changed is
+    told by comparing it alone."""
+    return content_digest("\n".join([module_hashes.get(m, "") for m in modules]).encode())
+
+
+def _lines(pairs: dict[str, str]) -> str:
+    return "\n".join(f"{key} {value}" for key, value in pairs.items())
+
+
+def _pairs(lines: str) -> dict[str, str]:
+    pairs = {}
+    for line in lines.split("\n") if lines else ():
+        key, _, value = line.partition(" ")
+        pairs[key] = value
+    return pairs
 
 
 class Cache:
@@ -95,6 +157,40 @@ class Cache:
         self._folder_text = str(self.folder)
         self._source_index: dict[str, str] | None = None
         self._units: dict[tuple[str, str], dict[str, Unit] | None] = {}
+
+    def content_hashes(self, files: list[Path]) -> dict[Path, str]:
+        """Each file's content hash ("" for an unreadable file); files whose size and times are those
+        recorded with their hash are not read."""
+        known = self._stats()
+        settled = time.time_ns() - SETTLING_NS
+        hashes: dict[Path, str] = {}
+        stats: dict[str, list] = {}
+        for file in files:
+            name = str(resolved(file))
+            try:
+                status = os.stat(name)
+                stamp = [status.st_size, status.st_mtime_ns, status.st_ctime_ns]
+                record = known.get(name)
+                if record is not None and record[:3] == stamp:
+                    hashes[file] = record[3]
+                    stats[name] = record
+                    continue
+                hashes[file] = content_digest(file.read_bytes())
+            except OSError:
+                hashes[file] = ""
+                continue
+            if max(stamp[1], stamp[2]) < settled:
+                stats[name] = [*stamp, hashes[file]]
+        if any(known.get(name) != record for name, record in stats.items()):
+            self._write(self.folder / STATS, {**known, **stats})
+        return hashes
+
+    def _stats(self) -> dict[str, list]:
+        try:
+            data = json.loads((self.folder / STATS).read_bytes())
+            return {str(name): list(record) for name, record in data.items() if len(record) == 4}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
 
     def is_current(self, entry: Entry, outdated: list[str], module_hashes: dict[str, str], files: dict[str, Path],
                    graph, tree: str) -> bool:
@@ -172,17 +268,12 @@ class Cache:
     def get(self, key: str) -> Entry | None:
         try:
             with open(self._path(key), "rb") as handle:
-                data = json.loads(handle.read())
-            return Entry([_finding(item) for item in data["findings"]], dict(data["dependencies"]),
-                         {m: list(names) for m, names in data["importers"].items()},
-                         {m: list(lines) for m, lines in data["cited"].items()}, dict(data["resolutions"]), data["tree"])
+                return Entry.from_stored(json.loads(handle.read()))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def put(self, key: str, entry: Entry) -> None:
-        self._write(Path(self._path(key)), {"findings": [f.to_dict() for f in entry.findings],
-                                            "dependencies": entry.dependencies, "importers": entry.importers,
-                                            "cited": entry.cited, "resolutions": entry.resolutions, "tree": entry.tree})
+    def put(self, key: str, entry: Entry, module_hashes: dict[str, str]) -> None:
+        self._write(Path(self._path(key)), entry.stored(module_hashes))
 
     def outlines(self) -> dict[str, tuple[list[str], list[str]]]:
         """What each file content imports and defines at top level, by content hash: a warm run

@@ -195,10 +195,10 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     kept_sources: set[str] = set()  # modules some entries read parts of: their text is kept for the next run
     cache = None
     if cache_root is not None and files:
-        from torchcheck.cache import Cache, content_hashes, entry_key, tree_key
+        from torchcheck.cache import Cache, entry_key, tree_key
 
         cache = Cache(cache_root)
-        hashes = content_hashes(files)
+        hashes = cache.content_hashes(files)
         module_hashes = {name: hashes[path] for name, path in modules.items()}
         outline_keys = {name: f"{name}:{digest}" for name, digest in module_hashes.items()}
         stored = cache.outlines()
@@ -221,7 +221,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                 if outdated or entry.tree != tree:  # changes that its findings did not read: it now names them
                     entry.renew(module_hashes)
                     entry.tree = tree
-                    cache.put(keys[file], entry)
+                    cache.put(keys[file], entry, module_hashes)
                     kept_sources.update(outdated)
     todo = [f for f in files if f not in results]
     if todo:
@@ -239,7 +239,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                     {m: Entry.dependency(module_hashes.get(m, ""), read.modules[m]) for m in sorted(read.modules)},
                     {m: sorted(graph.importers_of_module(m)) for m in sorted(read.importer_sets)},
                     _cited_lines(result, in_parts, modules),
-                    {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}, tree))
+                    {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}, tree), module_hashes)
                 kept_sources.update(in_parts)
         cache.keep_sources({modules[m]: module_hashes[m] for m in sorted(kept_sources) if m in modules})
     for file, result in results.items():  # sources for the report's excerpts, read only where needed
