@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 import zlib
@@ -64,7 +63,7 @@ class Entry:
 
     def __init__(self, findings: list[Finding], dependencies: dict[str, str] | str,
                  importers: dict[str, list[str]], cited: dict[str, list[int]] | None = None,
-                 resolutions: dict[str, str] | str = "", tree: str = "", read_digest: str | None = None) -> None:
+                 resolutions: dict[str, str] | str = "", tree: str = "", read: tuple[list[str], str] | None = None) -> None:
         self.findings = findings
         # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>",
         # each part by its `part_key`); kept as "<module> <value>" lines until asked for
@@ -73,7 +72,7 @@ class Entry:
         self.cited = cited or {}  # module -> lines the findings show as evidence
         self._resolutions = resolutions  # dotted name -> the module it named ("": none); "<name> <module>" lines
         self.tree = tree  # `tree_key` when written: while the tree's modules are the same, names resolve as before
-        self.read_digest = read_digest  # of the content hashes of the modules read, in order
+        self.read = read  # the modules read, and one digest of their content hashes then
 
     @staticmethod
     def dependency(digest: str, parts: Iterable[str] | None) -> str:
@@ -91,14 +90,9 @@ class Entry:
             self._resolutions = _pairs(self._resolutions)
         return self._resolutions
 
-    def modules_read(self) -> list[str]:
-        if isinstance(self._dependencies, str):
-            return _LINE_HEAD.findall(self._dependencies)
-        return list(self._dependencies)
-
     def outdated(self, module_hashes: dict[str, str]) -> list[str]:
         """The modules read whose content changed since."""
-        if self.read_digest is not None and self.read_digest == _read_digest(self.modules_read(), module_hashes):
+        if self.read is not None and self.read[1] == _read_digest(self.read[0], module_hashes):
             return []
         return [m for m, value in self.dependencies.items() if module_hashes.get(m) != value[:DIGEST_LENGTH]]
 
@@ -113,8 +107,8 @@ class Entry:
                               for m, value in self.dependencies.items()}
 
     def stored(self, module_hashes: dict[str, str]) -> dict:
-        modules = self.modules_read()
-        return {"format": ENTRY_FORMAT, "findings": [f.to_dict() for f in self.findings],
+        modules = list(self.dependencies)
+        return {"format": ENTRY_FORMAT, "findings": [f.to_dict() for f in self.findings], "modules": " ".join(modules),
                 "read": _read_digest(modules, module_hashes), "dependencies": _lines(self.dependencies),
                 "importers": self.importers, "cited": self.cited,
                 "resolutions": _lines(self.resolutions), "tree": self.tree}
@@ -126,11 +120,10 @@ class Entry:
         return cls([_finding(item) for item in data["findings"]], str(data["dependencies"]),
                    {m: list(names) for m, names in data["importers"].items()},
                    {m: list(lines) for m, lines in data["cited"].items()}, str(data["resolutions"]), data["tree"],
-                   data["read"])
+                   (data["modules"].split(" ") if data["modules"] else [], data["read"]))
 
 
-ENTRY_FORMAT = 2
-_LINE_HEAD = re.compile(r"^\S+", re.MULTILINE)
+ENTRY_FORMAT = 3
 
 
 def _read_digest(modules: list[str], module_hashes: dict[str, str]) -> str:

@@ -155,6 +155,14 @@ def is_excluded(path: Path, config: Config) -> bool:
         or pattern.match(os.path.normcase(path.as_posix())) is not None
 
 
+def is_excluded_entry(name: str, relative: str, config: Config) -> bool:
+    """`is_excluded` for an entry named `name` of a folder that is not excluded (so that none of the
+    folder's own parts matches), at `relative` ("/"-separated) below the linted folder."""
+    pattern = _exclude_pattern(tuple(config.exclude))
+    return pattern is not None and (pattern.match(os.path.normcase(name)) is not None
+                                    or pattern.match(os.path.normcase(relative)) is not None)
+
+
 @lru_cache(maxsize=8)
 def _exclude_pattern(patterns: tuple[str, ...]) -> re.Pattern | None:
     """The exclude globs as one regular expression: discovery asks it of every file of the tree."""

@@ -21,7 +21,7 @@ from torchcheck.analysis.import_graph import (
     too_large_to_hold,
 )
 from torchcheck.analysis.units import Dependencies
-from torchcheck.config import Config, is_excluded
+from torchcheck.config import Config, is_excluded_entry
 from torchcheck.notebook import SUFFIX as NOTEBOOK_SUFFIX
 from torchcheck.notebook import is_notebook
 from torchcheck.types import Finding
@@ -75,16 +75,17 @@ def discover(paths: list[Path], config: Config) -> tuple[list[Path], list[FileRe
                 seen.add(resolved(path))
                 found.append(path)
             continue
-        for file in _tree_files(path, resolved(path), Path(), config):
+        for file in _tree_files(str(path), str(resolved(path)), "", config):
             if resolved(file) not in seen:
                 seen.add(resolved(file))
                 found.append(file)
     return found, missing
 
 
-def _tree_files(directory: Path, real: Path, rel: Path, config: Config) -> Iterator[Path]:
-    """The linted files under `directory` (whose resolved path is `real`), in `os.walk` order: a
-    folder's files by name, then its subfolders by name; linked folders are not entered."""
+def _tree_files(directory: str, real: str, rel: str, config: Config) -> Iterator[Path]:
+    """The linted files under `directory` (whose resolved path is `real`, and path below the linted
+    folder `rel`), in `os.walk` order: a folder's files by name, then its subfolders by name; linked
+    folders are not entered. Paths are strings until a file is found: trees have thousands of files."""
     try:
         with os.scandir(directory) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
@@ -97,16 +98,19 @@ def _tree_files(directory: Path, real: Path, rel: Path, config: Config) -> Itera
             is_link = entry.is_symlink()
         except OSError:
             continue
+        name = entry.name
+        below = f"{rel}/{name}" if rel else name
         if is_folder:
-            if not is_link and not is_excluded(rel / entry.name, config):
-                subfolders.append(entry.name)
-        elif entry.name.lower().endswith(LINTED_SUFFIXES) and not is_excluded(rel / entry.name, config):
-            file = directory / entry.name
+            if not is_link and not is_excluded_entry(name, below, config):
+                subfolders.append(name)
+        elif name.lower().endswith(LINTED_SUFFIXES) and not is_excluded_entry(name, below, config):
+            file = Path(entry.path)
             if not is_link:
-                remember_resolved(file, real / entry.name)
+                remember_resolved(file, Path(os.path.join(real, name)))
             yield file
     for name in subfolders:
-        yield from _tree_files(directory / name, real / name, rel / name, config)
+        yield from _tree_files(os.path.join(directory, name), os.path.join(real, name), f"{rel}/{name}" if rel else name,
+                               config)
 
 
 def _is_linted_file(path: Path) -> bool:

@@ -3,6 +3,7 @@ marked, help, then a summary line."""
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 
 from rich.markup import escape
 from rich.text import Text
@@ -20,6 +21,7 @@ def _style(finding) -> str:
 
 
 def render_text(summary, console) -> None:
+    lines: list[Text] = []  # printed at once: rich's per-call overhead is most of a warm run's report
     for finding in summary.findings:
         head = Text()
         head.append(finding.code, style=_style(finding))
@@ -27,7 +29,7 @@ def render_text(summary, console) -> None:
         head.append(" " + finding.message, style="bold")
         if finding.count > 1:
             head.append(f" (x{finding.count})", style="dim")
-        console.print(head)
+        lines.append(head)
         where = finding.location
         extra = []
         if finding.module_path:
@@ -36,48 +38,58 @@ def render_text(summary, console) -> None:
             extra.append(f"step {finding.step}")
         if finding.ranks:
             extra.append(f"rank{'s' if len(finding.ranks) > 1 else ''} {', '.join(map(str, finding.ranks))}")
-        console.print(Text(" --> ", style="blue") + Text(where) + Text(f" ({', '.join(extra)})" if extra else "", style="dim"))
-        _excerpt(finding, source_of(finding, summary.sources), console)
+        lines.append(Text(" --> ", style="blue") + Text(where) + Text(f" ({', '.join(extra)})" if extra else "", style="dim"))
+        lines.extend(_excerpt(finding, source_of(finding, summary.sources)))
         for related in finding.related:
-            _note(related, source_of(related, summary.sources), console)
+            lines.extend(_note(related, source_of(related, summary.sources)))
         if finding.fix is not None:
             label = "help" if finding.fix.safety == FixSafety.SAFE else "help (unsafe fix)"
-            console.print(Text(f"{label}: ", style="bold cyan") + Text(finding.fix.title))
+            lines.append(Text(f"{label}: ", style="bold cyan") + Text(finding.fix.title))
         if "fix_dropped" in finding.extra:
-            console.print(Text("note: ", style="bold yellow") + Text(f"fix not applied: {finding.extra['fix_dropped']}"))
-        console.print()
+            lines.append(Text("note: ", style="bold yellow") + Text(f"fix not applied: {finding.extra['fix_dropped']}"))
+        lines.append(Text())
+    if lines:
+        console.print(Text("\n").join(lines))
     _summary_line(summary, console)
 
 
-def _excerpt(finding, source: str | None, console) -> None:
+def _excerpt(finding, source: str | None) -> list[Text]:
     if not source:
-        return
-    lines = source.splitlines()
+        return []
+    lines = _lines_of(source)
     if not 0 < finding.line <= len(lines):
-        return
+        return []
     last = min(finding.end_line, finding.line + 4, len(lines))
     width = len(str(last))
     gutter = " " * width + " |"
-    console.print(Text(gutter, style="blue"))
+    out = [Text(gutter, style="blue")]
     for number in range(finding.line, last + 1):
         line = lines[number - 1].expandtabs(4) if "\t" not in lines[number - 1] else lines[number - 1].replace("\t", " ")
-        console.print(Text(f"{number:>{width}} | ", style="blue") + Text(line))
+        out.append(Text(f"{number:>{width}} | ", style="blue") + Text(line))
         start = finding.column - 1 if number == finding.line else len(line) - len(line.lstrip())
         end = finding.end_column - 1 if number == finding.end_line else len(line)
         if end <= start:
             end = start + 1
-        console.print(Text(gutter + " ", style="blue") + Text(" " * start + "^" * (end - start), style=_style(finding)))
-    console.print(Text(gutter, style="blue"))
+        out.append(Text(gutter + " ", style="blue") + Text(" " * start + "^" * (end - start), style=_style(finding)))
+    out.append(Text(gutter, style="blue"))
+    return out
 
 
-def _note(related, source: str | None, console) -> None:
+def _note(related, source: str | None) -> list[Text]:
     """` = note: softmax applied here --> models.py:12:16`, then that line of code, rustc-style."""
-    console.print(Text(" = ", style="blue") + Text("note: ", style="bold") + Text(related.message)
-                  + Text(" --> ", style="blue") + Text(related.location))
-    lines = source.splitlines() if source else []
+    out = [Text(" = ", style="blue") + Text("note: ", style="bold") + Text(related.message)
+           + Text(" --> ", style="blue") + Text(related.location)]
+    lines = _lines_of(source) if source else []
     if 0 < related.line <= len(lines):
         line = " ".join(lines[related.line - 1].split())
-        console.print(Text("   | ", style="blue") + Text(line if len(line) <= 100 else line[:99] + "…", style="dim"))
+        out.append(Text("   | ", style="blue") + Text(line if len(line) <= 100 else line[:99] + "…", style="dim"))
+    return out
+
+
+@lru_cache(maxsize=16)
+def _lines_of(source: str) -> list[str]:
+    """A file's lines, split once for all the findings and notes shown in it."""
+    return source.splitlines()
 
 
 def _summary_line(summary, console) -> None:
