@@ -39,7 +39,9 @@ def lint_source(source_bytes: bytes, path: Path, config: Config, rules: list[typ
         text = decode(source_bytes)
     except (SyntaxError, UnicodeDecodeError, LookupError) as exc:
         return error_result(shown, "io-error", f"Cannot decode file: {exc}")
-    active = [r for r in rules if not r.needles or any(_mentions(text, n) for n in r.needles)]
+    mentioned: dict = {}  # rules share needles (both evaluation rules look for evaluation words)
+    active = [r for r in rules if not r.needles or any(
+        mentioned[n] if n in mentioned else mentioned.setdefault(n, _mentions(text, n)) for n in r.needles)]
     if not active:
         # No rule can fire here: CPython's own parser (far cheaper than libcst) still checks syntax.
         try:

@@ -8,6 +8,7 @@ traversal), so it is cheap enough to compute for every file.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import libcst as cst
 
@@ -23,6 +24,7 @@ _CANONICAL_PREFIXES = [
 ]
 
 
+@lru_cache(maxsize=4096)
 def canonical(qualname: str) -> str:
     for pattern, replacement in _CANONICAL_PREFIXES:
         qualname = pattern.sub(replacement, qualname, count=1)

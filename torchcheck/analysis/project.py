@@ -69,7 +69,10 @@ class Project(ImportGraph):
         self._current = (name, digest)
         if self._digests.get(name) == digest and self._analyses.get(name) is not None:
             return self._analyses[name]
-        if self._held + count_tokens(source) > HELD_TOKENS:
+        tokens = count_tokens(source)
+        if name in self.files:
+            self._tokens.setdefault(name, tokens)  # counted once: `register` asks again
+        if self._held + tokens > HELD_TOKENS:
             self._make_room()
         return None
 

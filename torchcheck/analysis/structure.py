@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import libcst as cst
@@ -28,6 +28,7 @@ _MODEL_VERB = re.compile(r"^_*(prepare|load|build|get|create|make|save|init|wrap
                          r"restore|resume|download|set|check|is|has|to|apply)_", re.IGNORECASE)
 
 
+@lru_cache(maxsize=4096)
 def is_model_like(dotted: str | None) -> bool:
     """A name people give models: `model`, `self.net`, `teacher_model`, `netD`."""
     if not dotted:
