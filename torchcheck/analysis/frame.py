@@ -147,10 +147,11 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         if not exhaustive or not ends:
             ends.append((start_env, start_modes))
         # A name bound on some paths only holds, wherever it is defined, what those paths bound.
-        env: dict[str, Value] = {}
-        for end_env, _ in ends:
+        env = dict(ends[0][0])
+        for end_env, _ in ends[1:]:
             for key, value in end_env.items():
-                env[key] = join(env[key], value) if key in env else value
+                held = env.get(key, value)
+                env[key] = value if held is value else join(held, value)  # most names hold the same on every path
         modes = ends[0][1]
         for _, other_modes in ends[1:]:
             modes = {k: v | other_modes.get(k, frozenset({"unknown"})) for k, v in modes.items()} | {
