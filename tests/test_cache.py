@@ -70,6 +70,51 @@ def test_a_warm_run_reads_no_file_whose_size_and_times_are_known(tmp_path, capsy
     assert lint_json(capsys, ".") != cold and "models.py" in read
 
 
+EVALUATION = """
+import torch
+
+SPLIT = "val"
+
+
+def validate(model, loader):
+    correct = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (model(x).argmax(1) == y).sum().item()
+    return correct
+"""
+CALLER = """
+from torch import nn
+
+from evaluation import SPLIT{imported}
+
+
+def main(loader):
+    model = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))
+    print(SPLIT{called})
+"""
+
+
+def test_an_importer_that_starts_calling_a_function_relints_the_function(tmp_path, capsys, monkeypatch):
+    """`validate` has no callers in the tree (a library API: its callers decide the mode), until an
+    importer that never mentioned it calls it with a model in training mode."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evaluation.py").write_text(EVALUATION)
+    (tmp_path / "train.py").write_text(CALLER.format(imported="", called=""))
+    (tmp_path / "other.py").write_text(CALLER.format(imported="", called=""))
+    assert lint_json(capsys, ".") == []
+    from torchcheck import linter
+
+    relinted = []
+    original = linter.lint_file
+    monkeypatch.setattr(linter, "lint_file", lambda *a, **k: relinted.append(a[0].name) or original(*a, **k))
+    (tmp_path / "other.py").write_text(CALLER.format(imported="", called=", 1"))  # still never mentions it
+    assert lint_json(capsys, ".") == [] and relinted == ["other.py"]
+    (tmp_path / "train.py").write_text(CALLER.format(imported=", validate", called=", validate(model, loader)"))
+    cached = lint_json(capsys, ".")
+    assert [f["code"] for f in cached] == ["TC301"] and cached == lint_json(capsys, ".", "--no-cache")
+
+
 def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypatch):
     copy = tmp_path / "tree"
     shutil.copytree(STATIC / "split_project", copy)

@@ -4,12 +4,14 @@ A file's entry is found by torchcheck's version, the effective config and the fi
 It records what its findings were read from: every module the file's analysis consulted (a model's
 forward in another file, the modules that one asked in turn) with the parts of it read (`units`:
 its top-level functions and classes, and its own level), the lines of those modules its evidence
-shows, the sets of importers it asked about (who calls an evaluation function), and the imported names
-it looked for in the tree that a file added (or removed) could make name another module.
+shows, the names it searched the importers of a module for (who calls an evaluation function), and
+the imported names it looked for in the tree that a file added (or removed) could make name another
+module.
 
 The entry is used while all of them are unchanged: a module read whole must have the same content;
 of a module read in parts, those parts must have the same text, and the evidence shown the same
-place. So an edit re-lints the files that read what it changed, and an edit inside a function no
+place; a search of importers must find the same files (searched again only when the importers or
+their content changed). So an edit re-lints the files that read what it changed, and an edit inside a function no
 other file asked about re-lints no other file. To compare parts, the latest text of each module
 read in parts is kept (compressed) in `sources/`. Entries are written atomically (temp file +
 rename): concurrent runs are safe.
@@ -62,13 +64,15 @@ class Entry:
     resolved) is only looked at when something changed."""
 
     def __init__(self, findings: list[Finding], dependencies: dict[str, str] | str,
-                 importers: dict[str, list[str]], cited: dict[str, list[int]] | None = None,
+                 searches: dict[str, list], cited: dict[str, list[int]] | None = None,
                  resolutions: dict[str, str] | str = "", tree: str = "", read: tuple[list[str], str] | None = None) -> None:
         self.findings = findings
         # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>",
         # each part by its `part_key`); kept as "<module> <value>" lines until asked for
         self._dependencies = dependencies
-        self.importers = importers  # module -> the modules importing it
+        # "<module> <name>" -> [`importers_digest` of the module, its importers that mention the name]
+        self.searches = searches
+        self.stale = False  # something it read changed without changing what it found: to be written again
         self.cited = cited or {}  # module -> lines the findings show as evidence
         self._resolutions = resolutions  # dotted name -> the module it named ("": none); "<name> <module>" lines
         self.tree = tree  # `tree_key` when written: while the tree's modules are the same, names resolve as before
@@ -110,7 +114,7 @@ class Entry:
         modules = list(self.dependencies)
         return {"format": ENTRY_FORMAT, "findings": [f.to_dict() for f in self.findings], "modules": " ".join(modules),
                 "read": _read_digest(modules, module_hashes), "dependencies": _lines(self.dependencies),
-                "importers": self.importers, "cited": self.cited,
+                "searches": self.searches, "cited": self.cited,
                 "resolutions": _lines(self.resolutions), "tree": self.tree}
 
     @classmethod
@@ -118,12 +122,19 @@ class Entry:
         if data.get("format") != ENTRY_FORMAT:
             return None
         return cls([_finding(item) for item in data["findings"]], str(data["dependencies"]),
-                   {m: list(names) for m, names in data["importers"].items()},
+                   {key: [str(digest), list(found)] for key, (digest, found) in data["searches"].items()},
                    {m: list(lines) for m, lines in data["cited"].items()}, str(data["resolutions"]), data["tree"],
                    (data["modules"].split(" ") if data["modules"] else [], data["read"]))
 
 
-ENTRY_FORMAT = 3
+ENTRY_FORMAT = 4
+
+
+def importers_digest(graph, module: str, module_hashes: dict[str, str]) -> str:
+    """One hash of which files import `module` and what each holds: while it is the same, a search of
+    their text finds the same files."""
+    importers = sorted(graph.importers_of_module(module))
+    return content_digest("\n".join(f"{m} {module_hashes.get(m, '')}" for m in importers).encode())
 
 
 def _read_digest(modules: list[str], module_hashes: dict[str, str]) -> str:
@@ -150,6 +161,8 @@ class Cache:
         self._folder_text = str(self.folder)
         self._source_index: dict[str, str] | None = None
         self._units: dict[tuple[str, str], dict[str, Unit] | None] = {}
+        self._importers_digests: dict[str, str] = {}
+        self._found: dict[str, list[str]] = {}
 
     def content_hashes(self, files: list[Path]) -> dict[Path, str]:
         """Each file's content hash ("" for an unreadable file); files whose size and times are those
@@ -188,16 +201,31 @@ class Cache:
     def is_current(self, entry: Entry, outdated: list[str], module_hashes: dict[str, str], files: dict[str, Path],
                    graph, tree: str) -> bool:
         """Whether nothing the entry's findings read changed: the modules read (or, of the `outdated`
-        ones read in parts, those parts and the place of the evidence shown), the importer sets and
-        the resolutions of imported names."""
+        ones read in parts, those parts and the place of the evidence shown), what its searches of
+        importers found and the resolutions of imported names."""
         for module in outdated:
             parts = entry.parts(module)
             if parts is None or module not in files or not parts_unchanged(
                     self._units_before(files[module], entry.dependencies[module][:DIGEST_LENGTH]),
                     self._units_now(files[module], module_hashes[module]), parts, entry.cited.get(module, ())):
                 return False
-        return all(sorted(graph.importers_of_module(m)) == names for m, names in entry.importers.items()) and (
+        return all(self._search_current(entry, key, graph, module_hashes) for key in entry.searches) and (
             entry.tree == tree or all((graph.resolve(name) or "") == module for name, module in entry.resolutions.items()))
+
+    def _search_current(self, entry: Entry, key: str, graph, module_hashes: dict[str, str]) -> bool:
+        module, _, name = key.partition(" ")
+        if module not in self._importers_digests:
+            self._importers_digests[module] = importers_digest(graph, module, module_hashes)
+        digest, found = entry.searches[key]
+        if digest == self._importers_digests[module]:
+            return True
+        if key not in self._found:
+            self._found[key] = graph.importers_mentioning(module, name)
+        if self._found[key] != found:
+            return False
+        entry.searches[key] = [self._importers_digests[module], found]
+        entry.stale = True
+        return True
 
     def _units_before(self, path: Path, digest: str) -> dict[str, Unit] | None:
         key = (str(resolved(path)), digest)

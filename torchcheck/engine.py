@@ -222,7 +222,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
             if cache.is_current(entry, outdated, module_hashes, modules, graph, tree):
                 results[file] = FileResult(display_path(file), entry.findings,
                                            error=any(f.code in ERROR_CODES for f in entry.findings))
-                if outdated or entry.tree != tree:  # changes that its findings did not read: it now names them
+                if outdated or entry.tree != tree or entry.stale:  # changes its findings did not read: it now names them
                     entry.renew(module_hashes)
                     entry.tree = tree
                     cache.put(keys[file], entry, module_hashes)
@@ -231,7 +231,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     if todo:
         results.update(_lint(todo, config, modules, graph, jobs or os.cpu_count() or 1, progress))
     if cache is not None:
-        from torchcheck.cache import Entry
+        from torchcheck.cache import Entry, importers_digest
 
         for file in todo:
             result = results[file]
@@ -241,7 +241,8 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                 cache.put(keys[file], Entry(
                     result.findings,
                     {m: Entry.dependency(module_hashes.get(m, ""), read.modules[m]) for m in sorted(read.modules)},
-                    {m: sorted(graph.importers_of_module(m)) for m in sorted(read.importer_sets)},
+                    {f"{m} {name}": [importers_digest(graph, m, module_hashes), list(found)]
+                     for (m, name), found in sorted(read.searches.items())},
                     _cited_lines(result, in_parts, modules),
                     {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}, tree), module_hashes)
                 kept_sources.update(in_parts)

@@ -61,6 +61,7 @@ class _LintSession:
         self._config = config
         self._clean: dict | None = None
         self._hashes: dict[str, str] = {}
+        self._searches: dict[str, list[str]] = {}
         self.fingerprint = hashlib.sha256(f"{__version__}{self.config.fingerprint()}".encode()).hexdigest()[:16]
 
     @property
@@ -85,20 +86,27 @@ class _LintSession:
                 self._hashes[module] = ""
         return self._hashes[module]
 
+    def _found(self, search: str) -> list[str]:
+        """The importers of a module that mention a name ("<module> <name>"), as a search finds them now."""
+        if search not in self._searches:
+            module, _, name = search.partition(" ")
+            self._searches[search] = self.project.importers_mentioning(module, name)
+        return self._searches[search]
+
     def was_clean(self, path: Path, key: str) -> bool:
         """Clean last time, and nothing its findings read (other modules, their importers) changed."""
         entry = self.clean.get(str(path))
-        if not isinstance(entry, dict) or entry.get("key") != key:
-            return False
+        if not isinstance(entry, dict) or entry.get("key") != key or "searches" not in entry:
+            return False  # not clean, or recorded by an older torchcheck
         return all(self._module_hash(m) == h for m, h in entry["dependencies"].items()) and all(
-            sorted(self.project.importers_of_module(m)) == names for m, names in entry["importers"].items()) and all(
+            self._found(key) == found for key, found in entry["searches"].items()) and all(
             (self.project.resolve(name) or "") == module for name, module in entry.get("resolved", {}).items())
 
     def remember_clean(self, path: Path, key: str, dependencies) -> None:
         if self.cache is not None:
             self.clean[str(path)] = {
                 "key": key, "dependencies": {m: self._module_hash(m) for m in sorted(dependencies.modules)},
-                "importers": {m: sorted(self.project.importers_of_module(m)) for m in sorted(dependencies.importer_sets)},
+                "searches": {f"{m} {name}": list(found) for (m, name), found in sorted(dependencies.searches.items())},
                 "resolved": {name: module or "" for name, module in sorted(dependencies.resolutions.items())}}
             self.cache.set(CACHE_KEY, self.clean)
 

@@ -66,11 +66,11 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._entry_grad: dict[FunctionInfo, str] = {}
         self._called_grad: dict[FunctionInfo, str] = {}
         self._bound_used: dict[FunctionInfo, dict[str, Value]] = {}
-        # Modules whose content this analysis's answers read, and modules whose importers it asked
-        # about: what a linted file's cached findings depend on.
+        # Modules whose content this analysis's answers read, and the importers it searched for a
+        # name: what a linted file's cached findings depend on.
         self.consulted: set[str] = set()
         self.read_whole: set[str] = set()  # those of them whose raw text it read, not only parts
-        self.importer_sets: set[str] = set()
+        self.searches: dict[tuple[str, str], tuple[str, ...]] = {}  # (module, name) -> its importers that mention it
         self.resolutions: dict[str, str | None] = {}  # dotted names another file could make resolve otherwise
 
     # -- index ---------------------------------------------------------------------------------

@@ -151,6 +151,18 @@ class ImportGraph:
                     self._importers.setdefault(module, set()).add(other)
         return self._importers.get(name, set())
 
+    def importers_mentioning(self, module: str, name: str) -> list[str]:
+        """The files importing `module` whose text mentions `name`: the only ones that can call it by
+        that name."""
+        found = []
+        for other in sorted(self.importers_of_module(module)):
+            try:
+                if name.encode() in self.files[other].read_bytes():
+                    found.append(other)
+            except OSError:
+                continue
+        return found
+
     def neighbours(self, name: str) -> set[str]:
         return self.imports_of(name) | self.importers_of_module(name) if name in self.files else set()
 

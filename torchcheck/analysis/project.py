@@ -132,8 +132,8 @@ class Project(ImportGraph):
 
     def dependencies(self, analysis: FileAnalysis) -> Dependencies:
         """What a file's findings read, through the analyses its questions reached and theirs: the
-        modules, each with the parts of it they read (`units`; None: its whole text), the modules
-        whose sets of importers they read, and the dotted names whose resolution they relied on."""
+        modules, each with the parts of it they read (`units`; None: its whole text), the importers
+        they searched for a name, and the dotted names whose resolution they relied on."""
         reached = self._reached(analysis)
         whole = set().union(*(a.read_whole for a in reached))
         modules: dict[str, frozenset[str] | None] = {}
@@ -144,10 +144,11 @@ class Project(ImportGraph):
                 modules[name] = frozenset(self._analyses[name].units_read)
             else:  # only its outline was read, to follow a re-export
                 modules[name] = frozenset({MODULE_UNIT})
-        resolutions = {}
+        resolutions, searches = {}, {}
         for current in reached:
             resolutions.update(current.resolutions)
-        return Dependencies(modules, frozenset().union(*(a.importer_sets for a in reached)), resolutions)
+            searches.update(current.searches)
+        return Dependencies(modules, searches, resolutions)
 
     def locate(self, node: cst.CSTNode, linted: FileAnalysis) -> tuple[Path, CodeRange] | None:
         """The file and span of a node of another module that the linted file's questions reached;
@@ -189,14 +190,8 @@ class Project(ImportGraph):
     def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
         """The files that import `module` and mention `name`, found from their import lines before
         anything is parsed; None if more than MAX_IMPORTERS do."""
-        exclude.importer_sets.add(module)
-        candidates = []
-        for other in sorted(self.importers_of_module(module)):
-            try:
-                if name.encode() in self.files[other].read_bytes():
-                    candidates.append(other)
-            except OSError:
-                continue
+        candidates = self.importers_mentioning(module, name)
+        exclude.searches[module, name] = tuple(candidates)
         if len(candidates) > MAX_IMPORTERS:
             return None
         exclude.consulted.update(candidates)

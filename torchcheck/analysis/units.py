@@ -26,7 +26,8 @@ class Dependencies:
     """What a linted file's findings read of the rest of the tree: the keys of its cache entry."""
 
     modules: dict[str, frozenset[str] | None] = field(default_factory=dict)  # module -> parts read (None: all)
-    importer_sets: frozenset[str] = frozenset()  # modules whose importers were asked about
+    # (module, name) -> the importers of the module that mention the name: who may call it
+    searches: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     resolutions: dict[str, str | None] = field(default_factory=dict)  # dotted name -> the module it named
 
 
