@@ -11,7 +11,6 @@ from libcst._nodes.internal import CodegenState
 from torchcheck.analysis.dataflow import FileAnalysis
 from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.values import Value
-from torchcheck.walk import STATEMENT_TYPES
 
 if TYPE_CHECKING:
     from torchcheck.analysis.project import Project
@@ -85,28 +84,3 @@ class FileContext:
             return
         statement = self.statements[-1] if self.statements else None
         self.reports.append(Report(rule, node, message, fix, statement, related))
-
-
-class Tracker:
-    """Keeps the enclosing statement, function and class of the node being visited."""
-
-    def __init__(self, ctx: FileContext) -> None:
-        self.ctx = ctx
-
-    def on_visit(self, node: cst.CSTNode) -> None:
-        kind = type(node)
-        if kind in STATEMENT_TYPES:
-            self.ctx.statements.append(node)
-            if kind is cst.FunctionDef:
-                self.ctx.functions.append(node)
-            elif kind is cst.ClassDef:
-                self.ctx.classes.append(node)
-
-    def on_leave(self, node: cst.CSTNode) -> None:
-        kind = type(node)
-        if kind in STATEMENT_TYPES:
-            self.ctx.statements.pop()
-            if kind is cst.FunctionDef:
-                self.ctx.functions.pop()
-            elif kind is cst.ClassDef:
-                self.ctx.classes.pop()

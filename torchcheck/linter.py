@@ -16,12 +16,12 @@ from torchcheck import collector, registry
 from torchcheck.analysis.import_graph import module_name
 from torchcheck.analysis.project import Project
 from torchcheck.config import Config
-from torchcheck.context import FileContext, Tracker
+from torchcheck.context import FileContext
 from torchcheck.engine import FileResult, decode, display_path, error_result
 from torchcheck.notebook import is_notebook, lint_notebook
 from torchcheck.rule import Rule
 from torchcheck.types import Edit, Finding, Fix, RelatedLocation
-from torchcheck.walk import walk
+from torchcheck.walk import STATEMENT_TYPES, children
 
 _NOQA = re.compile(r"#\s*noqa(?::\s*(?P<codes>[\w\-]+(?:[\s,]+[\w\-]+)*))?", re.IGNORECASE)
 _IGNORE = re.compile(r"#\s*torchcheck:\s*ignore(?:\[(?P<codes>[^\]]*)\])?", re.IGNORECASE)
@@ -103,11 +103,12 @@ def _hook_names(rule_class: type) -> tuple[str, ...]:
 
 
 class _Dispatcher:
-    """Calls every rule's visit_/leave_ methods in one traversal; a crashing rule is switched off
-    for this file and reported, and the others go on."""
+    """Calls every rule's visit_/leave_ methods in one traversal, keeping the enclosing statements,
+    functions and classes in the context; a crashing rule is switched off for this file and
+    reported, and the others go on."""
 
     def __init__(self, ctx: FileContext, visitors: list[Rule], failed: dict) -> None:
-        self.tracker = Tracker(ctx)
+        self.ctx = ctx
         self.visitors = visitors
         self.failed = failed
         self._tables()
@@ -131,24 +132,32 @@ class _Dispatcher:
         self.failed[type(method.__self__)] = f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})"
         self._tables()
 
-    def run(self, module: cst.Module) -> None:
-        walk(module, self.on_visit, self.on_leave)
-
-    def on_visit(self, node: cst.CSTNode) -> None:
-        self.tracker.on_visit(node)
-        for method in self.visit_table.get(type(node).__name__, ()):
+    def run(self, node: cst.CSTNode) -> None:
+        """Visit `node` and everything below it, in source order; one call per node, as a tree has
+        hundreds of thousands."""
+        kind = type(node)
+        scopes = None
+        if kind in STATEMENT_TYPES:
+            self.ctx.statements.append(node)
+            scopes = self.ctx.functions if kind is cst.FunctionDef else self.ctx.classes if kind is cst.ClassDef else None
+            if scopes is not None:
+                scopes.append(node)
+        for method in self.visit_table.get(kind.__name__, ()):
             try:
                 method(node)
             except Exception as exc:  # noqa: BLE001 - reported as the rule's internal error
                 self._fail(method, exc)
-
-    def on_leave(self, node: cst.CSTNode) -> None:
-        for method in self.leave_table.get(type(node).__name__, ()):
+        for child in children(node):
+            self.run(child)
+        for method in self.leave_table.get(kind.__name__, ()):
             try:
                 method(node)
             except Exception as exc:  # noqa: BLE001 - reported as the rule's internal error
                 self._fail(method, exc)
-        self.tracker.on_leave(node)
+        if kind in STATEMENT_TYPES:
+            self.ctx.statements.pop()
+            if scopes is not None:
+                scopes.pop()
 
 
 def _line_offsets(text: str) -> list[int]:
