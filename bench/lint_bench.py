@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--tools", type=Path, help="a folder holding torchfix / torch-preflight executables")
     args = parser.parse_args()
-    for source in args.paths or default_trees():
+    for source in [path.resolve() for path in args.paths] or default_trees():  # rows run in other folders
         if source.name in DEFAULT_TREES and DEFAULT_TREES[source.name] is None:
             memory_row(source, args.jobs)
         else:
