@@ -68,6 +68,39 @@ def test_a_changed_neighbour_invalidates_a_cached_clean_result(pytester):
     result.stdout.fnmatch_lines(["*TC101*"])
 
 
+
+def test_an_importer_that_starts_calling_a_function_invalidates_its_clean_result(pytester):
+    """`validate` had no callers in the tree (its callers decide the mode), until an importer that
+    never mentioned it calls it with a model in training mode."""
+    pytester.makepyfile(evaluation="""\
+        import torch
+
+        SPLIT = "val"
+
+        def validate(model, loader):
+            with torch.no_grad():
+                return [model(x).argmax(1) for x, _ in loader]
+        """, caller="""\
+        from torch import nn
+        from evaluation import SPLIT
+
+        def main(loader):
+            model = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))
+            print(SPLIT)
+        """)
+    pytester.runpytest("--torchcheck", "-k", "torchcheck").assert_outcomes(passed=2)
+    pytester.makepyfile(caller="""\
+        from torch import nn
+        from evaluation import SPLIT, validate
+
+        def main(loader):
+            model = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))
+            print(SPLIT, validate(model, loader))
+        """)
+    result = pytester.runpytest("--torchcheck", "-k", "torchcheck")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*TC301*"])
+
 RUNTIME_TEST = """
 import pytest
 import torch
