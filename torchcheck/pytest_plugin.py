@@ -99,7 +99,7 @@ class _LintSession:
         if not isinstance(entry, dict) or entry.get("key") != key or "searches" not in entry:
             return False  # not clean, or recorded by an older torchcheck
         return all(self._module_hash(m) == h for m, h in entry["dependencies"].items()) and all(
-            self._found(key) == found for key, found in entry["searches"].items()) and all(
+            self._found(search) == found for search, found in entry["searches"].items()) and all(
             (self.project.resolve(name) or "") == module for name, module in entry.get("resolved", {}).items())
 
     def remember_clean(self, path: Path, key: str, dependencies) -> None:
