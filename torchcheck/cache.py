@@ -188,7 +188,8 @@ class Cache:
             if max(stamp[1], stamp[2]) < settled:
                 stats[name] = [*stamp, hashes[file]]
         if any(known.get(name) != record for name, record in stats.items()):
-            self._write(self.folder / STATS, {**known, **stats})
+            others = {name: record for name, record in known.items() if name not in stats and os.path.exists(name)}
+            self._write(self.folder / STATS, others | stats)  # files linted by other runs, unless deleted
         return hashes
 
     def _stats(self) -> dict[str, list]:
