@@ -115,6 +115,24 @@ def test_an_importer_that_starts_calling_a_function_relints_the_function(tmp_pat
     assert [f["code"] for f in cached] == ["TC301"] and cached == lint_json(capsys, ".", "--no-cache")
 
 
+@pytest.mark.parametrize("stats", ["{not json", '{"x": 3}', '[1, 2]', "models.py with a number for its hash"])
+def test_a_damaged_stats_file_only_costs_reading_the_files(tmp_path, capsys, monkeypatch, stats):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    from torchcheck import cache
+
+    monkeypatch.setattr(cache, "SETTLING_NS", 0)
+    cold = lint_json(capsys, ".")
+    files = list((copy / ".torchcheck_cache").rglob("stats.json"))
+    assert files
+    if stats.startswith("models.py"):
+        status = (copy / "models.py").resolve().stat()
+        stats = json.dumps({str((copy / "models.py").resolve()): [status.st_size, status.st_mtime_ns, status.st_ctime_ns, 5]})
+    files[0].write_text(stats)
+    assert lint_json(capsys, ".") == cold
+
+
 def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypatch):
     copy = tmp_path / "tree"
     shutil.copytree(STATIC / "split_project", copy)

@@ -195,7 +195,8 @@ class Cache:
     def _stats(self) -> dict[str, list]:
         try:
             data = json.loads((self.folder / STATS).read_bytes())
-            return {str(name): list(record) for name, record in data.items() if len(record) == 4}
+            return {str(name): list(record) for name, record in data.items()
+                    if isinstance(record, list) and len(record) == 4 and isinstance(record[3], str)}
         except (OSError, ValueError, TypeError, AttributeError):
             return {}
 
