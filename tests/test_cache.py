@@ -115,6 +115,25 @@ def test_an_importer_that_starts_calling_a_function_relints_the_function(tmp_pat
     assert [f["code"] for f in cached] == ["TC301"] and cached == lint_json(capsys, ".", "--no-cache")
 
 
+def test_an_importer_edit_a_search_does_not_see_rewrites_no_other_entry(tmp_path, capsys, monkeypatch):
+    """The search for `validate`'s callers is kept once for the tree: an importer's edit searches
+    again, once, and the entries that relied on the search stay as they were."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evaluation.py").write_text(EVALUATION)
+    (tmp_path / "train.py").write_text(CALLER.format(imported="", called=""))
+    lint_json(capsys, ".")
+    entries = {path: path.stat().st_mtime_ns for path in (tmp_path / ".torchcheck_cache").glob("*/??/*.json")}
+    from torchcheck.analysis.import_graph import ImportGraph
+
+    searched = []
+    original = ImportGraph.importers_mentioning
+    monkeypatch.setattr(ImportGraph, "importers_mentioning", lambda self, *a: searched.append(a) or original(self, *a))
+    (tmp_path / "train.py").write_text(CALLER.format(imported="", called=", 1"))
+    assert lint_json(capsys, ".") == [] and searched == [("evaluation", "validate")]
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in entries.items())  # train.py's is a new one
+    assert lint_json(capsys, ".") == [] and len(searched) == 1
+
+
 @pytest.mark.parametrize("stats", ["{not json", '{"x": 3}', '[1, 2]', "models.py with a number for its hash"])
 def test_a_damaged_stats_file_only_costs_reading_the_files(tmp_path, capsys, monkeypatch, stats):
     copy = tmp_path / "tree"

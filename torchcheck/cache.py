@@ -10,8 +10,10 @@ module.
 
 The entry is used while all of them are unchanged: a module read whole must have the same content;
 of a module read in parts, those parts must have the same text, and the evidence shown the same
-place; a search of importers must find the same files (searched again only when the importers or
-their content changed). So an edit re-lints the files that read what it changed, and an edit inside a function no
+place; a search of importers must find the same files. What each search finds is kept once for
+the tree, in `searches.json`, with a digest of the importers' content hashes: it is searched again
+only when that digest changes, and an entry that relied on it is not rewritten unless the files
+found change. So an edit re-lints the files that read what it changed, and an edit inside a function no
 other file asked about re-lints no other file. To compare parts, the latest text of each module
 read in parts is kept (compressed) in `sources/`. Entries are written atomically (temp file +
 rename): concurrent runs are safe.
@@ -41,6 +43,7 @@ OUTLINES = "outlines.json"
 DIGEST_LENGTH = 32  # of a content hash (hex)
 SOURCES = "sources"  # each module's latest linted text, to tell which of its parts an edit changed
 STATS = "stats.json"
+SEARCHES = "searches.json"  # "<module> <name>" -> [`importers_digest` of the module, its importers that mention the name]
 SETTLING_NS = 2_000_000_000  # a file's times are trusted once this much older than its hash
 
 
@@ -64,15 +67,13 @@ class Entry:
     resolved) is only looked at when something changed."""
 
     def __init__(self, findings: list[Finding], dependencies: dict[str, str] | str,
-                 searches: dict[str, list], cited: dict[str, list[int]] | None = None,
+                 searches: dict[str, list[str]], cited: dict[str, list[int]] | None = None,
                  resolutions: dict[str, str] | str = "", tree: str = "", read: tuple[list[str], str] | None = None) -> None:
         self.findings = findings
         # module -> its content hash, followed by the parts read where not all of it ("<digest> <part> <part>",
         # each part by its `part_key`); kept as "<module> <value>" lines until asked for
         self._dependencies = dependencies
-        # "<module> <name>" -> [`importers_digest` of the module, its importers that mention the name]
-        self.searches = searches
-        self.stale = False  # something it read changed without changing what it found: to be written again
+        self.searches = searches  # "<module> <name>" -> the module's importers that mentioned the name
         self.cited = cited or {}  # module -> lines the findings show as evidence
         self._resolutions = resolutions  # dotted name -> the module it named ("": none); "<name> <module>" lines
         self.tree = tree  # `tree_key` when written: while the tree's modules are the same, names resolve as before
@@ -122,12 +123,12 @@ class Entry:
         if data.get("format") != ENTRY_FORMAT:
             return None
         return cls([_finding(item) for item in data["findings"]], str(data["dependencies"]),
-                   {key: [str(digest), list(found)] for key, (digest, found) in data["searches"].items()},
+                   {str(key): list(found) for key, found in data["searches"].items()},
                    {m: list(lines) for m, lines in data["cited"].items()}, str(data["resolutions"]), data["tree"],
                    (data["modules"].split(" ") if data["modules"] else [], data["read"]))
 
 
-ENTRY_FORMAT = 4
+ENTRY_FORMAT = 5
 
 
 def importers_digest(graph, module: str, module_hashes: dict[str, str]) -> str:
@@ -162,7 +163,9 @@ class Cache:
         self._source_index: dict[str, str] | None = None
         self._units: dict[tuple[str, str], dict[str, Unit] | None] = {}
         self._importers_digests: dict[str, str] = {}
-        self._found: dict[str, list[str]] = {}
+        self._search_table: dict[str, list] | None = None
+        self._searched: dict[str, list[str]] = {}  # found now, this run
+        self._table_changed = False
 
     def content_hashes(self, files: list[Path]) -> dict[Path, str]:
         """Each file's content hash ("" for an unreadable file); files whose size and times are those
@@ -211,23 +214,50 @@ class Cache:
                     self._units_before(files[module], entry.dependencies[module][:DIGEST_LENGTH]),
                     self._units_now(files[module], module_hashes[module]), parts, entry.cited.get(module, ())):
                 return False
-        return all(self._search_current(entry, key, graph, module_hashes) for key in entry.searches) and (
+        return all(self.found(key, graph, module_hashes) == found for key, found in entry.searches.items()) and (
             entry.tree == tree or all((graph.resolve(name) or "") == module for name, module in entry.resolutions.items()))
 
-    def _search_current(self, entry: Entry, key: str, graph, module_hashes: dict[str, str]) -> bool:
-        module, _, name = key.partition(" ")
+    def found(self, search: str, graph, module_hashes: dict[str, str]) -> list[str]:
+        """What a search ("<module> <name>") finds in the tree now: the recorded result while the
+        module's importers and their content are unchanged, else searched again."""
+        if search not in self._searched:
+            module, _, name = search.partition(" ")
+            digest = self._importers_digest(module, graph, module_hashes)
+            recorded = self._searches().get(search)
+            if recorded is not None and recorded[0] == digest:
+                self._searched[search] = recorded[1]
+            else:
+                self.record_search(search, graph.importers_mentioning(module, name), graph, module_hashes)
+        return self._searched[search]
+
+    def record_search(self, search: str, found: list[str], graph, module_hashes: dict[str, str]) -> None:
+        """What a search found in this run's tree, kept for the next runs (`save_searches`)."""
+        self._searched[search] = found
+        module = search.partition(" ")[0]
+        record = [self._importers_digest(module, graph, module_hashes), found]
+        if self._searches().get(search) != record:
+            self._searches()[search] = record
+            self._table_changed = True
+
+    def save_searches(self, modules) -> None:
+        if self._table_changed:
+            self._write(self.folder / SEARCHES, {key: record for key, record in self._searches().items()
+                                                 if key.partition(" ")[0] in modules})
+
+    def _searches(self) -> dict[str, list]:
+        if self._search_table is None:
+            try:
+                data = json.loads((self.folder / SEARCHES).read_bytes())
+                self._search_table = {str(key): [str(digest), [str(m) for m in found]]
+                                      for key, (digest, found) in data.items()}
+            except (OSError, ValueError, TypeError, AttributeError):
+                self._search_table = {}
+        return self._search_table
+
+    def _importers_digest(self, module: str, graph, module_hashes: dict[str, str]) -> str:
         if module not in self._importers_digests:
             self._importers_digests[module] = importers_digest(graph, module, module_hashes)
-        digest, found = entry.searches[key]
-        if digest == self._importers_digests[module]:
-            return True
-        if key not in self._found:
-            self._found[key] = graph.importers_mentioning(module, name)
-        if self._found[key] != found:
-            return False
-        entry.searches[key] = [self._importers_digests[module], found]
-        entry.stale = True
-        return True
+        return self._importers_digests[module]
 
     def _units_before(self, path: Path, digest: str) -> dict[str, Unit] | None:
         key = (str(resolved(path)), digest)

@@ -222,7 +222,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
             if cache.is_current(entry, outdated, module_hashes, modules, graph, tree):
                 results[file] = FileResult(display_path(file), entry.findings,
                                            error=any(f.code in ERROR_CODES for f in entry.findings))
-                if outdated or entry.tree != tree or entry.stale:  # changes its findings did not read: it now names them
+                if outdated or entry.tree != tree:  # changes its findings did not read: it now names them
                     entry.renew(module_hashes)
                     entry.tree = tree
                     cache.put(keys[file], entry, module_hashes)
@@ -231,22 +231,24 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     if todo:
         results.update(_lint(todo, config, modules, graph, jobs or os.cpu_count() or 1, progress))
     if cache is not None:
-        from torchcheck.cache import Entry, importers_digest
+        from torchcheck.cache import Entry
 
         for file in todo:
             result = results[file]
             if not result.transient and not any(f.code == "TC003" for f in result.findings):  # TC003: may be readable later
                 read = result.dependencies
                 in_parts = [m for m, parts in read.modules.items() if parts is not None]
+                for (m, name), found in read.searches.items():
+                    cache.record_search(f"{m} {name}", list(found), graph, module_hashes)
                 cache.put(keys[file], Entry(
                     result.findings,
                     {m: Entry.dependency(module_hashes.get(m, ""), read.modules[m]) for m in sorted(read.modules)},
-                    {f"{m} {name}": [importers_digest(graph, m, module_hashes), list(found)]
-                     for (m, name), found in sorted(read.searches.items())},
+                    {f"{m} {name}": list(found) for (m, name), found in sorted(read.searches.items())},
                     _cited_lines(result, in_parts, modules),
                     {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}, tree), module_hashes)
                 kept_sources.update(in_parts)
         cache.keep_sources({modules[m]: module_hashes[m] for m in sorted(kept_sources) if m in modules})
+        cache.save_searches(modules)
     for file, result in results.items():  # sources for the report's excerpts, read only where needed
         if result.findings and result.source is None:
             try:
