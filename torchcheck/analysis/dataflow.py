@@ -193,6 +193,14 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._in_progress.discard(key)
         self._summaries[key] = frame
 
+    def dispose(self) -> None:
+        """The project dropped this analysis: break the reference cycles between it, its classes and
+        their methods, so that reference counting frees its tree at once, without a collection of
+        the whole heap (see `collector`). Any later use of it fails loudly."""
+        for info in self.class_of_node.values():
+            vars(info).clear()
+        vars(self).clear()
+
     def forget_calls(self) -> None:
         """Drop the answers to calls made with other modules' values: the project is dropping some
         of those modules, and a rebuilt one is new objects that these answers would never match."""

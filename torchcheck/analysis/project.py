@@ -54,6 +54,7 @@ class Project(ImportGraph):
         self._digests: dict[str, str] = {}  # the content each held analysis was built from
         self._held = 0  # tokens of the held analyses
         self._current: tuple[str, str] | None = None  # the linted file and its content digest
+        self._unheld: FileAnalysis | None = None  # the linted file's analysis, if too large to hold
         # resolved for findings' evidence only
         self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}
         self._node_ids: dict[str, set[int]] = {}
@@ -81,6 +82,7 @@ class Project(ImportGraph):
         if self._current is None or self._current[0] != name:
             return
         if name in self.files and self.tokens(name) > MAX_HELD_TOKENS_PER_MODULE:
+            self._unheld = analysis
             return
         if name not in self._analyses:
             self._held += self.tokens(name) if name in self.files else 0
@@ -90,7 +92,10 @@ class Project(ImportGraph):
         self._node_ids.pop(name, None)
 
     def end(self) -> None:
-        self._current = None
+        """The linted file is done: its analysis, if too large to hold, is disposed."""
+        if self._unheld is not None:
+            self._unheld.dispose()
+        self._current, self._unheld = None, None
 
     def _make_room(self) -> None:
         """Drop the held analyses except the hot modules' closures that fit in half the budget."""
@@ -104,14 +109,17 @@ class Project(ImportGraph):
             if held + tokens <= HELD_TOKENS // 2:
                 keep |= closure
                 held += tokens
+        for name, analysis in self._analyses.items():
+            if analysis is None:
+                continue
+            if name in keep:
+                analysis.forget_calls()
+            else:
+                analysis.dispose()
         self._analyses = {m: a for m, a in self._analyses.items() if m in keep}
         self._digests = {m: d for m, d in self._digests.items() if m in keep}
-        for analysis in self._analyses.values():
-            if analysis is not None:
-                analysis.forget_calls()
         self._positions, self._node_ids, self._mode_effects, self._askers = {}, {}, {}, {}
         self._held = held
-        collector.release()
 
     def _reached(self, analysis: FileAnalysis) -> list[FileAnalysis]:
         """`analysis` and the held analyses of the modules its answers read, and theirs."""
