@@ -277,8 +277,6 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
           progress: bool) -> dict[Path, FileResult]:
     """Lint the files the cache could not answer, in this process or, for many files, in `jobs`; each
     very large one in a process of its own."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from torchcheck import collector, registry
     from torchcheck.analysis.project import Project
     from torchcheck.linter import lint_file
@@ -295,6 +293,8 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
             results[file] = _lint_alone(file, config, codes, modules, outlines)
             advance()
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
+            from concurrent.futures import ProcessPoolExecutor  # 20 ms of imports a one-file lint does without
+
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as pool:
                 for file, result in zip(todo, pool.map(_lint_in_worker, todo, chunksize=max(1, len(todo) // (jobs * 8)))):
                     results[file] = result

@@ -33,6 +33,8 @@ def canonical(qualname: str) -> str:
 
 def dotted_name(node: cst.CSTNode) -> str | None:
     """`a.b.c` for a Name/Attribute chain, else None."""
+    if type(node) is cst.Name:
+        return node.value
     parts: list[str] = []
     while type(node) is cst.Attribute:  # libcst's classes are ABCs: isinstance() is slow on this hot path
         parts.append(node.attr.value)
