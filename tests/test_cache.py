@@ -115,6 +115,43 @@ def test_an_importer_that_starts_calling_a_function_relints_the_function(tmp_pat
     assert [f["code"] for f in cached] == ["TC301"] and cached == lint_json(capsys, ".", "--no-cache")
 
 
+LOOPS = """
+import torch
+
+SPLIT = "test"
+
+
+def score(model, loader):
+    correct = 0
+    for x, y in loader:
+        correct += (model(x).argmax(1) == y).sum().item()
+    return correct
+"""
+SCORER = """
+from torch import nn
+
+from loops import SPLIT{imported}
+
+
+def main(loader):
+    model = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))
+    {body}
+"""
+
+
+def test_an_importer_that_puts_a_model_in_eval_mode_for_a_loop_relints_it(tmp_path, capsys, monkeypatch):
+    """`loops.py` sets no mode, and no other file calls `score`: its loop is told not to be evaluation
+    without evaluating the file. Then an importer calls it after `model.eval()`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loops.py").write_text(LOOPS)
+    (tmp_path / "train.py").write_text(SCORER.format(imported="", body="print(SPLIT)"))
+    assert lint_json(capsys, ".") == []
+    (tmp_path / "train.py").write_text(SCORER.format(imported=", score", body="model.eval()\n    print(score(model, loader))"))
+    cached = lint_json(capsys, ".")
+    assert [(f["code"], f["path"]) for f in cached] == [("TC302", "loops.py")]
+    assert cached == lint_json(capsys, ".", "--no-cache")
+
+
 def test_an_importer_edit_a_search_does_not_see_rewrites_no_other_entry(tmp_path, capsys, monkeypatch):
     """The search for `validate`'s callers is kept once for the tree: an importer's edit searches
     again, once, and the entries that relied on the search stay as they were."""
