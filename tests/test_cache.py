@@ -140,8 +140,8 @@ def main(loader):
 
 
 def test_an_importer_that_puts_a_model_in_eval_mode_for_a_loop_relints_it(tmp_path, capsys, monkeypatch):
-    """`loops.py` sets no mode, and no other file calls `score`: its loop is told not to be evaluation
-    without evaluating the file. Then an importer calls it after `model.eval()`."""
+    """`loops.py` sets no mode and no file calls `score`: its loop is not evaluation. Then an importer
+    that already imported the module calls `score` after `model.eval()`: now it is."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "loops.py").write_text(LOOPS)
     (tmp_path / "train.py").write_text(SCORER.format(imported="", body="print(SPLIT)"))

@@ -275,11 +275,6 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             found.extend((call, caller, other) for call, caller in other.call_sites.get(info, []))
         return found
 
-    def may_be_called_elsewhere(self) -> bool:
-        """Whether `sites_of(..., cross_file=True)` may find callers in other files for a top-level
-        function of this file, from the importers' text alone (what it found is recorded)."""
-        return any(self.project.may_call(self.module_name, name, self) for name in self.functions)
-
     def call_function(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame,
                       receiver: str | None = None) -> Value:
         """The return value of a project function called with these argument values. A method called

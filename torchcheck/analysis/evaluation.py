@@ -59,13 +59,6 @@ def trains(ctx, node: cst.CSTNode) -> bool:
 
 
 @per_file
-def _may_train(ctx, node: cst.CSTNode) -> bool:
-    """Whether `trains` can be true, from the calls' names alone."""
-    return any(type(n) is cst.Call and (is_backward(ctx, n) or method_name(n) in ("zero_grad", "step"))
-               for n in descendants(node))
-
-
-@per_file
 def is_eval_function(ctx, node: cst.FunctionDef, pattern: str) -> bool:
     name = node.name.value
     if not re.search(pattern, name):
@@ -103,7 +96,7 @@ def is_eval_loop(ctx, node: cst.For) -> bool:
 def is_eval_by_mode(ctx, node: cst.For | cst.While) -> bool:
     """A loop that runs a model its code put in eval mode (`model.eval()` before it) and trains
     nothing: evaluation, whatever its names."""
-    if not eval_mode_possible(ctx) or trains(ctx, node.body):
+    if trains(ctx, node.body):
         return False
     for call in descendants(node.body):
         if type(call) is cst.Call and is_model_forward(ctx, call):
@@ -113,30 +106,16 @@ def is_eval_by_mode(ctx, node: cst.For | cst.While) -> bool:
     return False
 
 
-# Only a call of one of these methods puts a model in a mode (`train_mode`).
-_MODE_METHODS = re.compile(r"(?<!\w)(eval|train)(?!\w)")
-
-
-def eval_mode_possible(ctx) -> bool:
-    """Whether any model can be in eval mode in this file, told without evaluating it: a mode is set
-    only by calling `eval` or `train`, in this file or in a caller of one of its top-level functions
-    in another file (which `mode_at` follows)."""
-    answers = ctx.memo.setdefault("eval_mode_possible", {})
-    if None not in answers:
-        answers[None] = bool(_MODE_METHODS.search(ctx.source)) or ctx.analysis.may_be_called_elsewhere()
-    return answers[None]
-
-
 @per_file
 def is_eval_after_training(ctx, node: cst.For | cst.While) -> bool:
     """A loop after a training loop of the same block that trains nothing and uses what a model
     returns (`preds = model(x).argmax(1)`): the trained model evaluated, whatever the data's name.
     A bare `model(x)` statement (re-estimating BatchNorm statistics on purpose) is not evaluation."""
+    if trains(ctx, node.body):
+        return False
     block = _block_holding(ctx, node)
-    earlier = [stmt for stmt in (block[:block.index(node)] if node in block else []) if isinstance(stmt, (cst.For, cst.While))]
-    if not any(_may_train(ctx, stmt.body) for stmt in earlier):
-        return False  # told without evaluating the file
-    if trains(ctx, node.body) or not any(trains(ctx, stmt.body) for stmt in earlier):
+    earlier = block[:block.index(node)] if node in block else []
+    if not any(isinstance(stmt, (cst.For, cst.While)) and trains(ctx, stmt.body) for stmt in earlier):
         return False
     return any(not isinstance(stmt, cst.Expr) and _runs_a_model(ctx, stmt) for stmt in _simple_statements(node.body))
 

@@ -211,13 +211,6 @@ class Project(ImportGraph):
                 found.append(analysis)
         return found
 
-    def may_call(self, module: str, name: str, asker: FileAnalysis) -> bool:
-        """Whether `importers_of` would find files that may call `module.name`: some, and not more
-        than MAX_IMPORTERS."""
-        candidates = self.importers_mentioning(module, name)
-        asker.searches[module, name] = tuple(candidates)
-        return 0 < len(candidates) <= MAX_IMPORTERS
-
     def _split(self, qualname: str, asker: FileAnalysis | None):
         """The analysis of the module that defines `qualname`, following re-exports (`from .models
         import Net` in a package's `__init__`), and the name there."""
