@@ -83,4 +83,3 @@ def parse_module(source: bytes) -> cst.Module:
         gc.freeze()
         if enabled:
             gc.enable()
-

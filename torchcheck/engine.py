@@ -238,12 +238,13 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
             if not result.transient and not any(f.code == "TC003" for f in result.findings):  # TC003: may be readable later
                 read = result.dependencies
                 in_parts = [m for m, parts in read.modules.items() if parts is not None]
-                for (m, name), found in read.searches.items():
-                    cache.record_search(f"{m} {name}", list(found), graph, module_hashes)
+                searches = {f"{m} {name}": list(found) for (m, name), found in sorted(read.searches.items())}
+                for search, found in searches.items():
+                    cache.record_search(search, found, graph, module_hashes)
                 cache.put(keys[file], Entry(
                     result.findings,
                     {m: Entry.dependency(module_hashes.get(m, ""), read.modules[m]) for m in sorted(read.modules)},
-                    {f"{m} {name}": list(found) for (m, name), found in sorted(read.searches.items())},
+                    searches,
                     _cited_lines(result, in_parts, modules),
                     {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}, tree), module_hashes)
                 kept_sources.update(in_parts)
