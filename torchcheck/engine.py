@@ -170,14 +170,15 @@ def error_result(path: str, name: str, message: str, line: int = 1, column: int 
 _WORKER: dict = {}
 
 
-def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path], outlines: dict[str, Outline]) -> None:
+def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path], outlines: dict[str, Outline],
+                 linting: frozenset[str]) -> None:
     from torchcheck import collector, registry
     from torchcheck.analysis.project import Project
 
     collector.start_worker()
     _WORKER["config"] = config
     _WORKER["rules"] = [registry.resolve_rule(c) for c in rule_codes]
-    _WORKER["project"] = Project(modules, outlines)
+    _WORKER["project"] = Project(modules, outlines, linting)
     _WORKER["names"] = {path: name for name, path in modules.items()}
 
 
@@ -287,23 +288,25 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
     codes = [r.code for r in rules]
     large = [f for f in todo if not is_notebook(f) and too_large_to_hold(f, config.max_file_size * 1_000_000)]
     todo = [f for f in todo if f not in large]
+    names = {path: name for name, path in modules.items()}
+    linting = frozenset(names[f] for f in todo if f in names)
     results = {}
     with _progress(progress and len(todo) + len(large) > PROGRESS_THRESHOLD, len(todo) + len(large)) as advance, \
             collector.lint_run():
         for file in large:
-            results[file] = _lint_alone(file, config, codes, modules, outlines)
+            results[file] = _lint_alone(file, config, codes, modules, outlines, linting)
             advance()
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
             # imported here: 20 ms that a one-file lint does without
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as pool:
+            with ProcessPoolExecutor(jobs, initializer=_init_worker,
+                                     initargs=(config, codes, modules, outlines, linting)) as pool:
                 for file, result in zip(todo, pool.map(_lint_in_worker, todo, chunksize=max(1, len(todo) // (jobs * 8)))):
                     results[file] = result
                     advance()
         else:
-            project = Project(modules, outlines)
-            names = {path: name for name, path in modules.items()}
+            project = Project(modules, outlines, linting)
             for file in todo:
                 results[file] = lint_file(file, config, rules, project, names.get(file))
                 advance()
@@ -311,14 +314,15 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
 
 
 def _lint_alone(file: Path, config: Config, codes: list[str], modules: dict[str, Path],
-                outlines: dict[str, Outline]) -> FileResult:
+                outlines: dict[str, Outline], linting: frozenset[str]) -> FileResult:
     """One very large file in a process that exits after it; if that process dies (out of memory),
     the file gets an error and the run goes on."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        with ProcessPoolExecutor(1, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as alone:
+        with ProcessPoolExecutor(1, initializer=_init_worker,
+                                 initargs=(config, codes, modules, outlines, linting)) as alone:
             return alone.submit(_lint_in_worker, file).result()
     except BrokenProcessPool:
         result = error_result(display_path(file), "internal-error",

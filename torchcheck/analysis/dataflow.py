@@ -27,6 +27,7 @@ from torchcheck.analysis.grad_mode import (
     GradModeQueries,
 )
 from torchcheck.analysis.imports import ImportTable, child_blocks, iter_statements
+from torchcheck.analysis.pieces import Piece, parse_piece, whole
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import argument, called_names, literal
 from torchcheck.analysis.train_mode import TrainModeQueries
@@ -40,8 +41,11 @@ __all__ = ["GRAD_OFF", "GRAD_ON", "GRAD_UNKNOWN", "ClassInfo", "FileAnalysis", "
 
 
 class FileAnalysis(GradModeQueries, TrainModeQueries):
-    def __init__(self, module: cst.Module, imports: ImportTable, project, module_name: str = "") -> None:
-        self.module = module
+    def __init__(self, module: cst.Module, imports: ImportTable, project, module_name: str = "",
+                 pieces: dict[str, Piece] | None = None) -> None:
+        self.module = module  # with `pieces`, a skeleton (see `pieces`) until `complete()`
+        self._pieces = dict(pieces or {})  # not parsed yet
+        self._parsed_pieces: dict[str, tuple[cst.Module, int]] = {}  # name -> its tree and line offset
         self.imports = imports
         self.project = project
         self.module_name = module_name
@@ -96,6 +100,54 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                 for inner in child_blocks(stmt):
                     self._index(inner, cls, parent, unit)
 
+    # -- pieces --------------------------------------------------------------------------------
+    def read(self, unit: str) -> None:
+        """A question read `unit` (the asking file's findings depend on it); parsed now if it was not."""
+        self.units_read.add(unit)
+        if unit in self._pieces:
+            self._parse_piece(unit)
+
+    def complete(self) -> None:
+        """Parse the pieces not read yet and put them in place: the whole module, which its own lint
+        and a full evaluation need."""
+        if not self._pieces and not self._parsed_pieces:
+            return
+        for name in list(self._pieces):
+            self._parse_piece(name)
+        self.module = whole(self.module, {name: tree.body[-1] for name, (tree, _) in self._parsed_pieces.items()})
+        self._parsed_pieces = {}
+        self.all_functions = list(self._functions_in(self.module))
+
+    def _parse_piece(self, name: str) -> None:
+        piece = self._pieces.pop(name)
+        tree, statement = parse_piece(piece)
+        self._parsed_pieces[name] = (tree, piece.line_offset)
+        if type(statement) is cst.ClassDef:
+            cls = self.classes[name]
+            self.class_of_node[statement] = cls
+            cls.definition = statement
+            self._index(statement.body, cls, None, name)
+        else:
+            function = self.functions[name]
+            self.function_of_node[statement] = function
+            function.definition = statement
+            self._index(statement.body, None, function, name)
+
+    def trees(self) -> list[tuple[cst.Module, int]]:
+        """The parsed trees holding this module's nodes, each with the number of lines before it."""
+        return [(self.module, 0), *self._parsed_pieces.values()]
+
+    def _functions_in(self, block):
+        """The functions of a block in the order `_index` meets them."""
+        for stmt in iter_statements(block):
+            if type(stmt) is cst.FunctionDef:
+                yield self.function_of_node[stmt]
+            if type(stmt) in (cst.FunctionDef, cst.ClassDef):
+                yield from self._functions_in(stmt.body)
+            else:
+                for inner in child_blocks(stmt):
+                    yield from self._functions_in(inner)
+
     def resolve_class(self, expr: cst.CSTNode) -> ClassInfo | None:
         if isinstance(expr, cst.Name) and expr.value in self.classes:
             return self.classes[expr.value]
@@ -126,6 +178,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         if self._evaluated:
             return
         self._evaluated = True
+        self.complete()
         with self.project.memo.isolated():
             self.ensure_module_env()
             for info in self._callers_first():

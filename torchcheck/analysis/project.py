@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
 
 from torchcheck import collector
+from torchcheck.analysis import pieces
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.dataflow import ClassInfo, FileAnalysis, FunctionInfo
 from torchcheck.analysis.import_graph import (
@@ -47,17 +48,21 @@ class Project(ImportGraph):
     Its memoised answers are pure functions of the tree (see `memo`), so findings never depend on
     which files were linted before, in which order, or in how many processes."""
 
-    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None) -> None:
+    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None,
+                 linting: frozenset[str] | None = None) -> None:
         super().__init__(files, outlines)
+        # Modules this run lints: parsed whole when a question reaches them first, as their tree then
+        # serves their own lint. Any other is parsed in pieces (`pieces`), as its questions read them.
+        self.linting = linting or frozenset()
         self.memo = SharedMemo()
         self._analyses: dict[str, FileAnalysis | None] = {}
         self._digests: dict[str, str] = {}  # the content each held analysis was built from
         self._held = 0  # tokens of the held analyses
         self._current: tuple[str, str] | None = None  # the linted file and its content digest
         self._unheld: FileAnalysis | None = None  # the linted file's analysis, if too large to hold
-        # resolved for findings' evidence only
-        self._positions: dict[str, Mapping[cst.CSTNode, CodeRange]] = {}
-        self._node_ids: dict[str, set[int]] = {}
+        # resolved for findings' evidence only, by tree (kept, so that its id is not reused)
+        self._positions: dict[int, Mapping[cst.CSTNode, CodeRange]] = {}
+        self._node_ids: dict[int, tuple[cst.Module, set[int]]] = {}
         self._mode_effects: dict[ClassInfo, tuple[frozenset, bool]] = {}
         self._definitions: dict[str, tuple] = {}  # qualname -> `definition`
         self._askers: dict[str, set[str]] = {}  # module -> the linted files that asked about it since the last drop
@@ -69,6 +74,7 @@ class Project(ImportGraph):
         digest = hashlib.blake2b(source, digest_size=16).hexdigest()
         self._current = (name, digest)
         if self._digests.get(name) == digest and self._analyses.get(name) is not None:
+            self._analyses[name].complete()
             return self._analyses[name]
         tokens = count_tokens(source)
         if name in self.files:
@@ -88,8 +94,6 @@ class Project(ImportGraph):
             self._held += self.tokens(name) if name in self.files else 0
         self._analyses[name] = analysis
         self._digests[name] = self._current[1]
-        self._positions.pop(name, None)
-        self._node_ids.pop(name, None)
 
     def end(self) -> None:
         """The linted file is done: its analysis, if too large to hold, is disposed."""
@@ -160,22 +164,22 @@ class Project(ImportGraph):
 
     def locate(self, node: cst.CSTNode, linted: FileAnalysis) -> tuple[Path, CodeRange] | None:
         """The file and span of a node of another module that the linted file's questions reached;
-        None if none of them holds it. A module's positions are resolved the first time a finding
+        None if none of them holds it. A tree's positions are resolved the first time a finding
         cites one of its nodes."""
         for name in sorted(set().union(*(a.consulted for a in self._reached(linted)))):
             analysis = self._analyses.get(name)
             if analysis is None or analysis is linted or name not in self.files:
                 continue
-            if name not in self._node_ids:
-                self._node_ids[name] = {id(n) for n in descendants(analysis.module)}
-            if id(node) not in self._node_ids[name]:
-                continue
-            if name not in self._positions:
-                wrapper = MetadataWrapper(analysis.module, unsafe_skip_copy=True)
-                self._positions[name] = wrapper.resolve(PositionProvider)
-            span = self._positions[name].get(node)
-            if span is not None:
-                return self.files[name], span
+            for tree, line_offset in analysis.trees():
+                if id(tree) not in self._node_ids:
+                    self._node_ids[id(tree)] = (tree, {id(n) for n in descendants(tree)})
+                if id(node) not in self._node_ids[id(tree)][1]:
+                    continue
+                if id(tree) not in self._positions:
+                    self._positions[id(tree)] = MetadataWrapper(tree, unsafe_skip_copy=True).resolve(PositionProvider)
+                span = self._positions[id(tree)].get(node)
+                if span is not None:
+                    return self.files[name], _shifted(span, line_offset)
         return None
 
     # -- cross-file questions ------------------------------------------------------------------
@@ -186,13 +190,17 @@ class Project(ImportGraph):
                 return None
             try:
                 source = self.files[name].read_bytes()
-                module = collector.parse_module(source)
+                cut = pieces.cut(source) if name not in self.linting else None
+                module = collector.parse_module(cut.skeleton if cut is not None else source)
+                if cut is not None and module.default_indent != cut.indent.decode():
+                    cut, module = None, collector.parse_module(source)
             except (OSError, cst.ParserSyntaxError, UnicodeDecodeError, ValueError, RecursionError, MemoryError):
                 self._analyses[name] = None
                 return None
             self._held += self.tokens(name)
             self._digests[name] = hashlib.blake2b(source, digest_size=16).hexdigest()
-            self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name)
+            self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name,
+                                                cut.pieces if cut is not None else None)
         return self._analyses[name]
 
     def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
@@ -266,3 +274,10 @@ class Project(ImportGraph):
         return frozenset(), value.kind in ("number", "str", "criterion", "tensor", "optimizer", "tuple")
 
     # -- the import graph, used by the cache --------------------------------------------------
+
+
+def _shifted(span: CodeRange, lines: int) -> CodeRange:
+    if not lines:
+        return span
+    return CodeRange(CodePosition(span.start.line + lines, span.start.column),
+                     CodePosition(span.end.line + lines, span.end.column))

@@ -52,7 +52,7 @@ class FunctionInfo:
     @property
     def node(self) -> cst.FunctionDef:
         """Its code; reading it makes the asking file's cached findings depend on its part."""
-        self.analysis.units_read.add(self.unit)
+        self.analysis.read(self.unit)
         return self.definition
 
     @property
@@ -99,12 +99,12 @@ class ClassInfo:
 
     @property
     def node(self) -> cst.ClassDef:
-        self.analysis.units_read.add(self.unit)
+        self.analysis.read(self.unit)
         return self.definition
 
     @property
     def methods(self) -> dict[str, FunctionInfo]:
-        self.analysis.units_read.add(self.unit)
+        self.analysis.read(self.unit)
         return self.own_methods
 
     @property

@@ -54,9 +54,9 @@ def module_units(source: bytes) -> dict[str, Unit] | None:
         start, end = min(previous_end + 1, stmt.lineno), stmt.end_lineno or stmt.lineno  # `x = 1; y = 2`: one line
         previous_end = max(end, previous_end)
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            parts.setdefault(stmt.name, []).append((start, end, b"".join(lines[start - 1:_block_end(lines, end)])))
+            parts.setdefault(stmt.name, []).append((start, end, b"".join(lines[start - 1:block_end(lines, end)])))
             own.append(f"{type(stmt).__name__} {stmt.name}\n".encode())
-            own.extend(ast.dump(node).encode() for node in _nested_imports(stmt.body))
+            own.extend(ast.dump(node).encode() for node in nested_imports(stmt.body))
         else:
             text = b"".join(lines[start - 1:end])
             parts.setdefault(MODULE_UNIT, []).append((start, end, text))
@@ -66,7 +66,7 @@ def module_units(source: bytes) -> dict[str, Unit] | None:
     return units
 
 
-def _block_end(lines: list[bytes], end: int) -> int:
+def block_end(lines: list[bytes], end: int) -> int:
     """The last line of a block ending at `end` with the indented comments below its last statement,
     which libcst keeps in the block (a comment at column 0 belongs to what follows)."""
     last = end
@@ -87,7 +87,7 @@ def _digest(texts) -> str:
     return hashlib.blake2b(b"\0".join(texts), digest_size=16).hexdigest()
 
 
-def _nested_imports(body: list[ast.stmt]):
+def nested_imports(body: list[ast.stmt]):
     """The import statements anywhere in a block, without walking expressions."""
     for stmt in body:
         if isinstance(stmt, (ast.Import, ast.ImportFrom)):
@@ -96,9 +96,9 @@ def _nested_imports(body: list[ast.stmt]):
         for attribute in ("body", "orelse", "finalbody"):
             inner = getattr(stmt, attribute, None)
             if isinstance(inner, list):
-                yield from _nested_imports(inner)
+                yield from nested_imports(inner)
         for branch in (*getattr(stmt, "handlers", ()), *getattr(stmt, "cases", ())):
-            yield from _nested_imports(branch.body)
+            yield from nested_imports(branch.body)
 
 
 def part_key(name: str) -> str:

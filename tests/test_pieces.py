@@ -1,0 +1,166 @@
+"""Modules that other files ask about are parsed in pieces (`analysis/pieces.py`): the pieces put
+back together are the whole file's tree, node for node, and an analysis built from pieces answers
+exactly as one built from the whole file."""
+from pathlib import Path
+
+import libcst as cst
+import pytest
+
+from torchcheck.analysis import pieces
+from torchcheck.analysis.imports import ImportTable
+from torchcheck.analysis.project import Project
+from torchcheck.config import Config
+from torchcheck.engine import project_modules
+from torchcheck.linter import lint_file
+from torchcheck.registry import all_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TRICKY = '''"""A module."""
+import os
+
+if os.name == "nt":
+  SEP = "\\\\"  # the first indented line: two spaces, the module's indentation
+
+
+# a comment above a decorated function
+@staticmethod
+@other(
+    1,
+)
+def first(x):
+  """Its docstring."""
+  try:
+    import numpy as np
+  except ImportError:
+    import math as np
+  else:
+    from json import loads as np
+  finally:
+    from re import compile
+  return np
+  # an indented comment after its body
+
+
+async def runner():
+  import asyncio as aio
+  return aio
+
+
+class Net(Base):
+  layer = 1
+
+  def forward(self, x):
+    from torch.nn import functional as F
+    return F.relu(x)
+
+
+def one_liner(): return 1
+def first_of_two(): pass
+def first_of_two(): return 2  # defined twice: not cut
+
+
+class Last:
+  pass
+  # no newline at the end'''
+
+
+def parse_whole(source: bytes) -> tuple[cst.Module, pieces.Cut]:
+    cut = pieces.cut(source)
+    assert cut is not None
+    skeleton = cst.parse_module(cut.skeleton)
+    statements = {name: pieces.parse_piece(piece)[1] for name, piece in cut.pieces.items()}
+    return pieces.whole(skeleton, statements), cut
+
+
+@pytest.mark.parametrize("path", [*sorted((ROOT / "torchcheck").rglob("*.py"))[:40],
+                                  *sorted((ROOT / "fixtures").rglob("*.py"))[:40]], ids=lambda p: p.name)
+def test_the_pieces_put_together_are_the_whole_tree(path):
+    source = path.read_bytes()
+    if pieces.cut(source) is None:
+        return
+    rebuilt, cut = parse_whole(source)
+    full = cst.parse_module(source)
+    assert rebuilt.code == source.decode() and rebuilt.deep_equals(full)
+    assert ImportTable(cst.parse_module(cut.skeleton), "m").aliases == ImportTable(full, "m").aliases
+
+
+def test_tricky_layouts_are_cut_exactly_or_left_whole():
+    source = TRICKY.encode()
+    rebuilt, cut = parse_whole(source)
+    full = cst.parse_module(source)
+    assert rebuilt.code == TRICKY and rebuilt.deep_equals(full)
+    assert set(cut.pieces) == {"first", "runner", "Net", "Last"}  # a one-line function has no room for a stub
+    skeleton = cst.parse_module(cut.skeleton)
+    assert skeleton.default_indent == full.default_indent == "  "
+    assert len(cut.skeleton.splitlines()) == len(source.splitlines())
+    assert ImportTable(skeleton, "m").aliases == ImportTable(full, "m").aliases  # nested imports, in order
+
+
+@pytest.mark.parametrize("source", [b"def f():\r\n    return 1\r\n", b"# -*- coding: latin-1 -*-\nx = 1\n\n\ndef f():\n    pass\n",
+                                    b"\xef\xbb\xbfx = 1\n\n\ndef f():\n    pass\n", b"x = (\n", b"x = 1\n"])
+def test_what_cannot_be_cut_exactly_is_parsed_whole(source):
+    assert pieces.cut(source) is None
+
+
+MODELS = '''import torch.nn as nn
+import torch.nn.functional as F
+
+
+def unused_helper(x):
+    return x * 2
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return F.softmax(self.fc(x), dim=1)
+
+
+class Unrelated:
+    pass
+'''
+
+TRAIN = '''import torch.nn as nn
+from models import Net
+
+model = Net()
+criterion = nn.CrossEntropyLoss()
+
+
+def step(x, y):
+    return criterion(model(x), y)
+'''
+
+
+def lint_tree(tmp_path, linting, order=("train",)):
+    for name, text in (("models", MODELS), ("train", TRAIN)):
+        (tmp_path / f"{name}.py").write_text(text)
+    modules = project_modules(sorted(tmp_path.glob("*.py")), [tmp_path])
+    project = Project(modules, linting=frozenset(linting))
+    results = {}
+    for name in order:
+        result = lint_file(tmp_path / f"{name}.py", Config(), list(all_rules()), project, name)
+        results[name] = ([(f.code, f.line, [(Path(r.path).name, r.line) for r in f.related]) for f in result.findings],
+                         result.dependencies)
+    return results, project
+
+
+def test_a_neighbour_in_pieces_answers_as_the_whole_file(tmp_path):
+    whole, _ = lint_tree(tmp_path, linting={"models", "train"})
+    cut, project = lint_tree(tmp_path, linting={"train"})
+    assert cut == whole
+    assert whole["train"][0][0][:2] == ("TC101", 9)
+    assert ("models.py", 15) in whole["train"][0][0][2]  # evidence in a piece keeps its line
+    assert set(project._analyses["models"]._pieces) == {"unused_helper", "Unrelated"}  # never read, never parsed
+
+
+def test_a_module_first_parsed_in_pieces_is_linted_whole(tmp_path):
+    (tmp_path / "x").mkdir()
+    whole, _ = lint_tree(tmp_path / "x", linting={"models", "train"}, order=("train", "models"))
+    cut, project = lint_tree(tmp_path, linting={"train"}, order=("train", "models"))
+    assert cut == whole
+    assert project._analyses["models"].module.code == MODELS
