@@ -48,11 +48,29 @@ async def runner():
 
 
 class Net(Base):
+  """A model."""
   layer = 1
 
   def forward(self, x):
     from torch.nn import functional as F
     return F.relu(x)
+    # deeper: the method's own
+
+  # at the class's indentation: the next method's
+  @property
+  def size(self):
+    def inner():
+      return 1
+    return inner()
+
+  class Inner:
+    pass
+
+  def twice(self): return 1
+  def twice(self, x): return x  # defined twice: left in the class
+  def last(self):
+    return 2
+  # after the last method, in the class
 
 
 def one_liner(): return 1
@@ -69,7 +87,11 @@ def parse_whole(source: bytes) -> tuple[cst.Module, pieces.Cut]:
     cut = pieces.cut(source)
     assert cut is not None
     skeleton = cst.parse_module(cut.skeleton)
-    statements = {name: pieces.parse_piece(piece)[1] for name, piece in cut.pieces.items()}
+    statements = {}
+    for name, piece in cut.pieces.items():
+        statement = pieces.parse_piece(piece)[1]
+        methods = {method: pieces.parse_method(part)[1] for method, part in piece.methods.items()}
+        statements[name] = pieces.whole_class(statement, methods) if methods else statement
     return pieces.whole(skeleton, statements), cut
 
 
@@ -91,6 +113,7 @@ def test_tricky_layouts_are_cut_exactly_or_left_whole():
     full = cst.parse_module(source)
     assert rebuilt.code == TRICKY and rebuilt.deep_equals(full)
     assert set(cut.pieces) == {"first", "runner", "Net", "Last"}  # a one-line function has no room for a stub
+    assert set(cut.pieces["Net"].methods) == {"forward", "size", "last"}
     skeleton = cst.parse_module(cut.skeleton)
     assert skeleton.default_indent == full.default_indent == "  "
     assert len(cut.skeleton.splitlines()) == len(source.splitlines())
@@ -136,22 +159,23 @@ def step(x, y):
 '''
 
 
-def lint_tree(tmp_path, linting, order=("train",)):
+def lint_tree(folder: Path, linting, order=("train",)):
+    folder.mkdir()
     for name, text in (("models", MODELS), ("train", TRAIN)):
-        (tmp_path / f"{name}.py").write_text(text)
-    modules = project_modules(sorted(tmp_path.glob("*.py")), [tmp_path])
+        (folder / f"{name}.py").write_text(text)
+    modules = project_modules(sorted(folder.glob("*.py")), [folder])
     project = Project(modules, linting=frozenset(linting))
     results = {}
     for name in order:
-        result = lint_file(tmp_path / f"{name}.py", Config(), list(all_rules()), project, name)
+        result = lint_file(folder / f"{name}.py", Config(), list(all_rules()), project, name)
         results[name] = ([(f.code, f.line, [(Path(r.path).name, r.line) for r in f.related]) for f in result.findings],
                          result.dependencies)
     return results, project
 
 
 def test_a_neighbour_in_pieces_answers_as_the_whole_file(tmp_path):
-    whole, _ = lint_tree(tmp_path, linting={"models", "train"})
-    cut, project = lint_tree(tmp_path, linting={"train"})
+    whole, _ = lint_tree(tmp_path / "whole", linting={"models", "train"})
+    cut, project = lint_tree(tmp_path / "cut", linting={"train"})
     assert cut == whole
     assert whole["train"][0][0][:2] == ("TC101", 9)
     assert ("models.py", 15) in whole["train"][0][0][2]  # evidence in a piece keeps its line
@@ -159,8 +183,24 @@ def test_a_neighbour_in_pieces_answers_as_the_whole_file(tmp_path):
 
 
 def test_a_module_first_parsed_in_pieces_is_linted_whole(tmp_path):
-    (tmp_path / "x").mkdir()
-    whole, _ = lint_tree(tmp_path / "x", linting={"models", "train"}, order=("train", "models"))
-    cut, project = lint_tree(tmp_path, linting={"train"}, order=("train", "models"))
+    whole, _ = lint_tree(tmp_path / "whole", linting={"models", "train"}, order=("train", "models"))
+    cut, project = lint_tree(tmp_path / "cut", linting={"train"}, order=("train", "models"))
     assert cut == whole
     assert project._analyses["models"].module.code == MODELS
+
+
+def test_a_piece_libcst_cannot_parse_stays_a_stub_and_its_module_is_linted_whole(tmp_path, monkeypatch):
+    from torchcheck.analysis import dataflow
+
+    whole, _ = lint_tree(tmp_path / "whole", linting={"models", "train"}, order=("models",))
+    original = dataflow.parse_piece
+
+    def refuse_net(piece):
+        if b"class Net" in piece.text:
+            raise ValueError("not parsable")
+        return original(piece)
+
+    monkeypatch.setattr(dataflow, "parse_piece", refuse_net)
+    cut, _ = lint_tree(tmp_path / "cut", linting={"train"}, order=("train", "models"))
+    assert cut["train"][0] == []  # Net is unknown to train.py, and nothing crashed
+    assert cut["models"] == whole["models"]  # linted from a whole parse of its own

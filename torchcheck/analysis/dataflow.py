@@ -27,13 +27,20 @@ from torchcheck.analysis.grad_mode import (
     GradModeQueries,
 )
 from torchcheck.analysis.imports import ImportTable, child_blocks, iter_statements
-from torchcheck.analysis.pieces import Piece, parse_piece, whole
+from torchcheck.analysis.pieces import (
+    Piece,
+    parse_method,
+    parse_piece,
+    whole,
+    whole_class,
+)
 from torchcheck.analysis.structure import ClassInfo, FunctionInfo, is_model_like
 from torchcheck.analysis.syntax import argument, called_names, literal
 from torchcheck.analysis.train_mode import TrainModeQueries
 from torchcheck.analysis.units import MODULE_UNIT
 from torchcheck.analysis.values import UNKNOWN, Value, join
 
+PARSE_ERRORS = (cst.ParserSyntaxError, ValueError, RecursionError, MemoryError)
 _LOSS_FUNCTION = re.compile(r"(^|_)loss$", re.IGNORECASE)
 
 __all__ = ["GRAD_OFF", "GRAD_ON", "GRAD_UNKNOWN", "ClassInfo", "FileAnalysis", "FunctionInfo", "argument",
@@ -45,7 +52,11 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                  pieces: dict[str, Piece] | None = None) -> None:
         self.module = module  # with `pieces`, a skeleton (see `pieces`) until `complete()`
         self._pieces = dict(pieces or {})  # not parsed yet
-        self._parsed_pieces: dict[str, tuple[cst.Module, int]] = {}  # name -> its tree and line offset
+        self._method_pieces: dict[FunctionInfo, Piece] = {}  # of the classes parsed, the methods not parsed yet
+        self._cut_methods: dict[str, list[str]] = {}  # of the pieces parsed, the methods cut out of each
+        self._trees: list[tuple[cst.Module, int]] = []  # the pieces parsed, each with its line offset
+        self._whole = not pieces
+        self._unparsable = False
         self.imports = imports
         self.project = project
         self.module_name = module_name
@@ -56,6 +67,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.class_of_node: dict[cst.ClassDef, ClassInfo] = {}
         self.units_read: set[str] = {MODULE_UNIT}  # the parts of this module its answers read (`units`)
         self._index(module, None, None, MODULE_UNIT)
+        self._class_code = {self.classes[name]: piece.code for name, piece in self._pieces.items() if piece.code}
         self.values: dict[cst.CSTNode, Value] = {}
         self.scope: dict[cst.CSTNode, FunctionInfo | None] = {}
         self.grad_at: dict[cst.CSTNode, str] = {}  # call -> on | off | inherit (lexical)
@@ -101,41 +113,84 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                     self._index(inner, cls, parent, unit)
 
     # -- pieces --------------------------------------------------------------------------------
-    def read(self, unit: str) -> None:
-        """A question read `unit` (the asking file's findings depend on it); parsed now if it was not."""
+    def read(self, unit: str, function: FunctionInfo | None = None) -> None:
+        """A question read `unit` (the asking file's findings depend on it), or a function of it;
+        parsed now if it was not."""
         self.units_read.add(unit)
         if unit in self._pieces:
             self._parse_piece(unit)
+        if function is not None and function in self._method_pieces:
+            self._parse_method(function)
 
-    def complete(self) -> None:
+    def complete(self) -> bool:
         """Parse the pieces not read yet and put them in place: the whole module, which its own lint
-        and a full evaluation need."""
-        if not self._pieces and not self._parsed_pieces:
-            return
+        and a full evaluation need. False if a piece could not be parsed (its stub stands for it)."""
+        if self._whole:
+            return True
         for name in list(self._pieces):
             self._parse_piece(name)
-        self.module = whole(self.module, {name: tree.body[-1] for name, (tree, _) in self._parsed_pieces.items()})
-        self._parsed_pieces = {}
+        for function in list(self._method_pieces):
+            self._parse_method(function)
+        if self._unparsable:
+            return False
+        self._whole = True
+        statements = {}
+        for name, methods in self._cut_methods.items():
+            if name in self.functions:
+                statements[name] = self.functions[name].definition
+                continue
+            cls = self.classes[name]
+            cls.definition = whole_class(cls.definition, {m: cls.own_methods[m].definition for m in methods})
+            self.class_of_node[cls.definition] = cls
+            statements[name] = cls.definition
+        self.module = whole(self.module, statements)
+        self._trees, self._cut_methods, self._class_code = [], {}, {}
         self.all_functions = list(self._functions_in(self.module))
+        return True
+
+    def trees(self) -> list[tuple[cst.Module, int]]:
+        """The parsed trees holding this module's nodes, each with the number of lines before it."""
+        return [(self.module, 0), *self._trees]
+
+    def class_code(self, cls: ClassInfo) -> str:
+        """The text of a class of this module, its methods' included."""
+        if cls in self._class_code:
+            self.units_read.add(cls.unit)
+            return self._class_code[cls]
+        return self.module.code_for_node(cls.node)
 
     def _parse_piece(self, name: str) -> None:
         piece = self._pieces.pop(name)
-        tree, statement = parse_piece(piece)
-        self._parsed_pieces[name] = (tree, piece.line_offset)
+        try:
+            tree, statement = parse_piece(piece)
+        except PARSE_ERRORS:  # Python's parser took the file, libcst does not: the stub stays
+            self._unparsable = True
+            return
+        self._trees.append((tree, piece.line_offset))
+        self._cut_methods[name] = list(piece.methods)
         if type(statement) is cst.ClassDef:
             cls = self.classes[name]
             self.class_of_node[statement] = cls
             cls.definition = statement
             self._index(statement.body, cls, None, name)
+            self._method_pieces.update({cls.own_methods[method]: part for method, part in piece.methods.items()})
         else:
             function = self.functions[name]
             self.function_of_node[statement] = function
             function.definition = statement
             self._index(statement.body, None, function, name)
 
-    def trees(self) -> list[tuple[cst.Module, int]]:
-        """The parsed trees holding this module's nodes, each with the number of lines before it."""
-        return [(self.module, 0), *self._parsed_pieces.values()]
+    def _parse_method(self, function: FunctionInfo) -> None:
+        piece = self._method_pieces.pop(function)
+        try:
+            tree, method = parse_method(piece)
+        except PARSE_ERRORS:
+            self._unparsable = True
+            return
+        self._trees.append((tree, piece.line_offset))
+        self.function_of_node[method] = function
+        function.definition = method
+        self._index(method.body, None, function, function.unit)
 
     def _functions_in(self, block):
         """The functions of a block in the order `_index` meets them."""

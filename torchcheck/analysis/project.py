@@ -1,6 +1,6 @@
 """Cross-file facts: the linted tree's modules, so that a model defined in `models.py` is known in
-`train.py`. Other files are parsed only when a question reaches them; which file that is comes from
-the import graph (`import_graph`)."""
+`train.py`. Other files are parsed only when a question reaches them, and only as far as it reads
+them (`pieces`); which file that is comes from the import graph (`import_graph`)."""
 from __future__ import annotations
 
 import hashlib
@@ -51,9 +51,9 @@ class Project(ImportGraph):
     def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None,
                  linting: frozenset[str] | None = None) -> None:
         super().__init__(files, outlines)
-        # Modules this run lints: parsed whole when a question reaches them first, as their tree then
-        # serves their own lint. Any other is parsed in pieces (`pieces`), as its questions read them.
-        self.linting = linting or frozenset()
+        # Modules this run has yet to lint: parsed whole when a question reaches them first, as their
+        # tree then serves their own lint. Any other is parsed in pieces (`pieces`), as questions read them.
+        self._to_lint = set(linting or ())
         self.memo = SharedMemo()
         self._analyses: dict[str, FileAnalysis | None] = {}
         self._digests: dict[str, str] = {}  # the content each held analysis was built from
@@ -73,8 +73,8 @@ class Project(ImportGraph):
         self.memo.begin_file()
         digest = hashlib.blake2b(source, digest_size=16).hexdigest()
         self._current = (name, digest)
-        if self._digests.get(name) == digest and self._analyses.get(name) is not None:
-            self._analyses[name].complete()
+        if self._digests.get(name) == digest and self._analyses.get(name) is not None \
+                and self._analyses[name].complete():
             return self._analyses[name]
         tokens = count_tokens(source)
         if name in self.files:
@@ -99,6 +99,8 @@ class Project(ImportGraph):
         """The linted file is done: its analysis, if too large to hold, is disposed."""
         if self._unheld is not None:
             self._unheld.dispose()
+        if self._current is not None:
+            self._to_lint.discard(self._current[0])
         self._current, self._unheld = None, None
 
     def _make_room(self) -> None:
@@ -190,7 +192,7 @@ class Project(ImportGraph):
                 return None
             try:
                 source = self.files[name].read_bytes()
-                cut = pieces.cut(source) if name not in self.linting else None
+                cut = pieces.cut(source) if name not in self._to_lint else None
                 module = collector.parse_module(cut.skeleton if cut is not None else source)
                 if cut is not None and module.default_indent != cut.indent.decode():
                     cut, module = None, collector.parse_module(source)
@@ -246,7 +248,7 @@ class Project(ImportGraph):
         if cls in self._mode_effects:
             return self._mode_effects[cls]
         self._mode_effects[cls] = (frozenset(), False)  # recursion guard
-        code = cls.analysis.module.code_for_node(cls.node)
+        code = cls.analysis.class_code(cls)
         effects = {effect for word, effect in _MODE_WORDS if word in code}
         complete = True
         for value in [*cls.attrs().values(), *(Value(kind="layer", qualname=q) for q in cls.base_qualnames() if q in api.MODE_EFFECTS)]:

@@ -52,7 +52,7 @@ class FunctionInfo:
     @property
     def node(self) -> cst.FunctionDef:
         """Its code; reading it makes the asking file's cached findings depend on its part."""
-        self.analysis.read(self.unit)
+        self.analysis.read(self.unit, self)
         return self.definition
 
     @property
