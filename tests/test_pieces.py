@@ -204,3 +204,22 @@ def test_a_piece_libcst_cannot_parse_stays_a_stub_and_its_module_is_linted_whole
     cut, _ = lint_tree(tmp_path / "cut", linting={"train"}, order=("train", "models"))
     assert cut["train"][0] == []  # Net is unknown to train.py, and nothing crashed
     assert cut["models"] == whole["models"]  # linted from a whole parse of its own
+
+
+def test_a_stubbed_name_defined_again_in_an_if_block_keeps_both_functions_apart():
+    from torchcheck.analysis.dataflow import FileAnalysis
+
+    source = MODELS + "\n\nif False:\n    def unused_helper(x):\n        return x\n"
+    cut = pieces.cut(source.encode())
+    assert "unused_helper" in cut.pieces
+    skeleton, full = cst.parse_module(cut.skeleton), cst.parse_module(source)
+    lazy = FileAnalysis(skeleton, ImportTable(skeleton, "m"), Project(), "m", cut.pieces)
+    whole = FileAnalysis(full, ImportTable(full, "m"), Project(), "m")
+    lazy.read("unused_helper")
+    assert lazy.complete() and lazy.module.code == source
+
+    def functions(analysis):
+        return [analysis.module.code_for_node(f.node) for f in analysis.all_functions]
+
+    assert functions(lazy) == functions(whole)
+    assert lazy.module.code_for_node(lazy.functions["unused_helper"].node).strip().endswith("return x")

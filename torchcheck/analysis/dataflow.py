@@ -67,7 +67,11 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.class_of_node: dict[cst.ClassDef, ClassInfo] = {}
         self.units_read: set[str] = {MODULE_UNIT}  # the parts of this module its answers read (`units`)
         self._index(module, None, None, MODULE_UNIT)
-        self._class_code = {self.classes[name]: piece.code for name, piece in self._pieces.items() if piece.code}
+        # the functions and classes of the stubs, by name (`self.functions` may name another, nested in an `if`)
+        self._stubbed: dict[str, FunctionInfo | ClassInfo] = {
+            stmt.name.value: self.function_of_node.get(stmt) or self.class_of_node[stmt]
+            for stmt in module.body if type(stmt) in (cst.FunctionDef, cst.ClassDef) and stmt.name.value in self._pieces}
+        self._class_code = {self._stubbed[name]: piece.code for name, piece in self._pieces.items() if piece.code}
         self.values: dict[cst.CSTNode, Value] = {}
         self.scope: dict[cst.CSTNode, FunctionInfo | None] = {}
         self.grad_at: dict[cst.CSTNode, str] = {}  # call -> on | off | inherit (lexical)
@@ -136,15 +140,13 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._whole = True
         statements = {}
         for name, methods in self._cut_methods.items():
-            if name in self.functions:
-                statements[name] = self.functions[name].definition
-                continue
-            cls = self.classes[name]
-            cls.definition = whole_class(cls.definition, {m: cls.own_methods[m].definition for m in methods})
-            self.class_of_node[cls.definition] = cls
-            statements[name] = cls.definition
+            info = self._stubbed[name]
+            if methods:
+                info.definition = whole_class(info.definition, {m: info.own_methods[m].definition for m in methods})
+                self.class_of_node[info.definition] = info
+            statements[name] = info.definition
         self.module = whole(self.module, statements)
-        self._trees, self._cut_methods, self._class_code = [], {}, {}
+        self._trees, self._cut_methods, self._class_code, self._stubbed = [], {}, {}, {}
         self.all_functions = list(self._functions_in(self.module))
         return True
 
@@ -169,13 +171,13 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._trees.append((tree, piece.line_offset))
         self._cut_methods[name] = list(piece.methods)
         if type(statement) is cst.ClassDef:
-            cls = self.classes[name]
+            cls = self._stubbed[name]
             self.class_of_node[statement] = cls
             cls.definition = statement
             self._index(statement.body, cls, None, name)
             self._method_pieces.update({cls.own_methods[method]: part for method, part in piece.methods.items()})
         else:
-            function = self.functions[name]
+            function = self._stubbed[name]
             self.function_of_node[statement] = function
             function.definition = statement
             self._index(statement.body, None, function, name)
