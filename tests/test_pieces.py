@@ -5,6 +5,7 @@ from pathlib import Path
 
 import libcst as cst
 import pytest
+from libcst.metadata import MetadataWrapper, PositionProvider
 
 from torchcheck.analysis import pieces
 from torchcheck.analysis.imports import ImportTable
@@ -13,6 +14,7 @@ from torchcheck.config import Config
 from torchcheck.engine import project_modules
 from torchcheck.linter import lint_file
 from torchcheck.registry import all_rules
+from torchcheck.walk import descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,12 +114,34 @@ def test_tricky_layouts_are_cut_exactly_or_left_whole():
     rebuilt, cut = parse_whole(source)
     full = cst.parse_module(source)
     assert rebuilt.code == TRICKY and rebuilt.deep_equals(full)
-    assert set(cut.pieces) == {"first", "runner", "Net", "Last"}  # a one-line function has no room for a stub
+    assert set(cut.pieces) == {"first", "runner", "Net", "one_liner", "Last"}
     assert set(cut.pieces["Net"].methods) == {"forward", "size", "last"}
     skeleton = cst.parse_module(cut.skeleton)
     assert skeleton.default_indent == full.default_indent == "  "
-    assert len(cut.skeleton.splitlines()) == len(source.splitlines())
     assert ImportTable(skeleton, "m").aliases == ImportTable(full, "m").aliases  # nested imports, in order
+
+
+def test_each_statement_of_a_skeleton_or_piece_knows_its_line_in_the_file():
+    source = TRICKY.encode()
+    cut = pieces.cut(source)
+    lines = source.decode().splitlines()
+    skeleton = cst.parse_module(cut.skeleton)
+    trees = [(skeleton, cut.lines, [s for s in skeleton.body if getattr(s, "name", None) and s.name.value in cut.pieces])]
+    for piece in cut.pieces.values():
+        tree = cst.parse_module(piece.text)
+        stubs = [s for s in tree.body[-1].body.body if type(s) is cst.FunctionDef and s.name.value in piece.methods]
+        trees.append((tree, piece.lines, [tree.body[0], *stubs]))  # not the padding, nor the stubs
+        trees += [(cst.parse_module(m.text), m.lines, []) for m in piece.methods.values()]
+    checked = 0
+    for tree, line_map, skipped in trees:
+        positions = MetadataWrapper(tree, unsafe_skip_copy=True).resolve(PositionProvider)
+        left_out = {id(node) for stub in skipped for node in descendants(stub)}
+        for node, span in positions.items():
+            if type(node) in (cst.Name, cst.SimpleString) and id(node) not in left_out and node.value != "_":
+                line = pieces.file_line(line_map, span.start.line)
+                assert lines[line - 1][span.start.column:].startswith(node.value.split("\n")[0])
+                checked += 1
+    assert checked > 50
 
 
 @pytest.mark.parametrize("source", [b"def f():\r\n    return 1\r\n", b"# -*- coding: latin-1 -*-\nx = 1\n\n\ndef f():\n    pass\n",
@@ -213,7 +237,7 @@ def test_a_stubbed_name_defined_again_in_an_if_block_keeps_both_functions_apart(
     cut = pieces.cut(source.encode())
     assert "unused_helper" in cut.pieces
     skeleton, full = cst.parse_module(cut.skeleton), cst.parse_module(source)
-    lazy = FileAnalysis(skeleton, ImportTable(skeleton, "m"), Project(), "m", cut.pieces)
+    lazy = FileAnalysis(skeleton, ImportTable(skeleton, "m"), Project(), "m", cut)
     whole = FileAnalysis(full, ImportTable(full, "m"), Project(), "m")
     lazy.read("unused_helper")
     assert lazy.complete() and lazy.module.code == source

@@ -28,6 +28,8 @@ from torchcheck.analysis.grad_mode import (
 )
 from torchcheck.analysis.imports import ImportTable, child_blocks, iter_statements
 from torchcheck.analysis.pieces import (
+    Cut,
+    LineMap,
     Piece,
     parse_method,
     parse_piece,
@@ -49,13 +51,14 @@ __all__ = ["GRAD_OFF", "GRAD_ON", "GRAD_UNKNOWN", "ClassInfo", "FileAnalysis", "
 
 class FileAnalysis(GradModeQueries, TrainModeQueries):
     def __init__(self, module: cst.Module, imports: ImportTable, project, module_name: str = "",
-                 pieces: dict[str, Piece] | None = None) -> None:
-        self.module = module  # with `pieces`, a skeleton (see `pieces`) until `complete()`
-        self._pieces = dict(pieces or {})  # not parsed yet
+                 cut: Cut | None = None) -> None:
+        self.module = module  # with `cut`, its skeleton (see `pieces`) until `complete()`
+        self._module_lines: LineMap = cut.lines if cut is not None else ((1, 0),)
+        self._pieces = dict(cut.pieces) if cut is not None else {}  # not parsed yet
         self._method_pieces: dict[FunctionInfo, Piece] = {}  # of the classes parsed, the methods not parsed yet
         self._cut_methods: dict[str, list[str]] = {}  # of the pieces parsed, the methods cut out of each
-        self._trees: list[tuple[cst.Module, int]] = []  # the pieces parsed, each with its line offset
-        self._whole = not pieces
+        self._trees: list[tuple[cst.Module, LineMap]] = []  # the pieces parsed, each with where its lines are
+        self._whole = cut is None
         self._unparsable = False
         self.imports = imports
         self.project = project
@@ -145,14 +148,14 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
                 info.definition = whole_class(info.definition, {m: info.own_methods[m].definition for m in methods})
                 self.class_of_node[info.definition] = info
             statements[name] = info.definition
-        self.module = whole(self.module, statements)
+        self.module, self._module_lines = whole(self.module, statements), ((1, 0),)
         self._trees, self._cut_methods, self._class_code, self._stubbed = [], {}, {}, {}
         self.all_functions = list(self._functions_in(self.module))
         return True
 
-    def trees(self) -> list[tuple[cst.Module, int]]:
-        """The parsed trees holding this module's nodes, each with the number of lines before it."""
-        return [(self.module, 0), *self._trees]
+    def trees(self) -> list[tuple[cst.Module, LineMap]]:
+        """The parsed trees holding this module's nodes, each with where its lines are in the file."""
+        return [(self.module, self._module_lines), *self._trees]
 
     def class_code(self, cls: ClassInfo) -> str:
         """The text of a class of this module, its methods' included."""
@@ -168,7 +171,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         except PARSE_ERRORS:  # Python's parser took the file, libcst does not: the stub stays
             self._unparsable = True
             return
-        self._trees.append((tree, piece.line_offset))
+        self._trees.append((tree, piece.lines))
         self._cut_methods[name] = list(piece.methods)
         if type(statement) is cst.ClassDef:
             cls = self._stubbed[name]
@@ -189,7 +192,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         except PARSE_ERRORS:
             self._unparsable = True
             return
-        self._trees.append((tree, piece.line_offset))
+        self._trees.append((tree, piece.lines))
         self.function_of_node[method] = function
         function.definition = method
         self._index(method.body, None, function, function.unit)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -34,12 +36,18 @@ from torchcheck.analysis.units import nested_imports
 
 _COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]", re.MULTILINE)
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_LAST = sys.maxsize
+
+
+# Where a tree's lines are in the file: (its first line of a run, what to add to it) for each run of
+# lines that keep their distance, in order.
+LineMap = tuple[tuple[int, int], ...]
 
 
 @dataclass
 class Piece:
     text: bytes  # the padding `if` block, then the statement with the comments above it
-    line_offset: int  # its lines are the file's lines minus this
+    lines: LineMap
     methods: dict[str, Piece] = field(default_factory=dict)  # a class's, cut out of `text` in turn
     code: str = ""  # a class's whole text, without the padding
 
@@ -47,6 +55,7 @@ class Piece:
 @dataclass
 class Cut:
     skeleton: bytes
+    lines: LineMap  # of the skeleton
     indent: bytes  # the module's, which its skeleton must keep
     pieces: dict[str, Piece]  # by the top-level name the statement defines
 
@@ -63,21 +72,24 @@ def cut(source: bytes) -> Cut | None:
     indent = _first_indent(tree, lines)
     if indent is None:
         return None
-    padding = b"if 1:\n" + indent + b"pass\n"
-    skeleton = list(lines)
+    padding = [b"if 1:\n", indent + b"pass\n"]
+    stubs: list[tuple[int, int, list[bytes]]] = []
     pieces: dict[str, Piece] = {}
     for stmt, before, end in _cuttable(tree.body, lines, b""):
-        stub = _stub(stmt, lines, indent, end - _first_line(stmt) + 1)
-        if stub is None:
-            continue
         if isinstance(stmt, ast.ClassDef):
             pieces[stmt.name] = _class_piece(stmt, lines, before, end, padding)
         else:
-            pieces[stmt.name] = Piece(padding + b"".join(lines[before - 1:end]), before - 3)
-        _replace(skeleton, lines, _first_line(stmt), end, stub)
+            pieces[stmt.name] = Piece(*_joined([(before - 2, padding), (before, lines[before - 1:end])]))
+        stubs.append((_first_line(stmt), end, _stub(stmt, lines, indent)))
     if not pieces:
         return None
-    return Cut(b"".join(skeleton), indent, pieces)
+    skeleton, line_map = _joined(_with_stubs(lines, 1, stubs))
+    return Cut(skeleton, line_map, indent, pieces)
+
+
+def file_line(lines: LineMap, line: int) -> int:
+    """The file's line of a tree's `line`."""
+    return line + lines[bisect_right(lines, (line, _LAST)) - 1][1]
 
 
 def parse_piece(piece: Piece) -> tuple[cst.Module, cst.CSTNode]:
@@ -105,22 +117,45 @@ def whole_class(skeleton: cst.ClassDef, methods: dict[str, cst.FunctionDef]) -> 
     return skeleton.with_changes(body=skeleton.body.with_changes(body=body))
 
 
-def _class_piece(stmt: ast.ClassDef, lines: list[bytes], before: int, end: int, padding: bytes) -> Piece:
+def _class_piece(stmt: ast.ClassDef, lines: list[bytes], before: int, end: int, padding: list[bytes]) -> Piece:
     """A class's piece: the class with its methods cut out as stubs, and each method a piece of its own,
     parsed inside a `class _:` line."""
-    text = lines[before - 1:end]
-    own = list(text)
+    stubs: list[tuple[int, int, list[bytes]]] = []
     methods: dict[str, Piece] = {}
     margin = _margin(lines[stmt.body[0].lineno - 1])
     for method, method_before, method_end in _cuttable(stmt.body, lines, margin):
         if isinstance(method, ast.ClassDef):
             continue
-        first = _first_line(method)
-        stub = [b"\n"] * (method_end - first) + [margin + b"def " + method.name.encode() + b"(): ...\n"]
-        _replace(own, text, first - before + 1, method_end - before + 1, stub)
-        methods[method.name] = Piece(padding + b"class _:\n" + b"".join(lines[method_before - 1:method_end]),
-                                     method_before - 4)
-    return Piece(padding + b"".join(own), before - 3, methods, b"".join(text).decode())
+        stubs.append((_first_line(method), method_end, [margin + b"def " + method.name.encode() + b"(): ...\n"]))
+        methods[method.name] = Piece(*_joined([(method_before - 3, [*padding, b"class _:\n"]),
+                                               (method_before, lines[method_before - 1:method_end])]))
+    text, line_map = _joined([(before - 2, padding), *_with_stubs(lines[:end], before, stubs)])
+    return Piece(text, line_map, methods, b"".join(lines[before - 1:end]).decode())
+
+
+def _with_stubs(lines: list[bytes], start: int, stubs: list[tuple[int, int, list[bytes]]]):
+    """Lines `start`.. of `lines` as (file line, lines) runs, each (first, end, stub) region replaced
+    by its stub."""
+    for first, end, stub in stubs:
+        yield start, lines[start - 1:first - 1]
+        if end == len(lines) and not lines[-1].endswith(b"\n"):
+            stub = [*stub[:-1], stub[-1].rstrip(b"\n")]
+        yield first, stub
+        start = end + 1
+    yield start, lines[start - 1:]
+
+
+def _joined(runs) -> tuple[bytes, LineMap]:
+    """The text of (file line, lines) runs, and where its lines are in the file."""
+    out: list[bytes] = []
+    line_map: list[tuple[int, int]] = []
+    for line, run in runs:
+        if not run:
+            continue
+        if not line_map or line_map[-1][1] != line - len(out) - 1:
+            line_map.append((len(out) + 1, line - len(out) - 1))
+        out += run
+    return b"".join(out), tuple(line_map)
 
 
 def _cuttable(body: list[ast.stmt], lines: list[bytes], margin: bytes):
@@ -143,13 +178,6 @@ def _cuttable(body: list[ast.stmt], lines: list[bytes], margin: bytes):
             yield stmt, before, end
 
 
-def _replace(target: list[bytes], lines: list[bytes], first: int, end: int, stub: list[bytes]) -> None:
-    """Lines `first`..`end` of `target` (1-based, the same as in `lines`) replaced by `stub`, of as many lines."""
-    target[first - 1:end] = stub
-    if not lines[end - 1].endswith(b"\n"):
-        target[end - 1] = target[end - 1].rstrip(b"\n")
-
-
 def _block_end(lines: list[bytes], end: int, margin: bytes) -> int:
     """The last line of a block at `margin` ending at `end`, with the comments indented deeper below
     its last statement, which libcst keeps in the block."""
@@ -167,9 +195,8 @@ def _margin(line: bytes) -> bytes:
     return line[:len(line) - len(line.lstrip(b" \t"))]
 
 
-def _stub(stmt: ast.stmt, lines: list[bytes], indent: bytes, room: int) -> list[bytes] | None:
-    """`def name():` / `class name:` with the imports inside it, padded by blank lines above to
-    `room` lines (the stub's own comments then hold them), or None if it does not fit."""
+def _stub(stmt: ast.stmt, lines: list[bytes], indent: bytes) -> list[bytes]:
+    """`def name():` / `class name:` with the imports inside it."""
     header = (b"class " if isinstance(stmt, ast.ClassDef) else b"def ") + stmt.name.encode()
     header += b":\n" if isinstance(stmt, ast.ClassDef) else b"():\n"
     inner = []
@@ -177,11 +204,7 @@ def _stub(stmt: ast.stmt, lines: list[bytes], indent: bytes, room: int) -> list[
         text = b"".join(lines[node.lineno - 1:node.end_lineno])
         end = len(text) - len(lines[node.end_lineno - 1]) + node.end_col_offset
         inner.append(indent + text[node.col_offset:end] + b"\n")
-    inner = inner or [indent + b"...\n"]
-    lines = [header] + b"".join(inner).splitlines(keepends=True)
-    if len(lines) > room:
-        return None
-    return [b"\n"] * (room - len(lines)) + lines
+    return [header] + b"".join(inner or [indent + b"...\n"]).splitlines(keepends=True)
 
 
 def _first_indent(tree: ast.Module, lines: list[bytes]) -> bytes | None:

@@ -172,7 +172,7 @@ class Project(ImportGraph):
             analysis = self._analyses.get(name)
             if analysis is None or analysis is linted or name not in self.files:
                 continue
-            for tree, line_offset in analysis.trees():
+            for tree, lines in analysis.trees():
                 if id(tree) not in self._node_ids:
                     self._node_ids[id(tree)] = (tree, {id(n) for n in descendants(tree)})
                 if id(node) not in self._node_ids[id(tree)][1]:
@@ -181,7 +181,7 @@ class Project(ImportGraph):
                     self._positions[id(tree)] = MetadataWrapper(tree, unsafe_skip_copy=True).resolve(PositionProvider)
                 span = self._positions[id(tree)].get(node)
                 if span is not None:
-                    return self.files[name], _shifted(span, line_offset)
+                    return self.files[name], _in_file(span, lines)
         return None
 
     # -- cross-file questions ------------------------------------------------------------------
@@ -201,8 +201,7 @@ class Project(ImportGraph):
                 return None
             self._held += self.tokens(name)
             self._digests[name] = hashlib.blake2b(source, digest_size=16).hexdigest()
-            self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name,
-                                                cut.pieces if cut is not None else None)
+            self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name, cut)
         return self._analyses[name]
 
     def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
@@ -278,8 +277,6 @@ class Project(ImportGraph):
     # -- the import graph, used by the cache --------------------------------------------------
 
 
-def _shifted(span: CodeRange, lines: int) -> CodeRange:
-    if not lines:
-        return span
-    return CodeRange(CodePosition(span.start.line + lines, span.start.column),
-                     CodePosition(span.end.line + lines, span.end.column))
+def _in_file(span: CodeRange, lines: pieces.LineMap) -> CodeRange:
+    return CodeRange(CodePosition(pieces.file_line(lines, span.start.line), span.start.column),
+                     CodePosition(pieces.file_line(lines, span.end.line), span.end.column))
