@@ -9,8 +9,8 @@ lines and 96 methods, it reads 29), so parsing only what is read is most of the 
 one edited file.
 
 `cut` replaces each top-level function and class by a stub of the same name and kind that keeps
-the imports inside it (an import anywhere names things for the whole module) and the line
-numbers of everything after it; a class's piece has its methods cut out in turn. The skeleton
+the imports inside it (an import anywhere names things for the whole module); a class's piece
+has its methods cut out in turn. Each tree keeps a `LineMap` to the file's lines. The skeleton
 answers every module-level question as the whole module would. A piece is parsed alone behind a
 two-line `if` block indented like the module (a method inside a `class _:` line as well), so that
 libcst records its indentation as it would in the whole file; `whole` and `whole_class` put the
