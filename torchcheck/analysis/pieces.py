@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from torchcheck import collector
-from torchcheck.analysis.units import nested_imports
+from torchcheck.analysis.units import block_end, nested_imports
 
 _COOKIE = re.compile(rb"^[ \t\f]*#.*?coding[:=]", re.MULTILINE)
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -166,29 +166,16 @@ def _cuttable(body: list[ast.stmt], lines: list[bytes], margin: bytes):
     for index, stmt in enumerate(body):
         if not isinstance(stmt, _DEFINITIONS) or defined[stmt.name] != 1 or index == 0:
             continue
-        first, end = _first_line(stmt), _block_end(lines, stmt.end_lineno, margin)
+        first, end = _first_line(stmt), block_end(lines, stmt.end_lineno, margin)
         if not lines[first - 1].startswith(margin) or _margin(lines[first - 1]) != margin:
             continue
         previous = body[index - 1]
-        before = (_block_end(lines, previous.end_lineno, margin) if isinstance(getattr(previous, "body", None), list)
+        before = (block_end(lines, previous.end_lineno, margin) if isinstance(getattr(previous, "body", None), list)
                   else previous.end_lineno) + 1  # the comments above a statement are its own, as in libcst
         after = _first_line(body[index + 1]) if index + 1 < len(body) else None
         between = lines[before - 1:first - 1] + (lines[end:after - 1] if after is not None else [])
         if before >= 3 and all(line == b"\n" or line.startswith(margin + b"#") for line in between):
             yield stmt, before, end
-
-
-def _block_end(lines: list[bytes], end: int, margin: bytes) -> int:
-    """The last line of a block at `margin` ending at `end`, with the comments indented deeper below
-    its last statement, which libcst keeps in the block."""
-    last = end
-    for number in range(end + 1, len(lines) + 1):
-        line = lines[number - 1]
-        if line.strip() and len(_margin(line)) <= len(margin):
-            break
-        if line.strip():
-            last = number
-    return last
 
 
 def _margin(line: bytes) -> bytes:

@@ -66,13 +66,14 @@ def module_units(source: bytes) -> dict[str, Unit] | None:
     return units
 
 
-def block_end(lines: list[bytes], end: int) -> int:
-    """The last line of a block ending at `end` with the indented comments below its last statement,
-    which libcst keeps in the block (a comment at column 0 belongs to what follows)."""
+def block_end(lines: list[bytes], end: int, margin: bytes = b"") -> int:
+    """The last line of a block at `margin` ending at `end`, with the comments indented deeper below
+    its last statement, which libcst keeps in the block (a comment at the block's own indentation
+    belongs to what follows)."""
     last = end
     for number in range(end + 1, len(lines) + 1):
         line = lines[number - 1]
-        if line.strip() and not line.startswith((b" ", b"\t")):
+        if line.strip() and len(line) - len(line.lstrip(b" \t")) <= len(margin):
             break
         if line.strip():
             last = number
