@@ -188,7 +188,8 @@ def lint_tree(folder: Path, linting, order=("train",)):
     for name, text in (("models", MODELS), ("train", TRAIN)):
         (folder / f"{name}.py").write_text(text)
     modules = project_modules(sorted(folder.glob("*.py")), [folder])
-    project = Project(modules, linting=frozenset(linting))
+    project = Project(modules)
+    project.expect(linting)
     results = {}
     for name in order:
         result = lint_file(folder / f"{name}.py", Config(), list(all_rules()), project, name)

@@ -170,16 +170,24 @@ def error_result(path: str, name: str, message: str, line: int = 1, column: int 
 _WORKER: dict = {}
 
 
-def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path], outlines: dict[str, Outline],
-                 linting: frozenset[str]) -> None:
+def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path], outlines: dict[str, Outline]) -> None:
     from torchcheck import collector, registry
     from torchcheck.analysis.project import Project
 
     collector.start_worker()
     _WORKER["config"] = config
     _WORKER["rules"] = [registry.resolve_rule(c) for c in rule_codes]
-    _WORKER["project"] = Project(modules, outlines, linting)
+    _WORKER["project"] = Project(modules, outlines)
     _WORKER["names"] = {path: name for name, path in modules.items()}
+
+
+def _lint_chunk_in_worker(paths: list[Path]) -> list[FileResult]:
+    """Lint a run of neighbouring files (a model's folder lies together). Only these are known to be
+    linted by this process: a module of the tree another process lints is parsed here as far as
+    questions read it, not whole."""
+    names = _WORKER["names"]
+    _WORKER["project"].expect({names[p] for p in paths if p in names})
+    return [_lint_in_worker(path) for path in paths]
 
 
 def _lint_in_worker(path: Path) -> FileResult:
@@ -289,24 +297,25 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
     large = [f for f in todo if not is_notebook(f) and too_large_to_hold(f, config.max_file_size * 1_000_000)]
     todo = [f for f in todo if f not in large]
     names = {path: name for name, path in modules.items()}
-    linting = frozenset(names[f] for f in todo if f in names)
     results = {}
     with _progress(progress and len(todo) + len(large) > PROGRESS_THRESHOLD, len(todo) + len(large)) as advance, \
             collector.lint_run():
         for file in large:
-            results[file] = _lint_alone(file, config, codes, modules, outlines, linting)
+            results[file] = _lint_alone(file, config, codes, modules, outlines)
             advance()
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
             # imported here: 20 ms that a one-file lint does without
             from concurrent.futures import ProcessPoolExecutor
 
-            with ProcessPoolExecutor(jobs, initializer=_init_worker,
-                                     initargs=(config, codes, modules, outlines, linting)) as pool:
-                for file, result in zip(todo, pool.map(_lint_in_worker, todo, chunksize=max(1, len(todo) // (jobs * 8)))):
-                    results[file] = result
-                    advance()
+            size = max(1, len(todo) // (jobs * 8))
+            chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+            with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as pool:
+                for chunk, chunk_results in zip(chunks, pool.map(_lint_chunk_in_worker, chunks)):
+                    results.update(zip(chunk, chunk_results))
+                    advance(len(chunk))
         else:
-            project = Project(modules, outlines, linting)
+            project = Project(modules, outlines)
+            project.expect(frozenset(names[f] for f in todo if f in names))
             for file in todo:
                 results[file] = lint_file(file, config, rules, project, names.get(file))
                 advance()
@@ -314,7 +323,7 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
 
 
 def _lint_alone(file: Path, config: Config, codes: list[str], modules: dict[str, Path],
-                outlines: dict[str, Outline], linting: frozenset[str]) -> FileResult:
+                outlines: dict[str, Outline]) -> FileResult:
     """One very large file in a process that exits after it; if that process dies (out of memory),
     the file gets an error and the run goes on."""
     from concurrent.futures import ProcessPoolExecutor
@@ -322,8 +331,8 @@ def _lint_alone(file: Path, config: Config, codes: list[str], modules: dict[str,
 
     try:
         with ProcessPoolExecutor(1, initializer=_init_worker,
-                                 initargs=(config, codes, modules, outlines, linting)) as alone:
-            return alone.submit(_lint_in_worker, file).result()
+                                 initargs=(config, codes, modules, outlines)) as alone:
+            return alone.submit(_lint_chunk_in_worker, [file]).result()[0]
     except BrokenProcessPool:
         result = error_result(display_path(file), "internal-error",
                               "The process linting this very large file died (out of memory?); the file was not linted")
@@ -339,7 +348,7 @@ PROGRESS_THRESHOLD = 200
 def _progress(enabled: bool, total: int):
     """A rich progress bar on stderr for long runs on a terminal; nothing otherwise."""
     if not enabled:
-        yield lambda: None
+        yield lambda files=1: None
         return
     from rich.console import Console
     from rich.progress import (
@@ -352,9 +361,9 @@ def _progress(enabled: bool, total: int):
 
     console = Console(stderr=True)
     if not console.is_terminal:
-        yield lambda: None
+        yield lambda files=1: None
         return
     with Progress(TextColumn("linting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task("lint", total=total)
-        yield lambda: bar.advance(task)
+        yield lambda files=1: bar.advance(task, files)

@@ -4,7 +4,7 @@ them (`pieces`); which file that is comes from the import graph (`import_graph`)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import libcst as cst
@@ -48,12 +48,12 @@ class Project(ImportGraph):
     Its memoised answers are pure functions of the tree (see `memo`), so findings never depend on
     which files were linted before, in which order, or in how many processes."""
 
-    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None,
-                 linting: frozenset[str] | None = None) -> None:
+    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None) -> None:
         super().__init__(files, outlines)
-        # Modules this run has yet to lint: parsed whole when a question reaches them first, as their
-        # tree then serves their own lint. Any other is parsed in pieces (`pieces`), as questions read them.
-        self._to_lint = set(linting or ())
+        # Modules this process has yet to lint (`expect`): parsed whole when a question reaches them
+        # first, as their tree then serves their own lint. Any other is parsed in pieces (`pieces`),
+        # as questions read them.
+        self._to_lint: set[str] = set()
         self.memo = SharedMemo()
         self._analyses: dict[str, FileAnalysis | None] = {}
         self._digests: dict[str, str] = {}  # the content each held analysis was built from
@@ -68,6 +68,10 @@ class Project(ImportGraph):
         self._askers: dict[str, set[str]] = {}  # module -> the linted files that asked about it since the last drop
 
     # -- one linted file -----------------------------------------------------------------------
+    def expect(self, names: Iterable[str]) -> None:
+        """The modules this process lints next (and, as far as it knows, no others)."""
+        self._to_lint = set(names)
+
     def begin(self, name: str, source: bytes) -> FileAnalysis | None:
         """Start linting `name`; the analysis already built from this very content, if any."""
         self.memo.begin_file()
@@ -273,8 +277,6 @@ class Project(ImportGraph):
         if value.kind == "layer":
             return frozenset(), (value.qualname or "").startswith("torch.nn.")
         return frozenset(), value.kind in ("number", "str", "criterion", "tensor", "optimizer", "tuple")
-
-    # -- the import graph, used by the cache --------------------------------------------------
 
 
 def _in_file(span: CodeRange, lines: pieces.LineMap) -> CodeRange:
