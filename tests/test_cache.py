@@ -367,3 +367,23 @@ def test_a_warm_run_imports_no_parser_and_no_rule(tmp_path):
             for _ in range(2)]
     assert "libcst" in runs[0].stdout
     assert runs[1].stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_run_in_which_nothing_changed_takes_the_last_runs_findings_whole(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    cold = lint_json(capsys, ".")
+    assert cold
+    from torchcheck.cache import Cache
+
+    entries_read = []
+    original = Cache.get
+    monkeypatch.setattr(Cache, "get", lambda self, key: entries_read.append(key) or original(self, key))
+    assert lint_json(capsys, ".") == cold and entries_read == []
+    assert lint_json(capsys, ".", "--ignore", "TC301") == cold and entries_read  # another config: from the entries
+    entries_read.clear()
+    assert lint_json(capsys, ".") == cold and entries_read  # that run was the last
+    entries_read.clear()
+    monkeypatch.chdir(tmp_path)  # findings name their files from the working folder
+    assert [f["path"] for f in lint_json(capsys, "tree")] == [str(Path("tree") / f["path"]) for f in cold]

@@ -1,6 +1,7 @@
 """Per-file result cache, ruff-style, in `.torchcheck_cache/`.
 
-A file's entry is found by torchcheck's version, the effective config and the file's own content.
+A file's entry is found by torchcheck's version, the effective config, the working folder (findings
+name files from it) and the file's own content.
 It records what its findings were read from: every module the file's analysis consulted (a model's
 forward in another file, the modules that one asked in turn) with the parts of it read (`units`:
 its top-level functions and classes, and its own level), the lines of those modules its evidence
@@ -17,6 +18,9 @@ found change. So an edit re-lints the files that read what it changed, and an ed
 other file asked about re-lints no other file. To compare parts, the latest text of each module
 read in parts is kept (compressed) in `sources/`. Entries are written atomically (temp file +
 rename): concurrent runs are safe.
+
+A run in which no file changed since the last (the same files, contents, config and working folder)
+takes the last run's findings from `last_run.json` whole, without reading an entry.
 
 A warm run does not read a file again whose content hash it already knows: `stats.json` keeps, for
 each file, the hash with the size, change time and modification time it had (as git's index does).
@@ -43,6 +47,7 @@ OUTLINES = "outlines.json"
 DIGEST_LENGTH = 32  # of a content hash (hex)
 SOURCES = "sources"  # each module's latest linted text, to tell which of its parts an edit changed
 STATS = "stats.json"
+LAST_RUN = "last_run.json"  # the latest run's findings by file, with the `run_digest` they hold for
 SEARCHES = "searches.json"  # "<module> <name>" -> [`importers_digest` of the module, its importers that mention the name]
 SETTLING_NS = 2_000_000_000  # a file's times are trusted once this much older than its hash
 
@@ -56,8 +61,17 @@ def tree_key(modules) -> str:
     return hashlib.blake2b("\n".join(sorted(modules)).encode(), digest_size=16).hexdigest()
 
 
+def run_digest(files: list[Path], modules: dict[str, Path], hashes: dict[Path, str], fingerprint: str) -> str:
+    """One hash of all a run's findings can depend on: torchcheck's version, the config, the working
+    folder (findings name files from it), the files linted with their content, and their module names."""
+    lines = [__version__, fingerprint, os.getcwd(), *(f"{resolved(f)} {hashes[f]}" for f in files),
+             *(f"{name} {path}" for name, path in sorted(modules.items()))]
+    return content_digest("\n".join(lines).encode())
+
+
 def entry_key(file: Path, digest: str, fingerprint: str) -> str:
-    material = "\0".join([__version__, fingerprint, str(resolved(file)), digest])
+    """Findings name files from the working folder: a run from another folder has entries of its own."""
+    material = "\0".join([__version__, fingerprint, os.getcwd(), str(resolved(file)), digest])
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -327,6 +341,20 @@ class Cache:
 
     def put(self, key: str, entry: Entry, module_hashes: dict[str, str]) -> None:
         self._write(Path(self._path(key)), entry.stored(module_hashes))
+
+    def last_run(self, digest: str) -> dict[str, list[Finding]] | None:
+        """Each file's findings (by resolved path) of the latest run, if it had this `run_digest`."""
+        try:
+            data = json.loads((self.folder / LAST_RUN).read_bytes())
+            if data.get("format") != ENTRY_FORMAT or data["digest"] != digest:
+                return None
+            return {str(path): [_finding(item) for item in items] for path, items in data["findings"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def put_last_run(self, digest: str, findings: dict[str, list[Finding]]) -> None:
+        self._write(self.folder / LAST_RUN, {"format": ENTRY_FORMAT, "digest": digest,
+                                             "findings": {path: [f.to_dict() for f in found] for path, found in findings.items()}})
 
     def outlines(self) -> dict[str, tuple[list[str], list[str]]]:
         """What each file content imports and defines at top level, by content hash: a warm run

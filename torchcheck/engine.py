@@ -208,10 +208,16 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     kept_sources: set[str] = set()  # modules some entries read parts of: their text is kept for the next run
     cache = None
     if cache_root is not None and files:
-        from torchcheck.cache import Cache, entry_key, tree_key
+        from torchcheck.cache import Cache, entry_key, run_digest, tree_key
 
         cache = Cache(cache_root)
         hashes = cache.content_hashes(files)
+        run = run_digest(files, modules, hashes, config.fingerprint())
+        last = cache.last_run(run)
+        if last is not None and last.keys() == {str(resolved(f)) for f in files}:
+            results = {f: FileResult(display_path(f), last[str(resolved(f))], error=_has_errors(last[str(resolved(f))]))
+                       for f in files}
+            return LintResult(list(missing) + [_with_source(f, results[f]) for f in files])
         module_hashes = {name: hashes[path] for name, path in modules.items()}
         outline_keys = {name: f"{name}:{digest}" for name, digest in module_hashes.items()}
         stored = cache.outlines()
@@ -229,8 +235,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                 continue
             outdated = entry.outdated(module_hashes)
             if cache.is_current(entry, outdated, module_hashes, modules, graph, tree):
-                results[file] = FileResult(display_path(file), entry.findings,
-                                           error=any(f.code in ERROR_CODES for f in entry.findings))
+                results[file] = FileResult(display_path(file), entry.findings, error=_has_errors(entry.findings))
                 if outdated or entry.tree != tree:  # changes its findings did not read: it now names them
                     entry.renew(module_hashes)
                     entry.tree = tree
@@ -244,7 +249,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
 
         for file in todo:
             result = results[file]
-            if not result.transient and not any(f.code == "TC003" for f in result.findings):  # TC003: may be readable later
+            if _cacheable(result):
                 read = result.dependencies
                 in_parts = [m for m, parts in read.modules.items() if parts is not None]
                 searches = {f"{m} {name}": list(found) for (m, name), found in sorted(read.searches.items())}
@@ -259,13 +264,27 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                 kept_sources.update(in_parts)
         cache.keep_sources({modules[m]: module_hashes[m] for m in sorted(kept_sources) if m in modules})
         cache.save_searches(modules)
-    for file, result in results.items():  # sources for the report's excerpts, read only where needed
-        if result.findings and result.source is None:
-            try:
-                result.source = decode(file.read_bytes())
-            except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
-                pass
-    return LintResult(list(missing) + [results[f] for f in files])
+        if all(_cacheable(r) for r in results.values()):
+            cache.put_last_run(run, {str(resolved(f)): results[f].findings for f in files})
+    return LintResult(list(missing) + [_with_source(f, results[f]) for f in files])
+
+
+def _cacheable(result: FileResult) -> bool:
+    return not result.transient and not any(f.code == "TC003" for f in result.findings)  # TC003: may be readable later
+
+
+def _has_errors(findings: list[Finding]) -> bool:
+    return any(f.code in ERROR_CODES for f in findings)
+
+
+def _with_source(file: Path, result: FileResult) -> FileResult:
+    """The file's source, for the report's excerpts of its findings (read only where there are some)."""
+    if result.findings and result.source is None:
+        try:
+            result.source = decode(file.read_bytes())
+        except (OSError, SyntaxError, UnicodeDecodeError, LookupError):
+            pass
+    return result
 
 
 def _cited_lines(result: FileResult, modules_read: Iterable[str], modules: dict[str, Path]) -> dict[str, list[int]]:
