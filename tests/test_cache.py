@@ -387,3 +387,20 @@ def test_a_run_in_which_nothing_changed_takes_the_last_runs_findings_whole(tmp_p
     entries_read.clear()
     monkeypatch.chdir(tmp_path)  # findings name their files from the working folder
     assert [f["path"] for f in lint_json(capsys, "tree")] == [str(Path("tree") / f["path"]) for f in cold]
+
+
+def test_where_a_neighbour_is_cut_is_kept_for_its_content(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    from torchcheck.analysis import pieces
+
+    cold = lint_json(capsys, ".")
+    planned = []
+    original = pieces.plan
+    monkeypatch.setattr(pieces, "plan", lambda source: planned.append(source) or original(source))
+    train = copy / "train.py"
+    for edit in ("# one\n", "# two\n"):  # only train.py is linted again; models.py is read in pieces
+        train.write_text(train.read_text() + edit)
+        assert lint_json(capsys, ".") == cold
+    assert planned == [(copy / "models.py").read_bytes()]  # the second edit's run cut it from the cache

@@ -1,6 +1,7 @@
 """Modules that other files ask about are parsed in pieces (`analysis/pieces.py`): the pieces put
 back together are the whole file's tree, node for node, and an analysis built from pieces answers
 exactly as one built from the whole file."""
+import json
 from pathlib import Path
 
 import libcst as cst
@@ -86,8 +87,8 @@ class Last:
 
 
 def parse_whole(source: bytes) -> tuple[cst.Module, pieces.Cut]:
-    cut = pieces.cut(source)
-    assert cut is not None
+    cut = pieces.cut(source, json.loads(json.dumps(pieces.plan(source))))  # as a cache keeps the plan
+    assert cut is not None and cut == pieces.cut(source)
     skeleton = cst.parse_module(cut.skeleton)
     statements = {}
     for name, piece in cut.pieces.items():

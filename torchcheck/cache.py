@@ -48,6 +48,7 @@ DIGEST_LENGTH = 32  # of a content hash (hex)
 SOURCES = "sources"  # each module's latest linted text, to tell which of its parts an edit changed
 STATS = "stats.json"
 LAST_RUN = "last_run.json"  # the latest run's findings by file, with the `run_digest` they hold for
+CUTS = "cuts"  # where each module parsed in pieces is cut (`pieces.plan`), for its latest content
 SEARCHES = "searches.json"  # "<module> <name>" -> [`importers_digest` of the module, its importers that mention the name]
 SETTLING_NS = 2_000_000_000  # a file's times are trusted once this much older than its hash
 
@@ -316,6 +317,17 @@ class Cache:
         if changed:
             self._write(self.folder / SOURCES / "index.json", index)
 
+    def cut_plan(self, path: Path, digest: str) -> dict | None:
+        """Where the module is cut, if kept for this content."""
+        try:
+            data = json.loads(self._keyed_path(CUTS, str(resolved(path)), ".json").read_bytes())
+            return data["plan"] if data["digest"] == digest and isinstance(data["plan"], dict) else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put_cut_plan(self, path: Path, digest: str, plan: dict) -> None:
+        self._write(self._keyed_path(CUTS, str(resolved(path)), ".json"), {"digest": digest, "plan": plan})
+
     def _sources(self) -> dict[str, str]:
         if self._source_index is None:
             try:
@@ -326,7 +338,11 @@ class Cache:
         return self._source_index
 
     def _source_path(self, name: str) -> Path:
-        return self.folder / SOURCES / (hashlib.blake2b(name.encode(), digest_size=16).hexdigest() + ".z")
+        return self._keyed_path(SOURCES, name, ".z")
+
+    def _keyed_path(self, kind: str, name: str, suffix: str) -> Path:
+        """The file keeping something of the module at (resolved path) `name`, its latest version only."""
+        return self.folder / kind / (hashlib.blake2b(name.encode(), digest_size=16).hexdigest() + suffix)
 
     def _path(self, key: str) -> str:
         # A warm run reads thousands of entries: a string, not a Path, saves a fifth of its time here.

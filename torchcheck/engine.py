@@ -170,15 +170,22 @@ def error_result(path: str, name: str, message: str, line: int = 1, column: int 
 _WORKER: dict = {}
 
 
-def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path], outlines: dict[str, Outline]) -> None:
+def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path], outlines: dict[str, Outline],
+                 cache_root: Path | None) -> None:
     from torchcheck import collector, registry
     from torchcheck.analysis.project import Project
 
     collector.start_worker()
     _WORKER["config"] = config
     _WORKER["rules"] = [registry.resolve_rule(c) for c in rule_codes]
-    _WORKER["project"] = Project(modules, outlines)
+    _WORKER["project"] = Project(modules, outlines, _cache(cache_root))
     _WORKER["names"] = {path: name for name, path in modules.items()}
+
+
+def _cache(root: Path | None):
+    from torchcheck.cache import Cache
+
+    return Cache(root) if root is not None else None
 
 
 def _lint_chunk_in_worker(paths: list[Path]) -> list[FileResult]:
@@ -243,7 +250,7 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                     kept_sources.update(outdated)
     todo = [f for f in files if f not in results]
     if todo:
-        results.update(_lint(todo, config, modules, graph, jobs or os.cpu_count() or 1, progress))
+        results.update(_lint(todo, config, modules, graph, jobs or os.cpu_count() or 1, progress, cache_root))
     if cache is not None:
         from torchcheck.cache import Entry
 
@@ -303,7 +310,7 @@ def _cited_lines(result: FileResult, modules_read: Iterable[str], modules: dict[
 
 
 def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: ImportGraph, jobs: int,
-          progress: bool) -> dict[Path, FileResult]:
+          progress: bool, cache_root: Path | None) -> dict[Path, FileResult]:
     """Lint the files the cache could not answer, in this process or, for many files, in `jobs`; each
     very large one in a process of its own."""
     from torchcheck import collector, registry
@@ -320,7 +327,7 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
     with _progress(progress and len(todo) + len(large) > PROGRESS_THRESHOLD, len(todo) + len(large)) as advance, \
             collector.lint_run():
         for file in large:
-            results[file] = _lint_alone(file, config, codes, modules, outlines)
+            results[file] = _lint_alone(file, config, codes, modules, outlines, cache_root)
             advance()
         if jobs > 1 and len(todo) >= SERIAL_THRESHOLD:
             # imported here: 20 ms that a one-file lint does without
@@ -328,12 +335,12 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
 
             size = max(1, len(todo) // (jobs * 8))
             chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-            with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines)) as pool:
+            with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines, cache_root)) as pool:
                 for chunk, chunk_results in zip(chunks, pool.map(_lint_chunk_in_worker, chunks)):
                     results.update(zip(chunk, chunk_results))
                     advance(len(chunk))
         else:
-            project = Project(modules, outlines)
+            project = Project(modules, outlines, _cache(cache_root))
             project.expect(frozenset(names[f] for f in todo if f in names))
             for file in todo:
                 results[file] = lint_file(file, config, rules, project, names.get(file))
@@ -342,7 +349,7 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
 
 
 def _lint_alone(file: Path, config: Config, codes: list[str], modules: dict[str, Path],
-                outlines: dict[str, Outline]) -> FileResult:
+                outlines: dict[str, Outline], cache_root: Path | None) -> FileResult:
     """One very large file in a process that exits after it; if that process dies (out of memory),
     the file gets an error and the run goes on."""
     from concurrent.futures import ProcessPoolExecutor
@@ -350,7 +357,7 @@ def _lint_alone(file: Path, config: Config, codes: list[str], modules: dict[str,
 
     try:
         with ProcessPoolExecutor(1, initializer=_init_worker,
-                                 initargs=(config, codes, modules, outlines)) as alone:
+                                 initargs=(config, codes, modules, outlines, cache_root)) as alone:
             return alone.submit(_lint_chunk_in_worker, [file]).result()[0]
     except BrokenProcessPool:
         result = error_result(display_path(file), "internal-error",

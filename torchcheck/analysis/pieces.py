@@ -60,29 +60,52 @@ class Cut:
     pieces: dict[str, Piece]  # by the top-level name the statement defines
 
 
-def cut(source: bytes) -> Cut | None:
-    """The skeleton and pieces of a module; None if nothing can be cut exactly."""
+def plan(source: bytes) -> dict:
+    """Where a module is cut, as JSON-ready data: its indentation, and for each piece its name, first
+    line, first line with the comments above it, last line and stub, and for a class the margin of its
+    body and the same for each method piece. Empty if nothing can be cut exactly. Finding the places
+    takes Python's parser; a cache keeps them (`cut` from a plan needs none)."""
     if b"\r" in source or source.startswith(b"\xef\xbb\xbf") or _COOKIE.search(b"\n".join(source.split(b"\n", 2)[:2])):
-        return None
+        return {}
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+        return {}
     lines = source.splitlines(keepends=True)
     indent = _first_indent(tree, lines)
     if indent is None:
+        return {}
+    cuts = []
+    for stmt, before, end in _cuttable(tree.body, lines, b""):
+        stub = b"".join(_stub(stmt, lines, indent)).decode()
+        if isinstance(stmt, ast.ClassDef):
+            margin = _margin(lines[stmt.body[0].lineno - 1])
+            methods = [[method.name, _first_line(method), method_before, method_end]
+                       for method, method_before, method_end in _cuttable(stmt.body, lines, margin)
+                       if not isinstance(method, ast.ClassDef)]
+            cuts.append([stmt.name, _first_line(stmt), before, end, stub, margin.decode(), methods])
+        else:
+            cuts.append([stmt.name, _first_line(stmt), before, end, stub, None, None])
+    return {"indent": indent.decode(), "cuts": cuts} if cuts else {}
+
+
+def cut(source: bytes, where: dict | None = None) -> Cut | None:
+    """The skeleton and pieces of a module, cut as `plan` (given, or found now) says; None if nothing
+    can be cut exactly."""
+    where = plan(source) if where is None else where
+    if not where:
         return None
+    lines = source.splitlines(keepends=True)
+    indent = where["indent"].encode()
     padding = [b"if 1:\n", indent + b"pass\n"]
     stubs: list[tuple[int, int, list[bytes]]] = []
     pieces: dict[str, Piece] = {}
-    for stmt, before, end in _cuttable(tree.body, lines, b""):
-        if isinstance(stmt, ast.ClassDef):
-            pieces[stmt.name] = _class_piece(stmt, lines, before, end, padding)
+    for name, first, before, end, stub, margin, methods in where["cuts"]:
+        if margin is not None:
+            pieces[name] = _class_piece(lines, before, end, padding, margin.encode(), methods)
         else:
-            pieces[stmt.name] = Piece(*_joined([(before - 2, padding), (before, lines[before - 1:end])]))
-        stubs.append((_first_line(stmt), end, _stub(stmt, lines, indent)))
-    if not pieces:
-        return None
+            pieces[name] = Piece(*_joined([(before - 2, padding), (before, lines[before - 1:end])]))
+        stubs.append((first, end, stub.encode().splitlines(keepends=True)))
     skeleton, line_map = _joined(_with_stubs(lines, 1, stubs))
     return Cut(skeleton, line_map, indent, pieces)
 
@@ -117,20 +140,18 @@ def whole_class(skeleton: cst.ClassDef, methods: dict[str, cst.FunctionDef]) -> 
     return skeleton.with_changes(body=skeleton.body.with_changes(body=body))
 
 
-def _class_piece(stmt: ast.ClassDef, lines: list[bytes], before: int, end: int, padding: list[bytes]) -> Piece:
+def _class_piece(lines: list[bytes], before: int, end: int, padding: list[bytes], margin: bytes,
+                 methods: list) -> Piece:
     """A class's piece: the class with its methods cut out as stubs, and each method a piece of its own,
     parsed inside a `class _:` line."""
     stubs: list[tuple[int, int, list[bytes]]] = []
-    methods: dict[str, Piece] = {}
-    margin = _margin(lines[stmt.body[0].lineno - 1])
-    for method, method_before, method_end in _cuttable(stmt.body, lines, margin):
-        if isinstance(method, ast.ClassDef):
-            continue
-        stubs.append((_first_line(method), method_end, [margin + b"def " + method.name.encode() + b"(): ...\n"]))
-        methods[method.name] = Piece(*_joined([(method_before - 3, [*padding, b"class _:\n"]),
-                                               (method_before, lines[method_before - 1:method_end])]))
+    pieces: dict[str, Piece] = {}
+    for name, first, method_before, method_end in methods:
+        stubs.append((first, method_end, [margin + b"def " + name.encode() + b"(): ...\n"]))
+        pieces[name] = Piece(*_joined([(method_before - 3, [*padding, b"class _:\n"]),
+                                       (method_before, lines[method_before - 1:method_end])]))
     text, line_map = _joined([(before - 2, padding), *_with_stubs(lines[:end], before, stubs)])
-    return Piece(text, line_map, methods, b"".join(lines[before - 1:end]).decode())
+    return Piece(text, line_map, pieces, b"".join(lines[before - 1:end]).decode())
 
 
 def _with_stubs(lines: list[bytes], start: int, stubs: list[tuple[int, int, list[bytes]]]):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import libcst as cst
 from libcst.metadata import CodePosition, CodeRange, MetadataWrapper, PositionProvider
@@ -25,6 +26,9 @@ from torchcheck.analysis.memo import SharedMemo
 from torchcheck.analysis.units import MODULE_UNIT, Dependencies
 from torchcheck.analysis.values import Value
 from torchcheck.walk import descendants
+
+if TYPE_CHECKING:
+    from torchcheck.cache import Cache
 
 # A run keeps the analyses it built until they pass this many tokens of source; they are then
 # dropped, between two linted files, except the modules that many of the files linted since asked
@@ -48,8 +52,10 @@ class Project(ImportGraph):
     Its memoised answers are pure functions of the tree (see `memo`), so findings never depend on
     which files were linted before, in which order, or in how many processes."""
 
-    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None) -> None:
+    def __init__(self, files: dict[str, Path] | None = None, outlines: dict[str, Outline] | None = None,
+                 cache: Cache | None = None) -> None:
         super().__init__(files, outlines)
+        self._cache = cache  # the run's result cache, which also keeps where modules are cut
         # Modules this process has yet to lint (`expect`): parsed whole when a question reaches them
         # first, as their tree then serves their own lint. Any other is parsed in pieces (`pieces`),
         # as questions read them.
@@ -196,7 +202,8 @@ class Project(ImportGraph):
                 return None
             try:
                 source = self.files[name].read_bytes()
-                cut = pieces.cut(source) if name not in self._to_lint else None
+                digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+                cut = pieces.cut(source, self._cut_plan(name, source, digest)) if name not in self._to_lint else None
                 module = collector.parse_module(cut.skeleton if cut is not None else source)
                 if cut is not None and module.default_indent != cut.indent.decode():
                     cut, module = None, collector.parse_module(source)
@@ -204,9 +211,19 @@ class Project(ImportGraph):
                 self._analyses[name] = None
                 return None
             self._held += self.tokens(name)
-            self._digests[name] = hashlib.blake2b(source, digest_size=16).hexdigest()
+            self._digests[name] = digest
             self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name, cut)
         return self._analyses[name]
+
+    def _cut_plan(self, name: str, source: bytes, digest: str) -> dict:
+        """Where the module is cut (`pieces.plan`): kept in the cache for its content, if there is one."""
+        if self._cache is None:
+            return pieces.plan(source)
+        plan = self._cache.cut_plan(self.files[name], digest)
+        if plan is None:
+            plan = pieces.plan(source)
+            self._cache.put_cut_plan(self.files[name], digest, plan)
+        return plan
 
     def importers_of(self, module: str, name: str, exclude: FileAnalysis) -> list[FileAnalysis] | None:
         """The files that import `module` and mention `name`, found from their import lines before
