@@ -153,8 +153,9 @@ def test_an_importer_that_puts_a_model_in_eval_mode_for_a_loop_relints_it(tmp_pa
 
 
 def test_an_importer_edit_a_search_does_not_see_rewrites_no_other_entry(tmp_path, capsys, monkeypatch):
-    """The search for `validate`'s callers is kept once for the tree: an importer's edit searches
-    again, once, and the entries that relied on the search stay as they were."""
+    """The search for `validate`'s callers is kept once for the tree. An importer's edit that neither
+    mentions `validate` nor was found mentioning it does not search again; one that changes what the
+    importer imports searches again, once, and the entries that relied on the search stay as they were."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "evaluation.py").write_text(EVALUATION)
     (tmp_path / "train.py").write_text(CALLER.format(imported="", called=""))
@@ -166,8 +167,10 @@ def test_an_importer_edit_a_search_does_not_see_rewrites_no_other_entry(tmp_path
     original = ImportGraph.importers_mentioning
     monkeypatch.setattr(ImportGraph, "importers_mentioning", lambda self, *a: searched.append(a) or original(self, *a))
     (tmp_path / "train.py").write_text(CALLER.format(imported="", called=", 1"))
+    assert lint_json(capsys, ".") == [] and searched == []
+    (tmp_path / "train.py").write_text(CALLER.format(imported="\nimport os", called=", 1"))
     assert lint_json(capsys, ".") == [] and searched == [("evaluation", "validate")]
-    assert all(path.stat().st_mtime_ns == mtime for path, mtime in entries.items())  # train.py's is a new one
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in entries.items())  # train.py's are new ones
     assert lint_json(capsys, ".") == [] and len(searched) == 1
 
 
@@ -404,3 +407,57 @@ def test_where_a_neighbour_is_cut_is_kept_for_its_content(tmp_path, capsys, monk
         train.write_text(train.read_text() + edit)
         assert lint_json(capsys, ".") == cold
     assert planned == [(copy / "models.py").read_bytes()]  # the second edit's run cut it from the cache
+
+
+def test_after_an_edit_only_the_entries_of_the_files_that_read_it_are_looked_up(tmp_path, capsys, monkeypatch):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    (copy / "other.py").write_text("import torch\n\n\ndef f(x):\n    return torch.relu(x)\n")
+    monkeypatch.chdir(copy)
+    from torchcheck import cache
+
+    cold = lint_json(capsys, ".")
+    looked_up = []
+    original = cache.entry_key
+    monkeypatch.setattr(cache, "entry_key", lambda file, *a: looked_up.append(file.name) or original(file, *a))
+    assert lint_json(capsys, ".") == cold and looked_up == []
+
+    def edit(name: str) -> list[str]:
+        looked_up.clear()
+        (copy / name).write_text((copy / name).read_text() + "# edited\n")
+        assert lint_json(capsys, ".") == cold
+        return sorted(looked_up)
+
+    assert edit("other.py") == ["other.py"]  # no findings read it
+    # train.py's findings read models.py; engine.py's read train.py, a caller of its evaluation function
+    assert edit("models.py") == ["engine.py", "models.py", "train.py"]
+    assert edit("train.py") == ["engine.py", "train.py"]
+
+
+@pytest.mark.parametrize("stored", ['{"format": 1, "context": "x", "files": []}', "[1, 2]", "not json",
+                                    '{"format": 1, "context": "%s", "files": {"%s": [1, {"a": 2}, 3]}}'])
+def test_a_damaged_last_run_is_ignored(tmp_path, capsys, monkeypatch, stored):
+    copy = tmp_path / "tree"
+    shutil.copytree(STATIC / "split_project", copy)
+    monkeypatch.chdir(copy)
+    from torchcheck import cache
+
+    cold = lint_json(capsys, ".")
+    last_run = next((copy / cache.CACHE_DIR).rglob(cache.LAST_RUN))
+    context = json.loads(last_run.read_text())["context"]
+    last_run.write_text(stored.replace("%s", context, 1).replace("%s", str((copy / "train.py").resolve())))
+    assert lint_json(capsys, ".") == cold
+
+
+def test_an_importer_that_starts_calling_a_function_it_imports_no_otherwise_relints_the_function(tmp_path, capsys,
+                                                                                                 monkeypatch):
+    """As above, by an importer whose imports stay the same: only its text tells that it now calls `validate`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "evaluation.py").write_text(EVALUATION)
+    caller = "import evaluation\nfrom torch import nn\n\n\ndef main(loader):\n" \
+             "    model = nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.5))\n    {call}\n"
+    (tmp_path / "train.py").write_text(caller.format(call="print(evaluation.SPLIT)"))
+    assert lint_json(capsys, ".") == []
+    (tmp_path / "train.py").write_text(caller.format(call="print(evaluation.validate(model, loader))"))
+    cached = lint_json(capsys, ".")
+    assert [f["code"] for f in cached] == ["TC301"] and cached == lint_json(capsys, ".", "--no-cache")

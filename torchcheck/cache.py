@@ -19,8 +19,9 @@ other file asked about re-lints no other file. To compare parts, the latest text
 read in parts is kept (compressed) in `sources/`. Entries are written atomically (temp file +
 rename): concurrent runs are safe.
 
-A run in which no file changed since the last (the same files, contents, config and working folder)
-takes the last run's findings from `last_run.json` whole, without reading an entry.
+A run of the same files, config and working folder as the last (`LastRun`) reads no entry of a
+file whose content and modules read are unchanged since: a run in which nothing changed reads
+only `last_run.json`.
 
 A warm run does not read a file again whose content hash it already knows: `stats.json` keeps, for
 each file, the hash with the size, change time and modification time it had (as git's index does).
@@ -34,7 +35,7 @@ import os
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from torchcheck import __version__
@@ -47,7 +48,8 @@ OUTLINES = "outlines.json"
 DIGEST_LENGTH = 32  # of a content hash (hex)
 SOURCES = "sources"  # each module's latest linted text, to tell which of its parts an edit changed
 STATS = "stats.json"
-LAST_RUN = "last_run.json"  # the latest run's findings by file, with the `run_digest` they hold for
+LAST_RUN = "last_run.json"  # the latest run's findings by file (`LastRun`)
+LAST_RUN_FORMAT = 1
 CUTS = "cuts"  # where each module parsed in pieces is cut (`pieces.plan`), for its latest content
 SEARCHES = "searches.json"  # "<module> <name>" -> [`importers_digest` of the module, its importers that mention the name]
 SETTLING_NS = 2_000_000_000  # a file's times are trusted once this much older than its hash
@@ -62,11 +64,11 @@ def tree_key(modules) -> str:
     return hashlib.blake2b("\n".join(sorted(modules)).encode(), digest_size=16).hexdigest()
 
 
-def run_digest(files: list[Path], modules: dict[str, Path], hashes: dict[Path, str], fingerprint: str) -> str:
-    """One hash of all a run's findings can depend on: torchcheck's version, the config, the working
-    folder (findings name files from it), the files linted with their content, and their module names."""
-    lines = [__version__, fingerprint, os.getcwd(), *(f"{resolved(f)} {hashes[f]}" for f in files),
-             *(f"{name} {path}" for name, path in sorted(modules.items()))]
+def run_context(files: list[Path], modules: dict[str, Path], fingerprint: str) -> str:
+    """One hash of what a run's findings depend on besides the files' content: torchcheck's version,
+    the config, the working folder (findings name files from it), and the files with their module names."""
+    names = {path: name for name, path in modules.items()}
+    lines = [__version__, fingerprint, os.getcwd(), *(f"{resolved(f)} {names.get(f, '')}" for f in files)]
     return content_digest("\n".join(lines).encode())
 
 
@@ -259,6 +261,11 @@ class Cache:
             self._write(self.folder / SEARCHES, {key: record for key, record in self._searches().items()
                                                  if key.partition(" ")[0] in modules})
 
+    def recorded_search(self, search: str) -> list[str] | None:
+        """What a search ("<module> <name>") found when last made, if recorded."""
+        record = self._searches().get(search)
+        return record[1] if record is not None else None
+
     def _searches(self) -> dict[str, list]:
         if self._search_table is None:
             try:
@@ -358,20 +365,6 @@ class Cache:
     def put(self, key: str, entry: Entry, module_hashes: dict[str, str]) -> None:
         self._write(Path(self._path(key)), entry.stored(module_hashes))
 
-    def last_run(self, digest: str) -> dict[str, list[Finding]] | None:
-        """Each file's findings (by resolved path) of the latest run, if it had this `run_digest`."""
-        try:
-            data = json.loads((self.folder / LAST_RUN).read_bytes())
-            if data.get("format") != ENTRY_FORMAT or data["digest"] != digest:
-                return None
-            return {str(path): [_finding(item) for item in items] for path, items in data["findings"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return None
-
-    def put_last_run(self, digest: str, findings: dict[str, list[Finding]]) -> None:
-        self._write(self.folder / LAST_RUN, {"format": ENTRY_FORMAT, "digest": digest,
-                                             "findings": {path: [f.to_dict() for f in found] for path, found in findings.items()}})
-
     def outlines(self) -> dict[str, tuple[list[str], list[str]]]:
         """What each file content imports and defines at top level, by content hash: a warm run
         rebuilds the import graph from these instead of reading every file's imports again."""
@@ -398,6 +391,60 @@ class Cache:
             os.replace(temp, path)
         except OSError:
             pass  # a read-only tree just runs uncached
+
+
+class LastRun:
+    """The latest run's findings by file, each with the file's content hash, the modules its findings
+    read and their searches of importers, kept for the next run of the same `run_context`.
+
+    A file whose content and modules read are unchanged, and none of whose searches can find
+    otherwise, keeps its findings without its entry being read: after an edit, only the entries of
+    the files that read the edited module are looked up."""
+
+    def __init__(self, cache: Cache, context: str) -> None:
+        self._cache = cache
+        self._context = context
+        self._last: dict[str, list] = {}  # path -> [content hash, findings, modules read, searches]
+        try:
+            data = json.loads((cache.folder / LAST_RUN).read_bytes())
+            if data.get("format") == LAST_RUN_FORMAT and data["context"] == context and isinstance(data["files"], dict):
+                self._last = data["files"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        self._now: dict[str, list] = {}
+
+    def hashes(self, modules: dict[str, Path]) -> dict[str, str]:
+        """The modules' content hashes in the last run ("" where it has none)."""
+        return {name: str((self._last.get(str(resolved(path))) or [""])[0]) for name, path in modules.items()}
+
+    def still_holding(self, files: list[Path], hashes: dict[Path, str], changed: set[str],
+                      may_find_otherwise: Callable[[str], bool]) -> dict[Path, list[Finding]]:
+        """The files whose findings in the last run still hold, with those findings: the file is
+        unchanged, it read none of the `changed` modules, and none of its searches of importers
+        ("<module> <name>") may find otherwise."""
+        holding = {}
+        for file in files:
+            key = str(resolved(file))
+            record = self._last.get(key)
+            try:
+                if record is None or record[0] != hashes[file] or not changed.isdisjoint(record[2].split()):
+                    continue
+                if any(may_find_otherwise(search) for search in record[3]):
+                    continue
+                holding[file] = [_finding(item) for item in record[1]]
+            except (IndexError, KeyError, TypeError, ValueError, AttributeError):  # not written by this version
+                continue
+            self._now[key] = record
+        return holding
+
+    def record(self, file: Path, digest: str, findings: list[Finding], modules_read: Iterable[str],
+               searches: Iterable[str]) -> None:
+        self._now[str(resolved(file))] = [digest, [f.to_dict() for f in findings], " ".join(modules_read), sorted(searches)]
+
+    def save(self) -> None:
+        if self._now != self._last:
+            self._cache._write(self._cache.folder / LAST_RUN, {"format": LAST_RUN_FORMAT, "context": self._context,
+                                                               "files": self._now})
 
 
 def _finding(item: dict) -> Finding:

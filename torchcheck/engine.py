@@ -7,7 +7,7 @@ import contextlib
 import io
 import os
 import tokenize
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,36 +213,35 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
     results: dict[Path, FileResult] = {}
     keys: dict[Path, str] = {}
     kept_sources: set[str] = set()  # modules some entries read parts of: their text is kept for the next run
-    cache = None
+    cache = last_run = None
     if cache_root is not None and files:
-        from torchcheck.cache import Cache, entry_key, run_digest, tree_key
+        from torchcheck.cache import Cache, LastRun, entry_key, run_context, tree_key
 
         cache = Cache(cache_root)
         hashes = cache.content_hashes(files)
-        run = run_digest(files, modules, hashes, config.fingerprint())
-        last = cache.last_run(run)
-        if last is not None and last.keys() == {str(resolved(f)) for f in files}:
-            results = {f: FileResult(display_path(f), last[str(resolved(f))], error=_has_errors(last[str(resolved(f))]))
-                       for f in files}
-            return LintResult(list(missing) + [_with_source(f, results[f]) for f in files])
         module_hashes = {name: hashes[path] for name, path in modules.items()}
-        outline_keys = {name: f"{name}:{digest}" for name, digest in module_hashes.items()}
-        stored = cache.outlines()
-        graph = ImportGraph(modules, {name: Outline(frozenset(stored[key][0]), frozenset(stored[key][1]))
-                                      for name, key in outline_keys.items() if key in stored})
-        if not stored.keys() >= set(outline_keys.values()):  # kept for each module's latest content
-            current = {key: graph.outline(name) for name, key in outline_keys.items()}
-            cache.put_outlines({key: value for key, value in stored.items() if key.rpartition(":")[0] not in modules}
-                               | {key: (sorted(o.imported), sorted(o.defined)) for key, o in current.items()})
-        keys = {file: entry_key(file, hashes[file], config.fingerprint()) for file in files}
+        last_run = LastRun(cache, run_context(files, modules, config.fingerprint()))
+        last_hashes = last_run.hashes(modules)
+        changed = {name for name, digest in module_hashes.items() if last_hashes[name] != digest}
+        may_find_otherwise = _never
+        if changed:
+            graph, stored = _cached_graph(cache, modules, module_hashes)
+            may_find_otherwise = _searches_changed(changed, graph, stored, last_hashes, cache)
+        for file, findings in last_run.still_holding(files, hashes, changed, may_find_otherwise).items():
+            results[file] = FileResult(display_path(file), findings, error=_has_errors(findings))
+    if cache is not None and len(results) < len(files):
+        if not changed:
+            graph, _ = _cached_graph(cache, modules, module_hashes)
+        keys = {file: entry_key(file, hashes[file], config.fingerprint()) for file in files if file not in results}
         tree = tree_key(modules)
-        for file in files:
+        for file in keys:
             entry = cache.get(keys[file])
             if entry is None:
                 continue
             outdated = entry.outdated(module_hashes)
             if cache.is_current(entry, outdated, module_hashes, modules, graph, tree):
                 results[file] = FileResult(display_path(file), entry.findings, error=_has_errors(entry.findings))
+                last_run.record(file, hashes[file], entry.findings, entry.dependencies, entry.searches)
                 if outdated or entry.tree != tree:  # changes its findings did not read: it now names them
                     entry.renew(module_hashes)
                     entry.tree = tree
@@ -268,12 +267,69 @@ def lint_paths(paths: list[Path], config: Config, jobs: int | None = None, cache
                     searches,
                     _cited_lines(result, in_parts, modules),
                     {name: read.resolutions[name] or "" for name in sorted(read.resolutions)}, tree), module_hashes)
+                last_run.record(file, hashes[file], result.findings, sorted(read.modules), searches)
                 kept_sources.update(in_parts)
         cache.keep_sources({modules[m]: module_hashes[m] for m in sorted(kept_sources) if m in modules})
         cache.save_searches(modules)
-        if all(_cacheable(r) for r in results.values()):
-            cache.put_last_run(run, {str(resolved(f)): results[f].findings for f in files})
+        last_run.save()
     return LintResult(list(missing) + [_with_source(f, results[f]) for f in files])
+
+
+def _cached_graph(cache, modules: dict[str, Path], module_hashes: dict[str, str]) -> tuple[ImportGraph, dict]:
+    """The import graph, from the outlines the cache keeps for each module's content (kept up to date
+    here), and those outlines by "<module>:<content hash>"."""
+    outline_keys = {name: f"{name}:{digest}" for name, digest in module_hashes.items()}
+    stored = cache.outlines()
+    graph = ImportGraph(modules, {name: Outline(frozenset(stored[key][0]), frozenset(stored[key][1]))
+                                  for name, key in outline_keys.items() if key in stored})
+    if not stored.keys() >= set(outline_keys.values()):  # kept for each module's latest content
+        current = {key: graph.outline(name) for name, key in outline_keys.items()}
+        cache.put_outlines({key: value for key, value in stored.items() if key.rpartition(":")[0] not in modules}
+                           | {key: (sorted(o.imported), sorted(o.defined)) for key, o in current.items()})
+    return graph, stored
+
+
+def _searches_changed(changed: set[str], graph: ImportGraph, stored: dict, last_hashes: dict[str, str],
+                      cache) -> Callable[[str], bool]:
+    """Whether a search of importers ("<module> <name>") may find otherwise than in the last run: a
+    changed module imports the module, and mentions the name or was found mentioning it. If a changed
+    module may import otherwise than it did (its outline then is not kept), any search may."""
+    changed_importers: dict[str, list[str]] = {}
+    for name in changed:
+        before = stored.get(f"{name}:{last_hashes[name]}")
+        if before is None or set(before[0]) != graph.outline(name).imported:
+            return _always
+        for module in graph.imports_of(name):
+            changed_importers.setdefault(module, []).append(name)
+    texts: dict[str, bytes] = {}
+
+    def may_find_otherwise(search: str) -> bool:
+        module, _, wanted = search.partition(" ")
+        importers = changed_importers.get(module)
+        if not importers:
+            return False
+        found = cache.recorded_search(search)
+        if found is None:
+            return True
+        for importer in importers:
+            if importer not in texts:
+                try:
+                    texts[importer] = graph.files[importer].read_bytes()
+                except OSError:
+                    return True
+            if importer in found or wanted.encode() in texts[importer]:
+                return True
+        return False
+
+    return may_find_otherwise
+
+
+def _never(search: str) -> bool:
+    return False
+
+
+def _always(search: str) -> bool:
+    return True
 
 
 def _cacheable(result: FileResult) -> bool:
