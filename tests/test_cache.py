@@ -18,10 +18,16 @@ def lint_json(capsys, *args):
     return json.loads(capsys.readouterr().out)["findings"]
 
 
-def test_warm_run_gives_the_same_findings(tmp_path, capsys, monkeypatch):
+def working_copy(tmp_path, monkeypatch, fixture: str = "split_project") -> Path:
+    """A copy of a fixture tree to lint and edit, as the working folder."""
     copy = tmp_path / "tree"
-    shutil.copytree(STATIC, copy)
+    shutil.copytree(STATIC / fixture, copy)
     monkeypatch.chdir(copy)
+    return copy
+
+
+def test_warm_run_gives_the_same_findings(tmp_path, capsys, monkeypatch):
+    copy = working_copy(tmp_path, monkeypatch, ".")
     cold = lint_json(capsys, ".")
     assert (copy / ".torchcheck_cache").is_dir()
     from torchcheck import linter
@@ -34,9 +40,7 @@ def test_warm_run_gives_the_same_findings(tmp_path, capsys, monkeypatch):
 
 
 def test_a_warm_run_reads_the_import_graph_from_the_cache(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    copy = working_copy(tmp_path, monkeypatch)
     cold = lint_json(capsys, ".")
     from torchcheck.analysis.import_graph import ImportGraph
 
@@ -51,9 +55,7 @@ def test_a_warm_run_reads_the_import_graph_from_the_cache(tmp_path, capsys, monk
 
 
 def test_a_warm_run_reads_no_file_whose_size_and_times_are_known(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    copy = working_copy(tmp_path, monkeypatch)
     from torchcheck import cache
 
     monkeypatch.setattr(cache, "SETTLING_NS", 0)  # the copy's times are trusted at once
@@ -176,9 +178,7 @@ def test_an_importer_edit_a_search_does_not_see_rewrites_no_other_entry(tmp_path
 
 @pytest.mark.parametrize("stats", ["{not json", '{"x": 3}', '[1, 2]', "models.py with a number for its hash"])
 def test_a_damaged_stats_file_only_costs_reading_the_files(tmp_path, capsys, monkeypatch, stats):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    copy = working_copy(tmp_path, monkeypatch)
     from torchcheck import cache
 
     monkeypatch.setattr(cache, "SETTLING_NS", 0)
@@ -193,9 +193,7 @@ def test_a_damaged_stats_file_only_costs_reading_the_files(tmp_path, capsys, mon
 
 
 def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    copy = working_copy(tmp_path, monkeypatch)
     assert [f["code"] for f in lint_json(capsys, ".")] == ["TC101"]
     models = copy / "models.py"
     models.write_text(models.read_text().replace("nn.LogSoftmax(dim=1)", "nn.Identity()"))
@@ -210,10 +208,8 @@ def test_a_change_relints_the_file_and_its_importers(tmp_path, capsys, monkeypat
 
 
 def test_a_change_that_nothing_reads_relints_only_that_file(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
+    copy = working_copy(tmp_path, monkeypatch)
     (copy / "unrelated.py").write_text("import torch\n\nx = torch.zeros(3)\n")
-    monkeypatch.chdir(copy)
     lint_json(capsys, ".")
     (copy / "unrelated.py").write_text("import torch\n\nx = torch.ones(3)\n")
     from torchcheck import linter
@@ -238,11 +234,9 @@ HELPER = "\n\ndef unused_helper(n):\n    return n + 1\n"
 
 
 def test_an_edit_to_a_part_no_file_read_relints_only_that_file(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
+    copy = working_copy(tmp_path, monkeypatch)
     models = copy / "models.py"
     models.write_text(models.read_text() + HELPER)
-    monkeypatch.chdir(copy)
     cold = lint_json(capsys, ".")
     models.write_text(models.read_text().replace("return n + 1", "n += 1\n    return n") + "# the end\n")
     calls = _relinted(monkeypatch)
@@ -252,9 +246,7 @@ def test_an_edit_to_a_part_no_file_read_relints_only_that_file(tmp_path, capsys,
 
 
 def test_an_edit_that_moves_the_evidence_shown_relints_the_files_showing_it(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    copy = working_copy(tmp_path, monkeypatch)
     lint_json(capsys, ".")
     models = copy / "models.py"
     models.write_text("# a comment moves every line below it\n" + models.read_text())
@@ -273,22 +265,18 @@ def test_an_edit_that_moves_the_evidence_shown_relints_the_files_showing_it(tmp_
     lambda text: text.replace(HELPER, "") + "\nClassifier = nn.Identity\n",
 ], ids=["layer", "import", "renamed", "comment-read", "rebound"])
 def test_a_cached_run_after_any_edit_gives_the_findings_of_an_uncached_one(tmp_path, capsys, monkeypatch, edit):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
+    copy = working_copy(tmp_path, monkeypatch)
     models = copy / "models.py"
     models.write_text(models.read_text() + HELPER)
-    monkeypatch.chdir(copy)
     lint_json(capsys, ".")
     models.write_text(edit(models.read_text()))
     assert lint_json(capsys, ".") == lint_json(capsys, ".", "--no-cache")
 
 
 def test_a_file_added_that_an_import_names_relints_the_importer(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
+    copy = working_copy(tmp_path, monkeypatch)
     models = (copy / "models.py").read_text()
     (copy / "models.py").unlink()
-    monkeypatch.chdir(copy)
     assert "TC101" not in [f["code"] for f in lint_json(capsys, ".")]
     (copy / "models.py").write_text(models)  # train.py, unchanged, now imports its model from it
     assert "TC101" in [f["code"] for f in lint_json(capsys, ".")]
@@ -373,9 +361,7 @@ def test_a_warm_run_imports_no_parser_and_no_rule(tmp_path):
 
 
 def test_a_run_in_which_nothing_changed_takes_the_last_runs_findings_whole(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    working_copy(tmp_path, monkeypatch)
     cold = lint_json(capsys, ".")
     assert cold
     from torchcheck.cache import Cache
@@ -393,9 +379,7 @@ def test_a_run_in_which_nothing_changed_takes_the_last_runs_findings_whole(tmp_p
 
 
 def test_where_a_neighbour_is_cut_is_kept_for_its_content(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    copy = working_copy(tmp_path, monkeypatch)
     from torchcheck.analysis import pieces
 
     cold = lint_json(capsys, ".")
@@ -410,10 +394,8 @@ def test_where_a_neighbour_is_cut_is_kept_for_its_content(tmp_path, capsys, monk
 
 
 def test_after_an_edit_only_the_entries_of_the_files_that_read_it_are_looked_up(tmp_path, capsys, monkeypatch):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
+    copy = working_copy(tmp_path, monkeypatch)
     (copy / "other.py").write_text("import torch\n\n\ndef f(x):\n    return torch.relu(x)\n")
-    monkeypatch.chdir(copy)
     from torchcheck import cache
 
     cold = lint_json(capsys, ".")
@@ -437,9 +419,7 @@ def test_after_an_edit_only_the_entries_of_the_files_that_read_it_are_looked_up(
 @pytest.mark.parametrize("stored", ['{"format": 1, "context": "x", "files": []}', "[1, 2]", "not json",
                                     '{"format": 1, "context": "%s", "files": {"%s": [1, {"a": 2}, 3]}}'])
 def test_a_damaged_last_run_is_ignored(tmp_path, capsys, monkeypatch, stored):
-    copy = tmp_path / "tree"
-    shutil.copytree(STATIC / "split_project", copy)
-    monkeypatch.chdir(copy)
+    copy = working_copy(tmp_path, monkeypatch)
     from torchcheck import cache
 
     cold = lint_json(capsys, ".")
