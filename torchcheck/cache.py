@@ -427,7 +427,7 @@ class LastRun:
             key = str(resolved(file))
             record = self._last.get(key)
             try:
-                if record is None or record[0] != hashes[file] or not changed.isdisjoint(record[2].split()):
+                if record is None or record[0] != hashes[file] or changed and not changed.isdisjoint(record[2].split()):
                     continue
                 if any(may_find_otherwise(search) for search in record[3]):
                     continue

@@ -14,7 +14,7 @@ from pathlib import Path
 from torchcheck.analysis.import_graph import (
     ImportGraph,
     Outline,
-    module_name,
+    dotted_module,
     relative_text,
     remember_resolved,
     resolved,
@@ -145,13 +145,9 @@ def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
     for file in files:
         if is_notebook(file):
             continue
-        root = next((r for r in roots if _is_under(file, r)), file.parent)
-        modules[module_name(file, root)] = file
+        relative = next((text for text in (relative_text(file, r) for r in roots) if text is not None), file.name)
+        modules[dotted_module(relative)] = file
     return modules
-
-
-def _is_under(file: Path, root: Path) -> bool:
-    return relative_text(file, root) is not None
 
 
 def decode(data: bytes) -> str:

@@ -66,7 +66,12 @@ def relative_text(path: Path, root: Path) -> str | None:
 
 
 def module_name(path: Path, root: Path) -> str:
-    parts = (relative_text(path, root) or path.name).split("/")
+    return dotted_module(relative_text(path, root) or path.name)
+
+
+def dotted_module(relative: str) -> str:
+    """The module name of a file at `relative` ("/"-separated) below its root."""
+    parts = relative.split("/")
     dot = parts[-1].rfind(".")
     if 0 < dot < len(parts[-1]) - 1:  # its suffix, as `Path.with_suffix("")` drops it
         parts[-1] = parts[-1][:dot]
