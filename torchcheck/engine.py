@@ -27,8 +27,9 @@ from torchcheck.notebook import is_notebook
 from torchcheck.types import Finding
 
 SERIAL_THRESHOLD = 24  # below this many files, process start-up costs more than it saves
-# Files per task of a parallel run: eight tasks per process, for balance, but no fewer files than this:
-# neighbouring files share their neighbours, which a process parses whole only for the files it lints.
+# Files per task of a parallel run: eight tasks per process, for balance, but no fewer files than this
+# where there are enough for every process: neighbouring files share their neighbours, which a
+# process parses whole only for the files it lints.
 MIN_CHUNK = 40
 
 @dataclass
@@ -388,7 +389,7 @@ def _lint(todo: list[Path], config: Config, modules: dict[str, Path], graph: Imp
             # imported here: 20 ms that a one-file lint does without
             from concurrent.futures import ProcessPoolExecutor
 
-            size = max(MIN_CHUNK, len(todo) // (jobs * 8))
+            size = max(min(MIN_CHUNK, -(-len(todo) // jobs)), len(todo) // (jobs * 8))  # a task for each process at least
             chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
             with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(config, codes, modules, outlines, cache_root)) as pool:
                 for chunk, chunk_results in zip(chunks, pool.map(_lint_chunk_in_worker, chunks)):
