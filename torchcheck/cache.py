@@ -374,6 +374,19 @@ class Cache:
         except (OSError, ValueError, TypeError, AttributeError):
             return {}
 
+    def last_run(self) -> dict:
+        """The latest run's record (`LastRun`): format, context and files; empty if none is readable."""
+        try:
+            data = json.loads((self.folder / LAST_RUN).read_bytes())
+            if data.get("format") == LAST_RUN_FORMAT and isinstance(data["context"], str) and isinstance(data["files"], dict):
+                return data
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        return {}
+
+    def put_last_run(self, data: dict) -> None:
+        self._write(self.folder / LAST_RUN, data)
+
     def put_outlines(self, outlines: dict[str, tuple[list[str], list[str]]]) -> None:
         self._write(self.folder / OUTLINES, outlines)
 
@@ -404,13 +417,9 @@ class LastRun:
     def __init__(self, cache: Cache, context: str) -> None:
         self._cache = cache
         self._context = context
-        self._last: dict[str, list] = {}  # path -> [content hash, findings, modules read, searches]
-        try:
-            data = json.loads((cache.folder / LAST_RUN).read_bytes())
-            if data.get("format") == LAST_RUN_FORMAT and data["context"] == context and isinstance(data["files"], dict):
-                self._last = data["files"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
+        last = cache.last_run()
+        # path -> [content hash, findings, modules read, searches]
+        self._last: dict[str, list] = last["files"] if last.get("context") == context else {}
         self._now: dict[str, list] = {}
 
     def hashes(self, modules: dict[str, Path]) -> dict[str, str]:
@@ -443,8 +452,7 @@ class LastRun:
 
     def save(self) -> None:
         if self._now != self._last:
-            self._cache._write(self._cache.folder / LAST_RUN, {"format": LAST_RUN_FORMAT, "context": self._context,
-                                                               "files": self._now})
+            self._cache.put_last_run({"format": LAST_RUN_FORMAT, "context": self._context, "files": self._now})
 
 
 def _finding(item: dict) -> Finding:
