@@ -10,7 +10,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from torchcheck import collector, registry
 from torchcheck.analysis.import_graph import module_name
@@ -19,6 +18,7 @@ from torchcheck.config import Config
 from torchcheck.context import FileContext
 from torchcheck.engine import FileResult, decode, display_path, error_result
 from torchcheck.notebook import is_notebook, lint_notebook
+from torchcheck.positions import Positions
 from torchcheck.rule import Rule
 from torchcheck.types import Edit, Finding, Fix, RelatedLocation
 from torchcheck.walk import STATEMENT_TYPES, children
@@ -168,7 +168,7 @@ def _line_offsets(text: str) -> list[int]:
 
 
 def _findings(ctx: FileContext, reports, text: str) -> list[Finding]:
-    positions = MetadataWrapper(ctx.module, unsafe_skip_copy=True).resolve(PositionProvider)
+    positions = Positions(ctx.module, text)
     lines = text.splitlines()
     offsets = _line_offsets(text)
     ignored = _per_file_ignores(ctx)

@@ -1,14 +1,17 @@
 """Abstract values: what an expression holds, as far as the rules care."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 
 # Graph states of a tensor: it carries an autograd graph, it does not, unknown, or it does
 # exactly when the enclosing function's callers run it with grad enabled.
 INHERIT = "inherit"
 
 
-@dataclass(frozen=True)
+# Never changed once made (`with_` makes a changed copy): values are shared by every answer that holds
+# them. Not frozen only because a frozen dataclass is six times slower to make, and evaluation makes
+# millions.
+@dataclass(unsafe_hash=True)
 class Value:
     # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
     # function | instance | tuple | dict | record_type (a namedtuple class) | super (`super()`) | grad_ctx | unknown
@@ -32,7 +35,11 @@ class Value:
     bound: object = field(default=None, compare=False)  # `self` value of a bound method
 
     def with_(self, **changes) -> Value:
-        return replace(self, **changes)
+        if not changes.keys() <= _FIELDS:
+            raise TypeError(f"Value has no field {sorted(changes.keys() - _FIELDS)}")
+        changed = object.__new__(Value)
+        changed.__dict__.update(self.__dict__, **changes)
+        return changed
 
     @property
     def is_tensor(self) -> bool:
@@ -44,6 +51,7 @@ class Value:
         return self.kind == "dict" or self.qualname == "torch.nn.ModuleDict"
 
 
+_FIELDS = frozenset(f.name for f in fields(Value))
 UNKNOWN = Value()
 NUMBER = Value(kind="number", graph=False)
 TENSOR = Value(kind="tensor")
