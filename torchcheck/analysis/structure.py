@@ -96,6 +96,8 @@ class ClassInfo:
     own_methods: dict[str, FunctionInfo] = field(default_factory=dict)
     _attrs: dict[str, Value] | None = None
     _is_module: bool | None = None
+    # Its bases' infos, once resolved: an analysis is only dropped with the modules its answers read.
+    _bases: list[ClassInfo] | None = None
 
     @property
     def node(self) -> cst.ClassDef:
@@ -119,12 +121,10 @@ class ClassInfo:
         return [self.analysis.imports.qualname(b.value) or dotted_name(b.value) or "" for b in self.node.bases]
 
     def base_classes(self) -> list[ClassInfo]:
-        out = []
-        for base in self.node.bases:
-            info = self.analysis.resolve_class(base.value)
-            if info is not None and info is not self:
-                out.append(info)
-        return out
+        if self._bases is None:
+            resolved = [self.analysis.resolve_class(base.value) for base in self.node.bases]
+            self._bases = [info for info in resolved if info is not None and info is not self]
+        return self._bases
 
     def is_module(self) -> bool:
         if self._is_module is None:

@@ -249,9 +249,11 @@ TORCHVISION_HEADS = {"fc", "classifier", "head", "heads"}
 
 
 def is_torchvision_builder(qualname: str | None) -> bool:
+    if not qualname or not qualname.startswith("torchvision.models."):
+        return False  # asked of every call: the table is imported only for torchvision's
     from torchcheck.analysis.torchvision_weights import weights_enum
 
-    return bool(qualname) and weights_enum(qualname) is not None
+    return weights_enum(qualname) is not None
 
 _PARAMETER_FREE = (
     "ReLU", "ReLU6", "LeakyReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish", "Sigmoid", "Tanh", "Softmax",

@@ -51,7 +51,8 @@ class TorchLoadWithoutWeightsOnly(Rule):
     fix_safety = FixSafety.UNSAFE
     fix_reason = "A checkpoint holding arbitrary Python objects stops loading."
     max_target_version = (2, 6)
-    needles = (re.compile(r"torch\.load|(?<![\w.])load\("),)
+    # `torch.load`, or a `load(` call; written "load" first, so that a file's text is scanned fast
+    needles = (re.compile(r"load(?:(?<=torch\.load)|\((?<![\w.]load\())"),)
 
     def visit_Call(self, node: cst.Call) -> None:
         if self.ctx.qualname(node.func) != "torch.load":
