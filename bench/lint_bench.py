@@ -1,10 +1,10 @@
 """Benchmark: lint large trees of real code cold (no cache yet), warm (cache), after a core module
 changed (a comment appended, then a function's body edited) and a leaf file's function edited, and
-one file alone; report files/s and peak memory beside the cost of only
+one file of the tree alone; report files/s and peak memory beside the cost of only
 parsing the same files with libcst in the same number of processes (before and after the cold run,
 averaged, as a shared machine's speed drifts; the warm run is the best of three); where installed, run TorchFix and
 torch-preflight on the same tree in the same run and print the ratios. torch's own source tree gets
-one cold run, for its peak memory.
+one cold run, for its peak memory. Last, a script linted alone, beside Python's own start-up.
 
     python bench/lint_bench.py [PATH ...] [--jobs N] [--tools DIR]
 
@@ -150,6 +150,20 @@ def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
             print(f"{tool:24} {seconds:7.2f} s  (peak {peak:.0f} MiB; torchcheck cold is {seconds / cold:.1f}x faster)")
 
 
+def script_row() -> None:
+    """A script linted alone, cold (no cache), beside what starting Python and importing libcst cost."""
+    script = Path(__file__).resolve().parent.parent / "fixtures" / "static" / "lenet_buggy.py"
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / script.name
+        shutil.copy(script, copy)
+        lint = [sys.executable, "-P", "-m", "torchcheck", "lint", copy.name, "--exit-zero", "--no-cache"]
+        alone = min(timed(lint, copy.parent)[0] for _ in range(3))
+        python = min(timed([sys.executable, "-c", "pass"], copy.parent)[0] for _ in range(3))
+        libcst = min(timed([sys.executable, "-c", "import libcst"], copy.parent)[0] for _ in range(3))
+    print(f"\none script alone, cold   {alone:7.2f} s  (best of 3; {script.name}; starting Python takes {python:.2f} s,"
+          f" and importing libcst {libcst:.2f} s more)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path)
@@ -161,6 +175,7 @@ def main() -> None:
             memory_row(source, args.jobs)
         else:
             bench_tree(source, args.jobs, args.tools)
+    script_row()
 
 
 if __name__ == "__main__":
