@@ -16,6 +16,7 @@ literals), `evaluation` (where evaluation code is).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import libcst as cst
 
@@ -89,6 +90,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self._entry_grad: dict[FunctionInfo, str] = {}
         self._called_grad: dict[FunctionInfo, str] = {}
         self._bound_used: dict[FunctionInfo, dict[str, Value]] = {}
+        self._enclosing: set[FunctionInfo] | None = None  # functions with functions defined inside them
         # Modules whose content this analysis's answers read, and the importers it searched for a
         # name: what a linted file's cached findings depend on.
         self.consulted: set[str] = set()
@@ -151,6 +153,7 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
         self.module, self._module_lines = whole(self.module, statements), ((1, 0),)
         self._trees, self._cut_methods, self._class_code, self._stubbed = [], {}, {}, {}
         self.all_functions = list(self._functions_in(self.module))
+        self._enclosing = None
         return True
 
     def trees(self) -> list[tuple[cst.Module, LineMap]]:
@@ -397,6 +400,18 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
             caller.env.update({f"{receiver}.{attr}": value for attr, value in assigned.items()})
         return result
 
+    def defer_call(self, info: FunctionInfo, args, kwargs, bound: Value | None, caller: Frame) -> DeferredCall:
+        """The last statement of a function, a call of a project function (`self.post_init()`): what it
+        sets on its receiver is read by nothing after it, and what it returns is computed only if a
+        question asks (`value`), as the same isolated evaluation."""
+        return DeferredCall(self, info, args, kwargs, bound, caller)
+
+    def encloses_functions(self, info: FunctionInfo) -> bool:
+        """Whether functions are defined inside `info`: they see what it holds once it has run."""
+        if self._enclosing is None:
+            self._enclosing = {f.parent for f in self.all_functions if f.parent is not None}
+        return info in self._enclosing
+
     def construct(self, instance: Value, args, kwargs, caller: Frame) -> Value:
         """`Net(3, head=nn.Softmax(1))`: the new instance, holding the attributes its `__init__` sets
         from these arguments (`self.head = head`)."""
@@ -451,6 +466,24 @@ class FileAnalysis(GradModeQueries, TrainModeQueries):
 
     def value(self, node: cst.CSTNode) -> Value:
         self.ensure_evaluated()
-        return self.values.get(node, UNKNOWN)
+        value = self.values.get(node, UNKNOWN)
+        if type(value) is DeferredCall:
+            value = self.values[node] = value.result()
+        return value
+
+
+@dataclass
+class DeferredCall:
+    """A call whose answer is computed when asked (`FileAnalysis.defer_call`)."""
+    analysis: FileAnalysis
+    info: FunctionInfo
+    args: list
+    kwargs: dict
+    bound: Value | None
+    caller: Frame
+
+    def result(self) -> Value:
+        with self.analysis.project.memo.isolated():  # as when its function was evaluated
+            return self.analysis._summary(self.info, self.args, self.kwargs, self.bound, self.caller)[0]
 
 

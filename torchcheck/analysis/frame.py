@@ -50,6 +50,7 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         self.siblings: dict[str, tuple[str, ...]] = {}  # names unpacked together from one call's result
         self.returned = False  # the path being evaluated has returned: what follows is not on it
         self.modes: dict[str, frozenset] = {}
+        self.final_call: cst.Call | None = None  # `defer_call`
         if func is not None:
             analysis.ensure_module_env()
         if grad is not None:
@@ -68,6 +69,10 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
 
     def run(self) -> None:
         body = self.fa.module if self.func is None else self.func.node.body
+        if self.record and self.func is not None and not self.fa.encloses_functions(self.func):
+            last = list(iter_statements(body))[-1:]
+            if last and type(last[0]) is cst.Expr and type(last[0].value) is cst.Call:
+                self.final_call = last[0].value  # `self.post_init()`: nothing after it reads what it sets
         self.exec_block(body)
 
     # -- statements ----------------------------------------------------------------------------

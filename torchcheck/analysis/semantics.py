@@ -70,6 +70,8 @@ class CallSemantics:
                 bound = self.with_attributes_set(bound, receiver, callee.info)
                 if self.record:
                     self.fa.values[func.value] = bound
+            if node is self.final_call:
+                return self.fa.defer_call(callee.info, args, kwargs, bound, self)
             return self.fa.call_function(callee.info, args, kwargs, bound, self, receiver)
         if callee.kind == "model" and isinstance(callee.info, ClassInfo) and self.record:
             forward = callee.info.method("forward")  # `criterion(out, y)` on a loss module: a call of its forward
