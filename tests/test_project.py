@@ -2,9 +2,13 @@
 that never depend on lint order, what the run holds, process count or hash seed."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from torchcheck.analysis import project as project_module
 from torchcheck.analysis.project import Project
@@ -126,3 +130,8 @@ def test_modules_many_files_ask_about_stay_held_across_drops(tmp_path, monkeypat
 def test_a_module_too_large_to_analyse_answers_no_other_file(monkeypatch):
     monkeypatch.setattr(project_module, "MAX_HELD_TOKENS_PER_MODULE", 1)  # every module counts as generated data
     assert lint_in_order(["train"]) == {"train": []}  # the softmax TC101 needs is in models.py
+
+
+@given(st.binary(max_size=200) | st.text(alphabet=" \t\n_aZ9.(é#", max_size=200).map(str.encode))
+def test_tokens_are_counted_as_the_pattern_counts_them(source):
+    assert project_module.count_tokens(source) == len(re.findall(rb"\w+|[^\w\s]", source))

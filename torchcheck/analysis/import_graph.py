@@ -11,7 +11,11 @@ from pathlib import Path
 IMPORT_LINE = re.compile(rb"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([\w., \t]+))",
                           re.MULTILINE)
 TOP_LEVEL_DEFINITION = re.compile(rb"^(?:class|def|async\s+def)\s+(\w+)", re.MULTILINE)
-_TOKEN = re.compile(rb"\w+|[^\w\s]")
+# A token is a run of word characters or any other character but whitespace (`\w+|[^\w\s]` on bytes):
+# counted by two byte translations, five times faster than the pattern's matches.
+_WORD = bytes(b for b in range(256) if re.fullmatch(rb"\w", bytes([b])))
+_SPACE = bytes(b for b in range(256) if re.fullmatch(rb"\s", bytes([b])))
+_WORD_AS_A = bytes(ord("a") if b in _WORD else ord(" ") for b in range(256))
 MAX_REEXPORT_HOPS = 4  # `from .models import Net` in a package's __init__, and chains of them
 
 
@@ -22,7 +26,8 @@ MAX_HELD_TOKENS_PER_MODULE = 100_000
 
 
 def count_tokens(source: bytes) -> int:
-    return len(_TOKEN.findall(source))
+    words = source.translate(_WORD_AS_A)
+    return len(source.translate(None, _WORD + _SPACE)) + words.count(b" a") + words.startswith(b"a")
 
 
 def too_large_to_hold(path: Path, max_bytes: float) -> bool:
