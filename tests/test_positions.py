@@ -21,6 +21,8 @@ SOURCES = {
     "async and match": "async def f():\n    async with a as b:\n        pass\nmatch x:\n    case 1:\n        pass\n",
     "no newline at the end": "import torch\nloss = torch.nn.CrossEntropyLoss()",
     "byte order mark": "\ufeff# a header comment\n\nimport torch\n",
+    "blocks indented unlike the module": "def f():\n    class A:\n      # two spaces\n      @property\n      def x(self):\n"
+                                         "        return 1; y = 2\n    return A\n",
 }
 
 
@@ -40,13 +42,17 @@ def test_every_node_is_where_libcst_puts_it(text):
         assert positions[node] == whole[node], cst.Module([]).code_for_node(node)
 
 
-def test_one_finding_generates_only_its_statement():
-    text = "import torch\n\n\ndef f():\n    return 1\n\n\nx = f()\n"
+def test_one_finding_generates_only_the_statement_that_holds_it():
+    text = ("import torch\n\n\nclass Net:\n    def first(self):\n        return 1\n\n"
+            "    def second(self):\n        x = 1\n        return f(x)\n")
     module = cst.parse_module(text)
     positions = Positions(module, text)
-    call = module.body[2].body[0].value
-    assert positions[call].start.line == 8
-    assert positions._generated == {2} and not positions._whole
+    net = module.body[1]
+    second = net.body.body[1]
+    call = second.body.body[1].body[0].value
+    assert (positions[call].start.line, positions[call].start.column) == (10, 15)
+    generated = set(positions._spans)  # the `return` line only: not the class, its methods or `x = 1`
+    assert {net, *net.body.body, second.body.body[0]}.isdisjoint(generated) and not positions._whole
 
 
 def test_nodes_of_other_trees_are_not_in_it():

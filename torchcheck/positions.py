@@ -1,9 +1,11 @@
-"""Where a module's nodes are in its file, found one top-level statement at a time.
+"""Where a module's nodes are in its file, found one statement at a time.
 
 libcst's `PositionProvider` finds positions by generating the code of the whole tree: half a second
-for a 200 KB model file. A file's findings cite a few nodes, so only the top-level statements that
-hold them are generated, each starting from the line Python's own parser gives it. The positions
-are libcst's own, computed by the same code generation, as if the whole tree had been generated.
+for a 200 KB model file. A file's findings cite a few nodes, so only the statements that hold them
+are generated: the top-level statement, or within a class or function the statement of its body
+that holds the node, each starting from the line Python's own parser gives it and indented as its
+blocks are. The positions are libcst's own, computed by the same code generation, as if the whole
+tree had been generated.
 """
 from __future__ import annotations
 
@@ -14,6 +16,9 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from torchcheck.walk import descendants
+
+_SCOPES = (cst.FunctionDef, cst.ClassDef)
+_AST_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 class Positions:
@@ -26,8 +31,7 @@ class Positions:
         self._spans: dict[cst.CSTNode, CodeRange] = {}
         self._statement_of: dict[int, int] = {}  # id(node) -> index of the top-level statement holding it
         self._walked = 0  # top-level statements whose nodes `_statement_of` holds
-        self._generated: set[int] = set()
-        self._first_lines: list[int] | None = None
+        self._tree: ast.Module | None = None
         self._whole = False
 
     def __getitem__(self, node: cst.CSTNode) -> CodeRange:
@@ -44,8 +48,8 @@ class Positions:
     def get(self, node: cst.CSTNode, default: CodeRange | None = None) -> CodeRange | None:
         if node not in self._spans and not self._whole:
             index = self._find(node)
-            if index is not None and index not in self._generated:
-                self._generate(index)
+            if index is not None:
+                self._generate(node, index)
         return self._spans.get(node, default)
 
     def _find(self, node: cst.CSTNode) -> int | None:
@@ -58,43 +62,57 @@ class Positions:
             self._walked += 1
         return self._statement_of.get(id(node))
 
-    def _generate(self, index: int) -> None:
-        self._generated.add(index)
-        first_lines = self._statement_lines()
-        if first_lines is None:
+    def _generate(self, node: cst.CSTNode, index: int) -> None:
+        """Generate the innermost statement holding `node` that is the top-level statement `index` or a
+        statement of a class's or function's body below it."""
+        statements = _paired(self._module.body, self._parsed().body) if self._parsed() is not None else None
+        if statements is None:
             self._generate_whole()
             return
-        statement = self._module.body[index]
+        statement, twin = statements[index]
+        indents: list[str] = []
+        while type(statement) in _SCOPES and type(statement.body) is cst.IndentedBlock and node is not statement:
+            inner = _paired(statement.body.body, twin.body) if isinstance(twin, _AST_SCOPES) else None
+            holding = next((pair for pair in inner or () if _holds(pair[0], node)), None)
+            if holding is None:
+                break
+            indents.append(statement.body.indent or self._module.default_indent)
+            statement, twin = holding
         provider = PositionProvider()
         # A statement's code starts with the empty lines and comments above it (one line each).
+        first = min([twin.lineno, *(d.lineno for d in getattr(twin, "decorator_list", ()))])
         state = PositionProvidingCodegenState(default_indent=self._module.default_indent,
                                               default_newline=self._module.default_newline, provider=provider,
-                                              line=first_lines[index] - len(statement.leading_lines))
+                                              indent_tokens=list(indents), line=first - len(statement.leading_lines))
         statement._codegen(state)
         self._spans.update(provider._computed)
 
-    def _statement_lines(self) -> list[int] | None:
-        """The line of each top-level statement's first token (its first decorator's, if any); None if
-        Python's parser does not see the statements libcst sees."""
-        if self._first_lines is None:
+    def _parsed(self) -> ast.Module | None:
+        if self._tree is None:
             try:
-                tree = ast.parse(self._source)
+                self._tree = ast.parse(self._source)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
-                return None
-            lines = []
-            position = 0
-            for statement in self._module.body:
-                if position >= len(tree.body):
-                    return None
-                first = tree.body[position]
-                lines.append(min([first.lineno, *(d.lineno for d in getattr(first, "decorator_list", ()))]))
-                position += len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
-            if position != len(tree.body):
-                return None
-            self._first_lines = lines
-        return self._first_lines
+                self._generate_whole()
+        return self._tree
 
     def _generate_whole(self) -> None:
         if not self._whole:
             self._spans = dict(MetadataWrapper(self._module, unsafe_skip_copy=True).resolve(PositionProvider))
             self._whole = True
+
+
+def _paired(statements, twins: list[ast.stmt]) -> list[tuple[cst.BaseStatement, ast.stmt]] | None:
+    """Each libcst statement of a block with Python's parse of it (the first of `a; b`); None if the
+    two parsers do not see the same statements."""
+    pairs = []
+    position = 0
+    for statement in statements:
+        if position >= len(twins):
+            return None
+        pairs.append((statement, twins[position]))
+        position += len(statement.body) if type(statement) is cst.SimpleStatementLine else 1
+    return pairs if position == len(twins) else None
+
+
+def _holds(statement: cst.CSTNode, node: cst.CSTNode) -> bool:
+    return statement is node or any(below is node for below in descendants(statement))
