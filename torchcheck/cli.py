@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import os
 import sys
 from pathlib import Path
@@ -180,6 +179,8 @@ def lint_command(args) -> int:
         fixed, findings = outcome.fixed, outcome.findings
         sources.update(outcome.sources)
         if args.diff:
+            import difflib
+
             out = sys.stdout
             for path, (before, after) in outcome.changes.items():
                 for line in difflib.unified_diff(before.splitlines(True), after.splitlines(True), f"a/{path}", f"b/{path}"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import re
-import traceback
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
@@ -128,6 +127,8 @@ class _Dispatcher:
 
     def _fail(self, method, exc: Exception) -> None:
         """A rule bug must not stop the others: its rule stops for this file."""
+        import traceback
+
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         self.failed[type(method.__self__)] = f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})"
         self._tables()

@@ -4,7 +4,6 @@ requirement in `pyproject.toml` (`[project] dependencies`), `requirements*.txt`,
 overrides it."""
 from __future__ import annotations
 
-import configparser
 import re
 import sys
 from pathlib import Path
@@ -52,6 +51,8 @@ def _requirement_sources(root: Path):
         yield path.name, _lines(path)
     setup_cfg = root / "setup.cfg"
     if setup_cfg.is_file():
+        import configparser  # here: most trees have no setup.cfg, and a one-file lint starts faster
+
         parser = configparser.ConfigParser()
         try:
             parser.read_string(setup_cfg.read_text(encoding="utf-8"))
