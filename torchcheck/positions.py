@@ -31,7 +31,7 @@ class Positions:
         self._spans: dict[cst.CSTNode, CodeRange] = {}
         self._statement_of: dict[int, int] = {}  # id(node) -> index of the top-level statement holding it
         self._walked = 0  # top-level statements whose nodes `_statement_of` holds
-        self._tree: ast.Module | None = None
+        self._top_level: list | tuple | None = None  # `_paired` of the module's body; () if not pairable
         self._whole = False
 
     def __getitem__(self, node: cst.CSTNode) -> CodeRange:
@@ -65,11 +65,15 @@ class Positions:
     def _generate(self, node: cst.CSTNode, index: int) -> None:
         """Generate the innermost statement holding `node` that is the top-level statement `index` or a
         statement of a class's or function's body below it."""
-        statements = _paired(self._module.body, self._parsed().body) if self._parsed() is not None else None
-        if statements is None:
+        if self._top_level is None:
+            try:
+                self._top_level = _paired(self._module.body, ast.parse(self._source).body) or ()
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                self._top_level = ()
+        if not self._top_level:
             self._generate_whole()
             return
-        statement, twin = statements[index]
+        statement, twin = self._top_level[index]
         indents: list[str] = []
         while type(statement) in _SCOPES and type(statement.body) is cst.IndentedBlock and node is not statement:
             inner = _paired(statement.body.body, twin.body) if isinstance(twin, _AST_SCOPES) else None
@@ -83,17 +87,9 @@ class Positions:
         first = min([twin.lineno, *(d.lineno for d in getattr(twin, "decorator_list", ()))])
         state = PositionProvidingCodegenState(default_indent=self._module.default_indent,
                                               default_newline=self._module.default_newline, provider=provider,
-                                              indent_tokens=list(indents), line=first - len(statement.leading_lines))
+                                              indent_tokens=indents, line=first - len(statement.leading_lines))
         statement._codegen(state)
         self._spans.update(provider._computed)
-
-    def _parsed(self) -> ast.Module | None:
-        if self._tree is None:
-            try:
-                self._tree = ast.parse(self._source)
-            except (SyntaxError, ValueError, RecursionError, MemoryError):
-                self._generate_whole()
-        return self._tree
 
     def _generate_whole(self) -> None:
         if not self._whole:
