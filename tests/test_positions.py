@@ -21,6 +21,11 @@ SOURCES = {
     "async and match": "async def f():\n    async with a as b:\n        pass\nmatch x:\n    case 1:\n        pass\n",
     "no newline at the end": "import torch\nloss = torch.nn.CrossEntropyLoss()",
     "byte order mark": "\ufeff# a header comment\n\nimport torch\n",
+    "compound statements": "for i in x:\n  if i:\n      a = 1\n  elif j:\n    # note\n    b = 2\n  else:\n    c = 3\nelse:\n  d = 4\n"
+                           "while 1:\n    with a as b, c:\n        try:\n            e = 5\n        except (A, B) as err:\n"
+                           "            f = 6\n        except C:\n            pass\n        else:\n            g = 7\n"
+                           "        finally:\n            h = 8\nelse:\n    if k: m = 9\n    else:\n"
+                           "        if n:\n            o = 10\n",
     "blocks indented unlike the module": "def f():\n    class A:\n      # two spaces\n      @property\n      def x(self):\n"
                                          "        return 1; y = 2\n    return A\n",
 }
@@ -53,6 +58,17 @@ def test_one_finding_generates_only_the_statement_that_holds_it():
     assert (positions[call].start.line, positions[call].start.column) == (10, 15)
     generated = set(positions._spans)  # the `return` line only: not the class, its methods or `x = 1`
     assert {net, *net.body.body, second.body.body[0]}.isdisjoint(generated) and not positions._whole
+
+
+def test_a_node_in_a_loop_generates_only_its_line():
+    text = "def train():\n    for batch in loader:\n        if batch:\n            x = 1\n        else:\n            y = f(x)\n"
+    module = cst.parse_module(text)
+    positions = Positions(module, text)
+    loop = module.body[0].body.body[0]
+    assignment = loop.body.body[0].orelse.body.body[0]
+    call = assignment.body[0].value
+    assert (positions[call].start.line, positions[call].start.column) == (6, 16)
+    assert loop not in positions._spans and assignment in positions._spans
 
 
 def test_nodes_of_other_trees_are_not_in_it():

@@ -29,7 +29,6 @@ A file changed within `SETTLING_NS` of being hashed is hashed again next time, a
 in the same clock tick would leave its times unchanged."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 from torchcheck import __version__
 from torchcheck.analysis.import_graph import resolved
 from torchcheck.analysis.units import Unit, module_units, part_key, parts_unchanged
+from torchcheck.digest import blake2b
 from torchcheck.types import Edit, Finding, Fix, FixSafety, RelatedLocation, Severity
 
 CACHE_DIR = ".torchcheck_cache"
@@ -56,12 +56,12 @@ SETTLING_NS = 2_000_000_000  # a file's times are trusted once this much older t
 
 
 def content_digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=DIGEST_LENGTH // 2).hexdigest()
+    return blake2b(data, digest_size=DIGEST_LENGTH // 2).hexdigest()
 
 
 def tree_key(modules) -> str:
     """A digest of the tree's set of modules."""
-    return hashlib.blake2b("\n".join(sorted(modules)).encode(), digest_size=16).hexdigest()
+    return blake2b("\n".join(sorted(modules)).encode(), digest_size=16).hexdigest()
 
 
 def run_context(files: list[Path], modules: dict[str, Path], fingerprint: str) -> str:
@@ -75,7 +75,7 @@ def run_context(files: list[Path], modules: dict[str, Path], fingerprint: str) -
 def entry_key(file: Path, digest: str, fingerprint: str) -> str:
     """Findings name files from the working folder: a run from another folder has entries of its own."""
     material = "\0".join([__version__, fingerprint, os.getcwd(), str(resolved(file)), digest])
-    return hashlib.sha256(material.encode()).hexdigest()
+    return blake2b(material.encode(), digest_size=32).hexdigest()
 
 
 class Entry:
@@ -349,7 +349,7 @@ class Cache:
 
     def _keyed_path(self, kind: str, name: str, suffix: str) -> Path:
         """The file keeping something of the module at (resolved path) `name`, its latest version only."""
-        return self.folder / kind / (hashlib.blake2b(name.encode(), digest_size=16).hexdigest() + suffix)
+        return self.folder / kind / (blake2b(name.encode(), digest_size=16).hexdigest() + suffix)
 
     def _path(self, key: str) -> str:
         # A warm run reads thousands of entries: a string, not a Path, saves a fifth of its time here.

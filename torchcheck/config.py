@@ -4,15 +4,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from torchcheck.target_version import toml_reader
 
 DEFAULT_EXCLUDE = (".*", "__pycache__", ".venv", "venv", "build", "dist", "node_modules", "site-packages")
 KNOWN_KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "per-file-ignores", "rules",
@@ -88,6 +84,7 @@ def load_config(start: Path, explicit: Path | None = None) -> Config:
     if path is None:
         root = start.resolve() if start.is_dir() else start.resolve().parent
         return Config(root=root, **_inferred_target(root))
+    tomllib = toml_reader()
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

@@ -2,9 +2,10 @@
 
 libcst's `PositionProvider` finds positions by generating the code of the whole tree: half a second
 for a 200 KB model file. A file's findings cite a few nodes, so only the statements that hold them
-are generated: the top-level statement, or within a class or function the statement of its body
-that holds the node, each starting from the line Python's own parser gives it and indented as its
-blocks are. The positions are libcst's own, computed by the same code generation, as if the whole
+are generated: the innermost statement holding the node, found by going down from the top-level
+statement through the blocks of compound statements (bodies of classes, functions, loops, `if`,
+`with` and `try`), generated from the line Python's own parser gives it and indented as
+its blocks are. The positions are libcst's own, computed by the same code generation, as if the whole
 tree had been generated.
 """
 from __future__ import annotations
@@ -16,9 +17,6 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from torchcheck.walk import descendants
-
-_SCOPES = (cst.FunctionDef, cst.ClassDef)
-_AST_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 class Positions:
@@ -63,8 +61,7 @@ class Positions:
         return self._statement_of.get(id(node))
 
     def _generate(self, node: cst.CSTNode, index: int) -> None:
-        """Generate the innermost statement holding `node` that is the top-level statement `index` or a
-        statement of a class's or function's body below it."""
+        """Generate the innermost statement holding `node` below the top-level statement `index`."""
         if self._top_level is None:
             try:
                 self._top_level = _paired(self._module.body, ast.parse(self._source).body) or ()
@@ -75,13 +72,13 @@ class Positions:
             return
         statement, twin = self._top_level[index]
         indents: list[str] = []
-        while type(statement) in _SCOPES and type(statement.body) is cst.IndentedBlock and node is not statement:
-            inner = _paired(statement.body.body, twin.body) if isinstance(twin, _AST_SCOPES) else None
-            holding = next((pair for pair in inner or () if _holds(pair[0], node)), None)
+        while statement is not node:
+            holding = next(((block, pair) for block, twins in _blocks(statement, twin)
+                            for pair in _paired(block.body, twins) or () if _holds(pair[0], node)), None)
             if holding is None:
                 break
-            indents.append(statement.body.indent or self._module.default_indent)
-            statement, twin = holding
+            block, (statement, twin) = holding
+            indents.append(block.indent or self._module.default_indent)
         provider = PositionProvider()
         # A statement's code starts with the empty lines and comments above it (one line each).
         first = min([twin.lineno, *(d.lineno for d in getattr(twin, "decorator_list", ()))])
@@ -108,6 +105,23 @@ def _paired(statements, twins: list[ast.stmt]) -> list[tuple[cst.BaseStatement, 
         pairs.append((statement, twins[position]))
         position += len(statement.body) if type(statement) is cst.SimpleStatementLine else 1
     return pairs if position == len(twins) else None
+
+
+def _blocks(statement: cst.CSTNode, twin: ast.stmt):
+    """The indented blocks of a compound statement, each with Python's parse of its statements."""
+    for field in ("body", "orelse", "finalbody"):
+        block = getattr(statement, field, None)
+        twins = getattr(twin, field, None)
+        if type(block) is cst.If and type(twins) is list and len(twins) == 1:  # `elif`: its blocks are ours
+            yield from _blocks(block, twins[0])
+            continue
+        if block is not None and type(block) is not cst.IndentedBlock:  # `else:` / `finally:`
+            block = getattr(block, "body", None)
+        if type(block) is cst.IndentedBlock and type(twins) is list:
+            yield block, twins
+    for clause, twin_clause in zip(getattr(statement, "handlers", ()), getattr(twin, "handlers", ())):
+        if type(clause.body) is cst.IndentedBlock:
+            yield clause.body, twin_clause.body
 
 
 def _holds(statement: cst.CSTNode, node: cst.CSTNode) -> bool:

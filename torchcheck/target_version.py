@@ -8,11 +8,6 @@ import re
 import sys
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 # `torch>=2.1`, `torch[opt] ~= 2.2.0`, `torch==1.13.1+cu117`: the name, then its version clauses.
 _REQUIREMENT = re.compile(r"^\s*torch\s*(\[[^\]]*\])?\s*(?P<spec>(?:[<>=!~]=?|===)[^;#]*)", re.IGNORECASE)
 _LOWER_BOUND = re.compile(r"(>=|==|~=|===|>)\s*v?(\d+(?:\.\d+){0,2})")
@@ -38,9 +33,22 @@ def infer_target_version(root: Path) -> tuple[tuple[int, ...] | None, str]:
     return None, "no torch requirement found (pyproject.toml, requirements*.txt, setup.cfg, setup.py)"
 
 
+def toml_reader():
+    """tomllib (tomli before Python 3.11), imported only to read a pyproject.toml: a script linted on
+    its own often has none, and starts faster without it."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover
+
+    return tomli  # pragma: no cover
+
+
 def _requirement_sources(root: Path):
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
+        tomllib = toml_reader()
         try:
             project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):

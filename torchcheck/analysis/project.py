@@ -3,7 +3,6 @@
 them (`pieces`); which file that is comes from the import graph (`import_graph`)."""
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from torchcheck.analysis.imports import ImportTable
 from torchcheck.analysis.memo import SharedMemo
 from torchcheck.analysis.units import MODULE_UNIT, Dependencies
 from torchcheck.analysis.values import Value
+from torchcheck.digest import blake2b
 from torchcheck.walk import descendants
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Project(ImportGraph):
     def begin(self, name: str, source: bytes) -> FileAnalysis | None:
         """Start linting `name`; the analysis already built from this very content, if any."""
         self.memo.begin_file()
-        digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+        digest = blake2b(source, digest_size=16).hexdigest()
         self._current = (name, digest)
         if self._digests.get(name) == digest and self._analyses.get(name) is not None \
                 and self._analyses[name].complete():
@@ -202,7 +202,7 @@ class Project(ImportGraph):
                 return None
             try:
                 source = self.files[name].read_bytes()
-                digest = hashlib.blake2b(source, digest_size=16).hexdigest()
+                digest = blake2b(source, digest_size=16).hexdigest()
                 cut = pieces.cut(source, self._cut_plan(name, source, digest)) if name not in self._to_lint else None
                 module = collector.parse_module(cut.skeleton if cut is not None else source)
                 if cut is not None and module.default_indent != cut.indent.decode():

@@ -13,10 +13,10 @@ are read too: `mode_effects` looks for words like "dropout" in its code)."""
 from __future__ import annotations
 
 import ast
-import hashlib
 from dataclasses import dataclass, field
 
 from torchcheck.analysis.import_graph import IMPORT_LINE, TOP_LEVEL_DEFINITION
+from torchcheck.digest import blake2b
 
 MODULE_UNIT = "<module>"
 
@@ -85,7 +85,7 @@ def _unit(found: list[tuple[int, int, bytes]]) -> Unit:
 
 
 def _digest(texts) -> str:
-    return hashlib.blake2b(b"\0".join(texts), digest_size=16).hexdigest()
+    return blake2b(b"\0".join(texts), digest_size=16).hexdigest()
 
 
 def nested_imports(body: list[ast.stmt]):
@@ -105,7 +105,7 @@ def nested_imports(body: list[ast.stmt]):
 def part_key(name: str) -> str:
     """A short stand-in for a part's name in cache entries (a warm run reads a million of them). Two
     names may share one: then both parts are compared, which is never wrong."""
-    return hashlib.blake2b(name.encode(), digest_size=3).hexdigest()
+    return blake2b(name.encode(), digest_size=3).hexdigest()
 
 
 def parts_unchanged(before: dict[str, Unit] | None, after: dict[str, Unit] | None, keys, cited_lines) -> bool:
