@@ -71,6 +71,16 @@ def test_a_node_in_a_loop_generates_only_its_line():
     assert loop not in positions._spans and assignment in positions._spans
 
 
+def test_a_name_in_a_header_generates_the_header_alone():
+    text = "@register\nclass Net(Base):\n    def forward(self, x):\n        return x\n    size = 2\n"
+    module = cst.parse_module(text)
+    positions = Positions(module, text)
+    net = module.body[0]
+    assert (positions[net.name].start.line, positions[net.name].start.column) == (2, 6)
+    assert positions[net.bases[0].value].start.column == 10
+    assert {net, *net.body.body}.isdisjoint(positions._spans)
+
+
 def test_nodes_of_other_trees_are_not_in_it():
     text = "x = 1\n"
     positions = Positions(cst.parse_module(text), text)

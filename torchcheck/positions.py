@@ -5,8 +5,8 @@ for a 200 KB model file. A file's findings cite a few nodes, so only the stateme
 are generated: the innermost statement holding the node, found by going down from the top-level
 statement through the blocks of compound statements (bodies of classes, functions, loops, `if`,
 `with` and `try`), generated from the line Python's own parser gives it and indented as
-its blocks are. The positions are libcst's own, computed by the same code generation, as if the whole
-tree had been generated.
+its blocks are; for a node in a header (a class's name), the header alone. The positions are
+libcst's own, computed by the same code generation, as if the whole tree had been generated.
 """
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from torchcheck.walk import descendants
+
+_PLACEHOLDER_BODY = cst.IndentedBlock([cst.SimpleStatementLine([cst.Pass()])])
+_HEADED = (cst.FunctionDef, cst.ClassDef, cst.For, cst.While, cst.If, cst.With)
+_NO_ELSE = {cst.For: {"orelse": None}, cst.While: {"orelse": None}, cst.If: {"orelse": None}}
 
 
 class Positions:
@@ -73,9 +77,12 @@ class Positions:
         statement, twin = self._top_level[index]
         indents: list[str] = []
         while statement is not node:
-            holding = next(((block, pair) for block, twins in _blocks(statement, twin)
-                            for pair in _paired(block.body, twins) or () if _holds(pair[0], node)), None)
+            blocks = [(block, _paired(block.body, twins)) for block, twins in _blocks(statement, twin)]
+            holding = next(((block, pair) for block, pairs in blocks for pair in pairs or () if _holds(pair[0], node)), None)
             if holding is None:
+                if _in_header(statement, node) and all(pairs is not None for _, pairs in blocks):
+                    # Only what comes before the node decides its span: the body is not generated.
+                    statement = statement.with_changes(body=_PLACEHOLDER_BODY, **_NO_ELSE.get(type(statement), {}))
                 break
             block, (statement, twin) = holding
             indents.append(block.indent or self._module.default_indent)
@@ -122,6 +129,14 @@ def _blocks(statement: cst.CSTNode, twin: ast.stmt):
     for clause, twin_clause in zip(getattr(statement, "handlers", ()), getattr(twin, "handlers", ())):
         if type(clause.body) is cst.IndentedBlock:
             yield clause.body, twin_clause.body
+
+
+def _in_header(statement: cst.CSTNode, node: cst.CSTNode) -> bool:
+    """Whether a node of a compound statement that no statement of its blocks holds is in its header
+    (a class's name, a loop's iterable), before its body, rather than in its `else`."""
+    orelse = getattr(statement, "orelse", None)
+    return (type(statement) in _HEADED and type(statement.body) is cst.IndentedBlock and node is not statement.body
+            and (orelse is None or not _holds(orelse, node)))
 
 
 def _holds(statement: cst.CSTNode, node: cst.CSTNode) -> bool:
