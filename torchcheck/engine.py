@@ -183,9 +183,11 @@ def _init_worker(config: Config, rule_codes: list[str], modules: dict[str, Path]
 
 
 def _cache(root: Path | None):
+    if root is None:
+        return None
     from torchcheck.cache import Cache
 
-    return Cache(root) if root is not None else None
+    return Cache(root)
 
 
 def _lint_chunk_in_worker(paths: list[Path]) -> list[FileResult]:
