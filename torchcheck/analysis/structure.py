@@ -26,6 +26,9 @@ _MODEL_NAME = re.compile(r"^(model|net|network|classifier|student|teacher|genera
 _MODEL_VERB = re.compile(r"^_*(prepare|load|build|get|create|make|save|init|wrap|unwrap|setup|compile|export|convert|"
                          r"train|eval|evaluate|test|validate|run|fit|copy|update|sync|register|print|log|freeze|"
                          r"restore|resume|download|set|check|is|has|to|apply)_", re.IGNORECASE)
+# `model_fn(model, x)`, `model_transform(y)`, `model_cls(config)`: what acts on or makes a model.
+_MODEL_HELPER = re.compile(r"_(fn|fns|func|function|transform|factory|builder|cls|class|type|hook|callback|provider)$",
+                           re.IGNORECASE)
 
 
 @lru_cache(maxsize=4096)
@@ -36,7 +39,7 @@ def is_model_like(dotted: str | None) -> bool:
     last = dotted.rsplit(".", 1)[-1]
     if last == "module" and "." in dotted:  # DDP/DataParallel: model.module
         last = dotted.rsplit(".", 2)[-2]
-    return bool(_MODEL_NAME.search(last)) and not _MODEL_VERB.search(last)
+    return bool(_MODEL_NAME.search(last)) and not _MODEL_VERB.search(last) and not _MODEL_HELPER.search(last)
 
 
 

@@ -99,13 +99,15 @@ class EvalModeMissing(EvalCodeRule):
         return True
 
     def _callers_unknown(self, scope, receiver: str, node: cst.Call) -> bool:
-        """A function handed its model by callers that the tree does not contain (a library API):
+        """A model handed in by callers that the tree does not contain (a library API), as a parameter
+        of this function or of a function enclosing it (a factory that returns the evaluation step):
         the caller decides the mode, and we cannot see it."""
         analysis = self.ctx.analysis
         info = analysis.scope.get(node)
-        if info is None or receiver.split(".")[0] not in info.param_names():
-            return False
-        return not analysis.sites_of(info, cross_file=True)
+        root = receiver.split(".")[0]
+        while info is not None and root not in info.param_names():
+            info = info.parent
+        return info is not None and not analysis.sites_of(info, cross_file=True)
 
     VALID = [
         """
@@ -145,6 +147,24 @@ class EvalModeMissing(EvalCodeRule):
             with torch.no_grad():
                 for x, y in test_loader:
                     model(x)
+        """,
+        """
+        import torch
+        def create_evaluator(model, forward=lambda model, x: model(x)):  # a library API
+            def evaluate_step(engine, batch):
+                with torch.no_grad():
+                    return forward(model, batch[0]), model(batch[0])
+            return evaluate_step
+        """,
+        """
+        import torch
+        def create_evaluator(model, model_fn=lambda model, x: model(x), model_transform=lambda y: y):
+            def evaluate_step(engine, batch):
+                model.eval()
+                with torch.no_grad():
+                    return model_transform(model_fn(model, batch[0]))
+            return evaluate_step
+        evaluator = create_evaluator(torch.nn.Linear(2, 2))
         """,
         """
         def _validate(solver, expr):  # a z3 solver's model(), not an nn.Module forward
