@@ -144,7 +144,7 @@ _CWD: dict[str, Path] = {}
 
 def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
     """The Python modules of the linted tree by dotted name (notebooks are not importable)."""
-    roots = [p if p.is_dir() else p.parent for p in paths if p.exists()]
+    roots = [package_root(p if p.is_dir() else p.parent) for p in paths if p.exists()]
     modules: dict[str, Path] = {}
     for file in files:
         if is_notebook(file):
@@ -152,6 +152,16 @@ def project_modules(files: list[Path], paths: list[Path]) -> dict[str, Path]:
         relative = next((text for text in (relative_text(file, r) for r in roots) if text is not None), file.name)
         modules[dotted_module(relative)] = file
     return modules
+
+
+def package_root(folder: Path) -> Path:
+    """Where module names start for a linted folder: above the outermost package holding it, so that
+    `lint src/pkg` names `pkg.utils` as `from pkg.utils import x` in the tree does. Not above torch or
+    torchvision: names under `torch.` are the catalog's (`torch.nn.Linear`), even in torch's own tree."""
+    folder = resolved(folder)
+    while (folder / "__init__.py").is_file() and folder.parent != folder and folder.name not in ("torch", "torchvision"):
+        folder = folder.parent
+    return folder
 
 
 def decode(data: bytes) -> str:

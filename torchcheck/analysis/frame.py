@@ -47,6 +47,7 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         self.depth = depth
         self.env: dict[str, Value] = {}
         self.returns: list[Value] = []
+        self.yield_grads: list[str] = []  # the grad mode at each `yield`: a @contextmanager's block runs in it
         self.siblings: dict[str, tuple[str, ...]] = {}  # names unpacked together from one call's result
         self.returned = False  # the path being evaluated has returned: what follows is not on it
         self.modes: dict[str, frozenset] = {}
@@ -165,17 +166,32 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         self.env, self.modes = env, modes
 
     def exec_with(self, stmt: cst.With) -> None:
-        saved = self.grad
+        saved, modes = self.grad, self.modes
+        handed: list[str] = []
         for item in stmt.items:
             value = self.eval(item.item)
             if value.kind == "grad_ctx":
                 self.grad = value.qualname if value.qualname in (GRAD_ON, GRAD_OFF) else saved
             elif value.kind == "unknown_grad_ctx":
                 self.grad = GRAD_OFF  # set_grad_enabled(<expr>): the train/val phase pattern; trust it
+            else:
+                handed += self._handed_to_context(item.item)
             if item.asname is not None:
                 self.bind(item.asname.name, UNKNOWN)
+        for receiver in handed:  # `with eval_mode(model):` may put it in eval mode for the block
+            self.set_mode(receiver, modes.get(receiver, frozenset({"unknown"})) | {"eval"})
         self.exec_block(stmt.body)
         self.grad = saved
+        for receiver in handed:  # and puts it back
+            self.modes = {k: v for k, v in self.modes.items() if k != receiver} | (
+                {receiver: modes[receiver]} if receiver in modes else {})
+
+    def _handed_to_context(self, expression: cst.BaseExpression) -> list[str]:
+        """What a context manager of the project or another library is handed (`eval_mode(model)`),
+        which it may switch to eval mode; torch's own (`summon_full_params(model)`) do not."""
+        if type(expression) is not cst.Call or (self.fa.imports.qualname(expression.func) or "").startswith("torch."):
+            return []
+        return [name for arg in expression.args if not arg.star and (name := dotted_name(arg.value)) is not None]
 
     def set_mode(self, receiver: str | None, state: frozenset | None) -> None:
         if receiver is None or state is None:
@@ -277,6 +293,8 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
             return join(self.eval(node.body), self.eval(node.orelse))
         if kind is cst.Await:
             return self.eval(node.expression)
+        if kind is cst.Yield:
+            self.yield_grads.append(self.grad)
         if kind is cst.Lambda:
             self.eval_lambda(node)
         else:

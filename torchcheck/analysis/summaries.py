@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from torchcheck.analysis.dataflow import FileAnalysis
 
 _LOSS_FUNCTION = re.compile(r"(^|_)loss$", re.IGNORECASE)
+_CONTEXT_MANAGERS = frozenset({"contextlib.contextmanager", "contextlib.asynccontextmanager"})
 
 
 class CallSummaries:
@@ -159,6 +160,10 @@ class CallSummaries:
             result = value if i == 0 else join(result, value)
         if result.is_tensor and _LOSS_FUNCTION.search(info.name):
             result = result.with_(is_loss=True)  # `compute_loss(...)`, `_smooth_l1_loss(...)`
+        yielded_in = set(frame.yield_grads)
+        if len(yielded_in) == 1 and yielded_in != {caller.grad} and _CONTEXT_MANAGERS.intersection(info.decorator_qualnames()):
+            # `with inference():` of a @contextmanager that yields under `torch.no_grad()`
+            result = Value(kind="grad_ctx", qualname=yielded_in.pop())
         assigned = {k[len(prefix):]: v for k, v in frame.env.items() if k.startswith(prefix)} if prefix else {}
         return result, assigned
 

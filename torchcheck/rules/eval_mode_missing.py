@@ -167,6 +167,16 @@ class EvalModeMissing(EvalCodeRule):
         evaluator = create_evaluator(torch.nn.Linear(2, 2))
         """,
         """
+        import torch
+        from helpers import evaluating  # a context manager of another library: it may switch the mode
+        def validate(model, loader):
+            with torch.no_grad(), evaluating(model):
+                return [model(x) for x, _ in loader]
+        def fit(model, loader):
+            model.train()
+            validate(model, loader)
+        """,
+        """
         def _validate(solver, expr):  # a z3 solver's model(), not an nn.Module forward
             return solver.model().eval(expr)
         """,
