@@ -7,6 +7,7 @@ from torchcheck.analysis.calls import (
     method_name,
     short_code,
     source_evidence,
+    stepped_optimizer,
 )
 from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
@@ -47,7 +48,8 @@ def _backpropagated_names(ctx, scope: cst.CSTNode, roots: set[str]) -> set[str]:
             targets = [t.target for t in node.targets] if type(node) is cst.Assign else [node.target]
             used = _names_in(node.value)
             for target in targets:
-                for name in _target_names(target) or [dotted_name(target)]:
+                container = target.value if isinstance(target, cst.Subscript) else target  # `losses["mel"] = mel`
+                for name in _target_names(target) or [dotted_name(container)]:
                     if name:
                         sources.setdefault(name, set()).update(used)
     names, frontier = set(), list(roots)
@@ -84,6 +86,19 @@ def _target_names(target: cst.CSTNode) -> list[str]:
     if isinstance(target, (cst.Tuple, cst.List)):
         return [n for element in target.elements for n in _target_names(element.value)]
     return []
+
+
+def _reset_with_each_step(ctx, loop: cst.For | cst.While, name: str) -> bool:
+    """`running_loss = 0` in a block of the loop that also steps an optimizer: the sum spans the
+    micro-batches of one step (a gradient-accumulation window), not the whole run."""
+    blocks = [loop.body, *(n for n in descendants(loop.body) if type(n) is cst.IndentedBlock)]
+    for block in blocks:
+        resets = any(type(small) is cst.Assign and len(small.targets) == 1 and dotted_name(small.targets[0].target) == name
+                     and type(small.value) in (cst.Integer, cst.Float)
+                     for line in block.body if type(line) is cst.SimpleStatementLine for small in line.body)
+        if resets and any(type(n) is cst.Call and stepped_optimizer(ctx, n) is not None for n in descendants(block)):
+            return True
+    return False
 
 
 class LossAccumulatedWithoutItem(Rule):
@@ -193,7 +208,7 @@ class LossAccumulatedWithoutItem(Rule):
         backward_evidence = graph is not False and bool(_operands(added) & roots)
         if not backward_evidence and not already_backpropagated and (not value.is_loss or graph is not True):
             return
-        if name in backpropagated:
+        if name in backpropagated or _reset_with_each_step(self.ctx, self.loops[-1][-1], name):
             return
         if not backpropagated and not already_backpropagated and not self._outlives_function(name):
             return  # loss terms collected in a helper and handed back for a backward elsewhere
@@ -237,6 +252,38 @@ class LossAccumulatedWithoutItem(Rule):
         return self._backward_names[scope]
 
     VALID = [
+        """
+        import torch.nn as nn
+        class SpeechLoss(nn.Module):  # per-utterance terms, summed into the dict it returns
+            def __init__(self):
+                super().__init__()
+                self.mel = nn.L1Loss()
+            def forward(self, mel_out, mel_target, lengths):
+                for i in range(len(lengths)):
+                    if i == 0:
+                        mel_loss = self.mel(mel_out[i, : lengths[i]], mel_target[i, : lengths[i]])
+                    else:
+                        mel_loss = mel_loss + self.mel(mel_out[i, : lengths[i]], mel_target[i, : lengths[i]])
+                losses = {}
+                losses["mel_loss"] = mel_loss / len(lengths)
+                losses["total_loss"] = sum(losses.values())
+                return losses
+        """,
+        """
+        import torch.distributed as dist
+        def train(model, loader, optimizer, loss_fn, accumulation_steps, log):
+            running_loss = 0
+            for step, (x, y) in enumerate(loader):
+                loss = loss_fn(model(x), y) / accumulation_steps
+                running_loss += loss  # summed over one optimizer step's micro-batches, for the log
+                loss.backward()
+                if (step + 1) % accumulation_steps == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+                    dist.all_reduce(running_loss)
+                    log(running_loss.item())
+                    running_loss = 0
+        """,
         """
         import torch
         import torch.nn as nn
