@@ -88,6 +88,14 @@ def _target_names(target: cst.CSTNode) -> list[str]:
     return []
 
 
+def _detached_names(loop: cst.For | cst.While) -> set[str]:
+    """Names the loop rebinds to their own `.detach()` or `.item()` (`loss = loss.detach()` after its
+    `backward()`): what they hold afterwards has no graph."""
+    return {name for node in descendants(loop.body) if type(node) is cst.Assign and len(node.targets) == 1
+            and type(node.value) is cst.Call and method_name(node.value) in ("detach", "item")
+            and (name := dotted_name(node.targets[0].target)) is not None and name == dotted_name(node.value.func.value)}
+
+
 def _reset_with_each_step(ctx, loop: cst.For | cst.While, name: str) -> bool:
     """`running_loss = 0` in a block of the loop that also steps an optimizer: the sum spans the
     micro-batches of one step (a gradient-accumulation window), not the whole run."""
@@ -204,6 +212,8 @@ class LossAccumulatedWithoutItem(Rule):
         already_backpropagated = value.backpropagated and graph is True
         backpropagated = self._backward_facts(self.ctx.functions[-1] if self.ctx.functions else self.ctx.module)[1]
         # A tensor on which this iteration calls backward() carries a graph, whatever produced it.
+        if _operands(added) and _operands(added) <= _detached_names(self.loops[-1][-1]) and not self._outlives_function(name):
+            return  # back-propagated here and detached, or else handed back for a backward elsewhere
         roots = self._backward_facts(self.loops[-1][-1])[0]
         backward_evidence = graph is not False and bool(_operands(added) & roots)
         if not backward_evidence and not already_backpropagated and (not value.is_loss or graph is not True):
@@ -252,6 +262,18 @@ class LossAccumulatedWithoutItem(Rule):
         return self._backward_names[scope]
 
     VALID = [
+        """
+        import torch.nn.functional as F
+        def chunked_loss(score, chunks, labels, with_backward):  # back-propagated chunk by chunk, then detached
+            losses = []
+            for chunk, target in zip(chunks, labels):
+                chunk_loss = F.cross_entropy(score(chunk), target)
+                if with_backward:
+                    chunk_loss.backward()
+                    chunk_loss = chunk_loss.detach()
+                losses.append(chunk_loss)
+            return sum(losses)
+        """,
         """
         import torch.nn as nn
         class SpeechLoss(nn.Module):  # per-utterance terms, summed into the dict it returns
