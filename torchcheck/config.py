@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from torchcheck.target_version import toml_reader
+from torchcheck.target_version import infer_target_version, toml_reader
 
 DEFAULT_EXCLUDE = (".*", "__pycache__", ".venv", "venv", "build", "dist", "node_modules", "site-packages")
 KNOWN_KEYS = {"select", "ignore", "extend-select", "exclude", "extend-exclude", "per-file-ignores", "rules",
@@ -133,8 +133,6 @@ def load_config(start: Path, explicit: Path | None = None) -> Config:
 
 
 def _inferred_target(root: Path) -> dict:
-    from torchcheck.target_version import infer_target_version
-
     version, source = infer_target_version(root)
     return {"target_version": version, "target_version_source": source}
 

@@ -182,9 +182,9 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
             self.set_mode(receiver, modes.get(receiver, frozenset({"unknown"})) | {"eval"})
         self.exec_block(stmt.body)
         self.grad = saved
-        for receiver in handed:  # and puts it back
-            self.modes = {k: v for k, v in self.modes.items() if k != receiver} | (
-                {receiver: modes[receiver]} if receiver in modes else {})
+        for receiver in handed:  # and puts it back, its submodules' modes too
+            self.modes = {k: v for k, v in self.modes.items() if not _under(k, receiver)} | {
+                k: v for k, v in modes.items() if _under(k, receiver)}
 
     def _handed_to_context(self, expression: cst.BaseExpression) -> list[str]:
         """What a context manager of the project or another library is handed (`eval_mode(model)`),
@@ -419,3 +419,7 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
     def model_output_graph(self) -> object:
         return True if self.grad == GRAD_ON else False if self.grad == GRAD_OFF else INHERIT
 
+
+def _under(key: str, receiver: str) -> bool:
+    """Whether a mode key is the receiver's or one of its submodules' (`model`, `model.encoder`)."""
+    return key == receiver or key.startswith(receiver + ".")

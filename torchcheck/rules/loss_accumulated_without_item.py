@@ -137,7 +137,9 @@ class LossAccumulatedWithoutItem(Rule):
         losses.append(loss.detach())         # where a tensor is needed
     ```
     Summing loss terms and then calling `backward()` on the sum (one graph, used once) is
-    correct and not reported, and so is accumulating under `torch.no_grad()`.
+    correct and not reported, and so is accumulating under `torch.no_grad()`, a sum reset in the
+    block that steps the optimizer (it spans one step's micro-batches), and a loss detached after
+    its `backward()` in the loop.
 
     ## Fix safety
     The fix adds `.item()` for sums and `.detach()` for containers. It is unsafe: the
@@ -212,8 +214,6 @@ class LossAccumulatedWithoutItem(Rule):
         already_backpropagated = value.backpropagated and graph is True
         backpropagated = self._backward_facts(self.ctx.functions[-1] if self.ctx.functions else self.ctx.module)[1]
         # A tensor on which this iteration calls backward() carries a graph, whatever produced it.
-        if _operands(added) and _operands(added) <= _detached_names(self.loops[-1][-1]) and not self._outlives_function(name):
-            return  # back-propagated here and detached, or else handed back for a backward elsewhere
         roots = self._backward_facts(self.loops[-1][-1])[0]
         backward_evidence = graph is not False and bool(_operands(added) & roots)
         if not backward_evidence and not already_backpropagated and (not value.is_loss or graph is not True):
@@ -222,6 +222,8 @@ class LossAccumulatedWithoutItem(Rule):
             return
         if not backpropagated and not already_backpropagated and not self._outlives_function(name):
             return  # loss terms collected in a helper and handed back for a backward elsewhere
+        if _operands(added) and _operands(added) <= _detached_names(self.loops[-1][-1]) and not self._outlives_function(name):
+            return  # back-propagated here and detached, or else handed back for a backward elsewhere
         shown = short_code(self.ctx, added)
         self.report(
             added,
