@@ -152,6 +152,12 @@ def bench_tree(source: Path, jobs: int, tools_dir: Path | None) -> None:
 
 def script_row() -> None:
     """A script linted alone, cold (no cache), beside what starting Python and importing libcst cost."""
+    import compileall
+    import importlib.util
+
+    # pip compiles an installed package's bytecode; a checkout's may be stale, and with
+    # PYTHONDONTWRITEBYTECODE set, every run would compile the changed modules again.
+    compileall.compile_dir(Path(importlib.util.find_spec("torchcheck").origin).parent, quiet=1)
     script = Path(__file__).resolve().parent.parent / "fixtures" / "static" / "lenet_buggy.py"
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / script.name

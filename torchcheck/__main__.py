@@ -1,5 +1,3 @@
-import sys
+from torchcheck.cli import program
 
-from torchcheck.cli import main
-
-sys.exit(main())
+program()

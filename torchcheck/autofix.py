@@ -22,6 +22,8 @@ MAX_PASSES = 10
 
 @dataclass
 class FixOutcome:
+    """What applying the fixes did: how many, the findings left, and each changed text."""
+
     fixed: int = 0
     findings: list[Finding] = field(default_factory=list)
     # path (`path:cell N` for a notebook's cell) -> (before, after)

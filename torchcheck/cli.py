@@ -6,10 +6,12 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from torchcheck import __version__
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -19,6 +21,8 @@ class UsageError(Exception):
 
 
 def _console(output: Path | None, stream=None) -> Console:
+    from rich.console import Console
+
     if output is not None:
         handle = open(output, "w", encoding="utf-8")  # noqa: SIM115 - closed by main()
         return Console(file=handle, color_system=None, force_terminal=False, width=120, highlight=False, soft_wrap=True)
@@ -84,12 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def program() -> None:
+    """The `torchcheck` program, and `python -m torchcheck`: one command, then the process exits."""
+    sys.exit(main(process_exits=True))
+
+
+def main(argv: list[str] | None = None, *, process_exits: bool = False) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "lint":
-            return lint_command(args)
+            return lint_command(args, process_exits)
         if args.command == "rules":
             return rules_command(args)
         if args.command == "explain":
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(message: str) -> int:
-    Console(file=sys.stderr, highlight=False).print(f"[bold red]error[/]: {message}", markup=True, soft_wrap=True)
+    _console(None, sys.stderr).print(f"[bold red]error[/]: {message}", markup=True, soft_wrap=True)
     return EXIT_ERROR
 
 
@@ -149,26 +158,29 @@ def show_settings(config, console) -> None:
         console.print(f"{key}: {value}", markup=False, highlight=False)
 
 
-def lint_command(args) -> int:
-    from torchcheck.config import is_excluded
-    from torchcheck.engine import lint_paths
-    from torchcheck.report import Summary, read_sources, render
-    from torchcheck.report.text import render_statistics
+def lint_command(args, process_exits: bool = False) -> int:
+    from torchcheck import collector
 
-    if args.paths is None:
-        if args.force_exclude:  # pre-commit with no staged Python file: nothing to do
-            args.paths = []
-        else:
-            args.paths = [Path(".")]
-    config = resolve_config(args, args.paths[0] if args.paths else Path("."))
-    if args.show_settings:
-        show_settings(config, _console(None))
-        return EXIT_CLEAN
-    if args.force_exclude:
-        args.paths = [p for p in args.paths if not is_excluded(p, config)]
-    use_cache = not args.no_cache and config.cache and not (args.fix or args.diff)
-    result = lint_paths(args.paths, config, args.jobs, cache_root=config.root if use_cache else None,
-                        progress=args.format in ("text", "concise") and args.output is None)
+    with collector.lint_run(process_exits):  # loading libcst and the rules is part of it: see `collector`
+        from torchcheck.config import is_excluded
+        from torchcheck.engine import lint_paths
+        from torchcheck.report import Summary, read_sources, render
+        from torchcheck.report.text import render_statistics
+
+        if args.paths is None:
+            if args.force_exclude:  # pre-commit with no staged Python file: nothing to do
+                args.paths = []
+            else:
+                args.paths = [Path(".")]
+        config = resolve_config(args, args.paths[0] if args.paths else Path("."))
+        if args.show_settings:
+            show_settings(config, _console(None))
+            return EXIT_CLEAN
+        if args.force_exclude:
+            args.paths = [p for p in args.paths if not is_excluded(p, config)]
+        use_cache = not args.no_cache and config.cache and not (args.fix or args.diff)
+        result = lint_paths(args.paths, config, args.jobs, cache_root=config.root if use_cache else None,
+                            progress=args.format in ("text", "concise") and args.output is None)
     sources = {r.path: r.source for r in result.files if r.source is not None}
     fixed = 0
     findings = result.findings
@@ -187,8 +199,8 @@ def lint_command(args) -> int:
                     out.write(line if line.endswith("\n") else line + "\n")  # a notebook cell's last line has none
             return EXIT_FINDINGS if outcome.changes and not args.exit_zero else EXIT_CLEAN
     if not result.files and args.format not in ("text", "concise"):
-        Console(file=sys.stderr, highlight=False).print("[bold yellow]warning[/]: no Python file or notebook found:"
-                                                        " nothing was linted", markup=True)
+        _console(None, sys.stderr).print("[bold yellow]warning[/]: no Python file or notebook found: nothing was linted",
+                                         markup=True)
     console = _console(args.output)
     try:
         if args.statistics:
@@ -245,6 +257,7 @@ def run_command(args) -> int:
 def rules_command(args) -> int:
     import json
 
+    from rich.console import Console
     from rich.table import Table
 
     from torchcheck.registry import catalog
@@ -276,6 +289,7 @@ def _runtime_only(rule) -> bool:
 
 
 def explain_command(args) -> int:
+    from rich.console import Console
     from rich.markdown import Markdown
 
     from torchcheck.catalog import render_markdown

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Report:
+    """A finding as a rule reports it, on nodes; the linter turns it into a `Finding`."""
+
     rule: Rule
     node: cst.CSTNode
     message: str

@@ -34,6 +34,8 @@ MIN_CHUNK = 40
 
 @dataclass
 class FileResult:
+    """One linted file: its findings, its text, and what of other files they read."""
+
     path: str
     findings: list[Finding] = field(default_factory=list)
     source: str | None = None
@@ -44,6 +46,8 @@ class FileResult:
 
 @dataclass
 class LintResult:
+    """The linted files of a run."""
+
     files: list[FileResult]
 
     @property

@@ -37,6 +37,8 @@ class NotebookError(Exception):
 
 @dataclass(frozen=True)
 class Cell:
+    """A notebook's code cell."""
+
     position: int  # 1-based, counting every cell (markdown and raw too), as it is shown: `cell 7`
     id: str | None  # nbformat >= 4.5 cell id, as written in the file
     source: str  # the code as written, magics included
@@ -44,6 +46,8 @@ class Cell:
 
 @dataclass
 class Notebook:
+    """A notebook as read from disk: its code cells and its text."""
+
     cells: list[Cell]  # code cells only
     major: int  # the nbformat major version on disk
     text: str  # the file's text, BOM included

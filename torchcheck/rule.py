@@ -39,6 +39,8 @@ class Replacement:
 
 @dataclass(frozen=True)
 class FixSpec:
+    """A fix as a rule builds it: node replacements, turned into text edits by the linter."""
+
     title: str
     replacements: tuple[Replacement, ...]
     safety: FixSafety | None = None  # None: the rule's declared safety

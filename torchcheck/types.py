@@ -33,6 +33,8 @@ class Edit:
 
 @dataclass(frozen=True)
 class Fix:
+    """A fix as reported: its text edits, and whether it is safe to apply."""
+
     title: str
     safety: FixSafety
     edits: tuple[Edit, ...]
@@ -72,6 +74,8 @@ class RelatedLocation:
 
 @dataclass(frozen=True)
 class Finding:
+    """One finding, static or runtime: the rule, the message, where, and its evidence and fix."""
+
     code: str
     name: str
     message: str

@@ -27,6 +27,8 @@ _CRITERION_NAME = re.compile(r"^(criterion|loss_fn|loss_func|lossfn|loss_functio
 
 @dataclass(frozen=True)
 class Gate:
+    """An `if` test that lets every `steps`-th micro-batch through to the optimizer step."""
+
     test: cst.BaseExpression
     steps: cst.BaseExpression  # `k` of `(i + 1) % k == 0`
 

@@ -18,6 +18,8 @@ _NOT_OPTIMIZER = re.compile(r"sched|lr|warmup|scaler", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class LossCall:
+    """A call that computes a loss: a criterion called, or a functional loss, with its input and target."""
+
     loss: str  # the loss class, e.g. CrossEntropyLoss
     call: cst.Call
     input: cst.BaseExpression | None

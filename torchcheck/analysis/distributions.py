@@ -25,6 +25,8 @@ DISTRIBUTIONS = ("softmax", "log_softmax")
 
 @dataclass(frozen=True)
 class KLCall:
+    """A KL-divergence loss call, with the call that sets its options."""
+
     loss: LossCall
     # The call that holds `reduction=` and `log_target=`: the functional call itself, or the
     # constructor of the criterion; None where the criterion's origin is unknown.

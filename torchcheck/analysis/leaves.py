@@ -25,6 +25,8 @@ _MODULE_MOVES = {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "tr
 
 @dataclass(frozen=True)
 class Leaf:
+    """A tensor known to be a leaf that requires grad (a parameter, `requires_grad=True`), and the evidence."""
+
     what: str  # "a parameter of `model`", for messages
     evidence: cst.CSTNode  # where that is seen
     note: str

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 @dataclass
 class _Entry:
+    """An evaluation under way, and the cut-offs it met (see the module docstring)."""
+
     key: object
     depth_cut: bool = False
     recursion_cut: bool = False

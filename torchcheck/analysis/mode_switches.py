@@ -33,6 +33,8 @@ _WRAPPERS = {name.rsplit(".", 1)[-1] for name in api.MODEL_WRAPPERS} | {"Distrib
 
 @dataclass(frozen=True)
 class Event:
+    """One thing a loop's code does to a model, directly or through the calls it makes."""
+
     kind: str  # eval | train | forward | backward | step (its receiver: the model the optimizer updates)
     receiver: str | None  # the module, as the loop's code names it; None where it has no name there
     node: cst.CSTNode  # the call, in whichever file it is

@@ -46,6 +46,8 @@ LineMap = tuple[tuple[int, int], ...]
 
 @dataclass
 class Piece:
+    """A top-level function or class (or a method) cut out of its module, to be parsed alone."""
+
     text: bytes  # the padding `if` block, then the statement with the comments above it
     lines: LineMap
     methods: dict[str, Piece] = field(default_factory=dict)  # a class's, cut out of `text` in turn
@@ -54,6 +56,8 @@ class Piece:
 
 @dataclass
 class Cut:
+    """A module cut into its skeleton (its own level) and the pieces its stubs stand for."""
+
     skeleton: bytes
     lines: LineMap  # of the skeleton
     indent: bytes  # the module's, which its skeleton must keep

@@ -46,6 +46,8 @@ def is_model_like(dotted: str | None) -> bool:
 
 @dataclass(eq=False)
 class FunctionInfo:
+    """A function or method of an analysed module, and where it is defined."""
+
     definition: cst.FunctionDef
     analysis: FileAnalysis
     cls: ClassInfo | None = None
@@ -93,6 +95,8 @@ class FunctionInfo:
 
 @dataclass(eq=False)
 class ClassInfo:
+    """A class of an analysed module: its methods, attributes and bases, each resolved once."""
+
     definition: cst.ClassDef
     analysis: FileAnalysis
     unit: str = MODULE_UNIT

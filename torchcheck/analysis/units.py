@@ -33,6 +33,8 @@ class Dependencies:
 
 @dataclass(frozen=True)
 class Unit:
+    """One part of a module, by the lines its statements span and a digest of its text."""
+
     spans: tuple[tuple[int, int], ...]  # first and last line of each statement making it up
     digest: str  # of its text, wherever it is
 

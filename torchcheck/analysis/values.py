@@ -13,6 +13,8 @@ INHERIT = "inherit"
 # millions.
 @dataclass(unsafe_hash=True)
 class Value:
+    """What the analysis knows of a value: its kind and, by kind, the facts the rules ask about."""
+
     # tensor | number | str | criterion | model | optimizer | scheduler | scaler | layer | ref | class |
     # function | instance | tuple | dict | record_type (a namedtuple class) | super (`super()`) | grad_ctx | unknown
     kind: str = "unknown"

@@ -13,6 +13,8 @@ FORMATS = ("text", "concise", "json", "sarif", "github")
 
 @dataclass
 class Summary:
+    """What a report shows: the findings, the texts they point into, and the counts."""
+
     files: int
     findings: list[Finding]
     sources: dict = field(default_factory=dict)  # source_key -> text, for the source excerpts
@@ -56,14 +58,13 @@ def read_sources(findings: list[Finding], known: dict | None = None) -> dict:
 
 def render(summary: Summary, fmt: str, console) -> None:
     """Write the report to a rich Console."""
-    from torchcheck.report.machine import render_github, render_json, render_sarif
-    from torchcheck.report.text import render_concise, render_text
+    if fmt in ("text", "concise"):
+        from torchcheck.report.text import render_concise, render_text
 
-    if fmt == "text":
-        render_text(summary, console)
-    elif fmt == "concise":
-        render_concise(summary, console)
+        (render_text if fmt == "text" else render_concise)(summary, console)
     else:
+        from torchcheck.report.machine import render_github, render_json, render_sarif
+
         text = {"json": render_json, "sarif": render_sarif, "github": render_github}[fmt](summary)
         console.file.write(text)
         console.file.flush()
