@@ -166,8 +166,8 @@ def script_row() -> None:
         alone = min(timed(lint, copy.parent)[0] for _ in range(3))
         python = min(timed([sys.executable, "-c", "pass"], copy.parent)[0] for _ in range(3))
         libcst = min(timed([sys.executable, "-c", "import libcst"], copy.parent)[0] for _ in range(3))
-    print(f"\none script alone, cold   {alone:7.2f} s  (best of 3; {script.name}; starting Python takes {python:.2f} s,"
-          f" and importing libcst {libcst - python:.2f} s more)")
+    print(f"\none script alone, cold   {alone:7.3f} s  (best of 3; {script.name}; starting Python takes {python:.3f} s,"
+          f" and importing libcst {libcst - python:.3f} s more)")
 
 
 def main() -> None:
