@@ -10,7 +10,7 @@ from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.backward import BackwardSemantics
 from torchcheck.analysis.branches import case_taken, if_taken
 from torchcheck.analysis.containers import ContainerSemantics
-from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON
+from torchcheck.analysis.grad_mode import GRAD_OFF, GRAD_ON, decorated_grad
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
 from torchcheck.analysis.library_calls import LibraryCallSemantics
 from torchcheck.analysis.semantics import CallSemantics
@@ -59,14 +59,7 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
         elif func is None:
             self.grad = GRAD_ON
         else:
-            decorators = func.decorator_qualnames()
-            self.grad = (
-                GRAD_OFF
-                if any(q in api.NO_GRAD_CONTEXTS for q in decorators)
-                else GRAD_ON
-                if any(q in api.ENABLE_GRAD_CONTEXTS for q in decorators)
-                else INHERIT
-            )
+            self.grad = decorated_grad(func) or INHERIT
 
     def run(self) -> None:
         body = self.fa.module if self.func is None else self.func.node.body
@@ -285,6 +278,10 @@ class Frame(ContainerSemantics, CallSemantics, LibraryCallSemantics, BackwardSem
             return self.binop(self.eval(node.left), self.eval(node.right), node.operator)
         if kind is cst.UnaryOperation:
             inner = self.eval(node.expression)
+            if type(node.operator) is cst.Not:
+                return NUMBER
+            if type(node.operator) is cst.BitInvert:  # a mask's or an integer's complement: no graph
+                return Value(kind="tensor", graph=False, source=inner.source) if inner.is_tensor else UNKNOWN
             return inner.with_(activation=None, origin=None) if inner.is_tensor else inner
         if kind is cst.Subscript:
             return self.subscript(node)

@@ -1,13 +1,36 @@
 """Grad mode: whether autograd is on where a call runs, following decorators and every caller."""
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from torchcheck.analysis import torch_api as api
 from torchcheck.analysis.structure import FunctionInfo
+from torchcheck.analysis.syntax import literal
 from torchcheck.analysis.values import INHERIT, Value
 
 GRAD_ON, GRAD_OFF, GRAD_UNKNOWN = "on", "off", "unknown"
+# A project's own no-grad decorator, by its name: `@smart_inference_mode()`, `@utils.no_grad`.
+_NO_GRAD_DECORATOR = re.compile(r"(^|_)(no_grad|inference_mode)$")
+
+
+def decorated_grad(info: FunctionInfo) -> str | None:
+    """The grad mode a function's decorators run its body in (`@torch.no_grad()`, a project's
+    `@smart_inference_mode()`); None where they set none. A project's decorator given a literal
+    False as its first argument (`@inference_mode(False)`) sets nothing known."""
+    qualnames = info.decorator_qualnames()
+    if any(q in api.NO_GRAD_CONTEXTS for q in qualnames):
+        return GRAD_OFF
+    if any(q in api.ENABLE_GRAD_CONTEXTS for q in qualnames):
+        return GRAD_ON
+    for decorator, qualname in zip(info.node.decorators, qualnames):
+        expr = decorator.decorator
+        arguments = expr.args if isinstance(expr, cst.Call) else ()
+        if _NO_GRAD_DECORATOR.search(qualname.rsplit(".", 1)[-1]) and not qualname.startswith("torch.") and \
+                not (arguments and literal(arguments[0].value) is False):
+            return GRAD_OFF
+    return None
 
 
 class GradModeQueries:
@@ -20,11 +43,9 @@ class GradModeQueries:
         if info in self._entry_grad:
             return self._entry_grad[info]
         self._entry_grad[info] = GRAD_ON  # recursion guard
-        decorators = info.decorator_qualnames()
-        if any(q in api.NO_GRAD_CONTEXTS for q in decorators):
-            result = GRAD_OFF
-        elif any(q in api.ENABLE_GRAD_CONTEXTS for q in decorators):
-            result = GRAD_ON
+        decorated = decorated_grad(info)
+        if decorated is not None:
+            result = decorated
         elif info.cls is not None and info.name in api.LIGHTNING_EVAL_HOOKS and info.cls.is_lightning():
             result = GRAD_OFF
         else:
@@ -53,7 +74,7 @@ class GradModeQueries:
         entry = self.entry_grad(info)
         if entry != GRAD_ON:
             result = entry
-        elif any(q in api.ENABLE_GRAD_CONTEXTS for q in info.decorator_qualnames()):
+        elif decorated_grad(info) == GRAD_ON:
             result = GRAD_ON
         else:
             sites = self.sites_of(info, cross_file=True) or []

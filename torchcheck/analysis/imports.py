@@ -82,19 +82,35 @@ def child_blocks(stmt: cst.CSTNode) -> list:
     return blocks
 
 
+# Deep-learning frameworks other than PyTorch: a module importing one of them and nothing of
+# PyTorch's is written for it (d2l ships `torch.py`, `jax.py`, `mxnet.py` and `tensorflow.py`, where
+# `nn.Module` is flax's and `net(X)` a Gluon block).
+OTHER_FRAMEWORKS = frozenset({"tensorflow", "keras", "tf_keras", "jax", "flax", "haiku", "optax", "equinox", "mxnet",
+                              "paddle", "oneflow", "mindspore", "chainer", "theano", "cntk", "mlx", "tinygrad"})
+
+
 class ImportTable:
     """Local name -> qualified name, for every import anywhere in a module."""
 
     def __init__(self, module: cst.Module, module_name: str = "") -> None:
         self.module_name = module_name
         self.aliases: dict[str, str] = {}
+        self.packages: set[str] = set()  # the top-level packages of its absolute imports
         self._walk(module)
+
+    def other_framework(self) -> str | None:
+        """The framework other than PyTorch this module is written for: one it imports, when it imports
+        nothing from `torch` or a `torch*` package (torchvision, torchaudio, ...)."""
+        if any(package.startswith("torch") for package in self.packages):
+            return None
+        return min(self.packages & OTHER_FRAMEWORKS, default=None)
 
     def _walk(self, block) -> None:
         for stmt in iter_statements(block):
             if type(stmt) is cst.Import:
                 for alias in stmt.names:
                     full = _module_path(alias.name)
+                    self.packages.add(full.split(".")[0])
                     if alias.asname is not None:
                         self.aliases[alias.asname.name.value] = full
                     else:
@@ -102,6 +118,8 @@ class ImportTable:
                         self.aliases.setdefault(head, head)
             elif type(stmt) is cst.ImportFrom:
                 base = self._resolve_relative(len(stmt.relative), _module_path(stmt.module))
+                if not stmt.relative:
+                    self.packages.add(base.split(".")[0])
                 if type(stmt.names) is cst.ImportStar:
                     continue
                 for alias in stmt.names:

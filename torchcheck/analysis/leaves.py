@@ -18,7 +18,6 @@ from torchcheck.walk import descendants
 PARAMETER_CLASSES = {"torch.nn.Parameter", "torch.nn.parameter.Parameter"}
 # The parameters torch layers hold: `weight`, `bias`, `in_proj_weight`, `weight_ih_l0`, ...
 _LAYER_PARAMETER = re.compile(r"^(weight|bias)(_(ih|hh|hr)_l\d+(_reverse)?)?$|^in_proj_(weight|bias)$")
-_FACTORIES_LIKE = {f"torch.{name}_like" for name in ("zeros", "ones", "empty", "full", "rand", "randn", "randint")}
 # Methods that return the module itself (moved or cast): `Net().to(device)` is still the module.
 _MODULE_MOVES = {"to", "cuda", "cpu", "float", "double", "half", "bfloat16", "train", "eval"}
 
@@ -164,7 +163,7 @@ def _created_requiring_grad(ctx, call: cst.Call) -> bool:
 
 def _is_factory(ctx, call: cst.Call) -> bool:
     qualname = ctx.qualname(call.func)
-    return qualname in api.TENSOR_FACTORIES or qualname in _FACTORIES_LIKE
+    return qualname in api.TENSOR_FACTORIES or qualname in api.LIKE_FACTORIES
 
 
 def _parameter_loop_variable(ctx, target: cst.Name) -> Leaf | None:

@@ -74,6 +74,9 @@ class LibraryCallSemantics:
             return Value(kind="model", qualname=qualname)
         if qualname in api.TENSOR_FACTORIES:
             return self.tensor_factory(node, qualname, args, kwargs)
+        if qualname in api.LIKE_FACTORIES:
+            made = self.tensor_factory(node, qualname, args, kwargs)
+            return made.with_(dtype=made.dtype or first.dtype, shape=first.shape) if first.is_tensor else made
         if qualname in ("torch.nn.Parameter", "torch.nn.parameter.Parameter"):
             return Value(kind="tensor", graph=True)
         if qualname in api.PRESERVING_FUNCTIONS and first.is_tensor:

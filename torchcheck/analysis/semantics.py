@@ -65,7 +65,9 @@ class CallSemantics:
             receiver = dotted_name(func.value) if callee.bound is not None and method_base is not None else None
             bound = callee.bound
             if method_base is not None and method_base.kind == "super":  # `super().__init__(...)` sets our attributes
-                receiver = self.func.param_names()[0]
+                # ... where `super()` is called in the method itself, not kept for a closure inside it
+                own = self.func is not None and self.func.cls is method_base.info and self.func.param_names()
+                receiver = self.func.param_names()[0] if own else None
             elif receiver is not None:
                 bound = self.with_attributes_set(bound, receiver, callee.info)
                 if self.record:
@@ -198,6 +200,8 @@ class CallSemantics:
                              graph=args[0].graph, source=args[0].source)
         if name == "topk" and base.kind == "unknown":  # a tensor-only method: indices are int64
             return Value(kind="tuple", items=(Value(kind="tensor"), Value(kind="tensor", graph=False, dtype="int64")))
+        if name in ("item", "tolist", "numpy") and base.kind == "unknown":  # whatever it was called on: no graph
+            return NUMBER
         if not base.is_tensor:
             return UNKNOWN
         if name == "detach":

@@ -141,6 +141,8 @@ TENSOR_FACTORIES = {
     "torch.Tensor", "torch.FloatTensor", "torch.DoubleTensor", "torch.HalfTensor", "torch.LongTensor",
     "torch.IntTensor", "torch.ShortTensor", "torch.ByteTensor", "torch.BoolTensor", "torch.CharTensor",
 }
+# Tensors made in the shape (and dtype) of another one: fresh leaves, like the other factories.
+LIKE_FACTORIES = {f"torch.{name}_like" for name in ("zeros", "ones", "empty", "full", "rand", "randn", "randint")}
 LEGACY_TENSOR_DTYPES = {
     "torch.Tensor": "float32", "torch.FloatTensor": "float32", "torch.DoubleTensor": "float64",
     "torch.HalfTensor": "float16", "torch.LongTensor": "int64", "torch.IntTensor": "int32",

@@ -61,8 +61,10 @@ TENSOR = Value(kind="tensor")
 
 def join(a: Value, b: Value) -> Value:
     """Merge the values of two control-flow paths, keeping only what both agree on."""
-    if a is b or a == b:
+    if a is b:
         return a
+    if a == b:  # a criterion or layer built by two calls: with which options is not known
+        return a if a.origin is b.origin or a.is_tensor else a.with_(origin=None)
     if a.kind in ("model", "instance") and a.info is not None and a.info is b.info and a.items != b.items:
         return Value(kind=a.kind, qualname=a.qualname, info=a.info)  # built with other arguments: the class
     if a.kind != b.kind or len(a.items) != len(b.items) or a.keys != b.keys:
@@ -83,7 +85,7 @@ def join(a: Value, b: Value) -> Value:
         keys=a.keys,
         arithmetic=a.arithmetic or b.arithmetic,
         backpropagated=a.backpropagated and b.backpropagated,
-        origin=a.origin if a.activation == b.activation else None,
+        origin=a.origin if a.origin is b.origin or (a.is_tensor and a.activation == b.activation) else None,
         info=a.info if a.info is b.info else None,
     )
 

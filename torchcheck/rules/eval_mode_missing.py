@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import libcst as cst
 
-from torchcheck.analysis.calls import forward_model, forward_receiver
+from torchcheck.analysis.calls import forward_model, forward_receiver, method_name
 from torchcheck.analysis.evaluation import EVAL_WORDS
+from torchcheck.analysis.imports import dotted_name
 from torchcheck.rule import Invalid
 from torchcheck.rules._eval_code import EvalCodeRule
+from torchcheck.walk import descendants
 
 _CONSEQUENCES = {
     "dropout": "Dropout stays active",
@@ -88,6 +90,8 @@ class EvalModeMissing(EvalCodeRule):
         states = self.ctx.analysis.mode_at(node, receiver)
         if "eval" in states or self._callers_unknown(scope, receiver, node):
             return False
+        if states == frozenset({"unknown"}) and self._evaluated_by_its_class(node, receiver):
+            return False
         if scope in self.by_mode and states != frozenset({"train"}):
             return False  # another model of this loop is in eval mode; this one may be a part of it
         self.report(
@@ -108,6 +112,25 @@ class EvalModeMissing(EvalCodeRule):
         while info is not None and root not in info.param_names():
             info = info.parent
         return info is not None and not analysis.sites_of(info, cross_file=True)
+
+    def _evaluated_by_its_class(self, node: cst.Call, receiver: str) -> bool:
+        """`self.model`, in a method, that another method of the class puts in eval mode (its setup):
+        where the mode here is not known, that method may well have run first."""
+        info = self.ctx.analysis.scope.get(node)
+        if info is None or info.cls is None or not info.param_names():
+            return False
+        head, _, rest = receiver.partition(".")
+        if head != info.param_names()[0] or not rest:
+            return False
+        for method in info.cls.own_methods.values():
+            own = method.param_names()[:1]
+            if method is info or not own:
+                continue
+            wanted = f"{own[0]}.{rest}"
+            if any(type(call) is cst.Call and method_name(call) == "eval" and dotted_name(call.func.value) == wanted
+                   for call in descendants(method.node)):
+                return True
+        return False
 
     VALID = [
         """
@@ -188,6 +211,18 @@ class EvalModeMissing(EvalCodeRule):
                 with torch.no_grad():
                     for x, y in self.val_loader:
                         self.model(x)
+        """,
+        """
+        import torch
+        class Predictor:
+            def setup(self, weights):
+                self.model = torch.jit.load(weights)
+                self.model.eval()
+            @torch.no_grad()
+            def __call__(self, images):
+                return [self.infer(x) for x in images]
+            def infer(self, x):  # its class puts the model in eval mode in setup(), run first
+                return self.model(x)
         """,
     ]
     INVALID = [

@@ -16,8 +16,11 @@ from torchcheck.walk import descendants
 
 
 def _operands(node: cst.CSTNode) -> set[str]:
-    """The names an accumulated expression adds as they are: `loss`, `out` in `out * n`; not `loss.item()`."""
+    """The names an accumulated expression adds as they are: `loss`, `out` in `out * n`; not `loss.item()`,
+    nor the divisor `n` in `loss / n`."""
     if isinstance(node, cst.BinaryOperation):
+        if isinstance(node.operator, (cst.Divide, cst.FloorDivide)):
+            return _operands(node.left)
         return _operands(node.left) | _operands(node.right)
     name = dotted_name(node)
     return {name} if name else set()

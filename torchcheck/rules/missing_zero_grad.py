@@ -15,6 +15,8 @@ from torchcheck.rule import Invalid, Rule
 from torchcheck.walk import SCOPE_TYPES, descendants
 
 _CALL_DEPTH = 3
+# Library helpers that clear the gradients of the parameters they are given: `zero_grads(params)`.
+_CLEARING_HELPERS = {"zero_grad", "zero_grads", "zero_gradients", "clear_grad", "clear_grads"}
 
 
 class _LoopEvents:
@@ -54,6 +56,8 @@ class _LoopEvents:
             else:
                 self.clears_any = True
         elif name in ("zero_", "detach_", "requires_grad_") and _is_grad_expr(node.func.value):
+            self.clears_any = True
+        elif (dotted_name(node.func) or "").rsplit(".", 1)[-1] in _CLEARING_HELPERS:
             self.clears_any = True
         elif name == "step":
             optimizer = stepped_optimizer(self.ctx, node)
@@ -240,6 +244,15 @@ class MissingZeroGrad(Rule):
         return None  # built in another object's scope: its `self` is not ours
 
     VALID = [
+        """
+        import torch
+        from pyro.infer.util import zero_grads  # a library helper that clears the given parameters
+        optimizer = torch.optim.Adam(params)
+        for step in range(100):
+            zero_grads(params)
+            loss_fn(params).backward()
+            optimizer.step()
+        """,
         """
         def train_step(model, opt, criterion, x, y):
             loss = criterion(model(x), y)

@@ -97,6 +97,14 @@ class NoGradMissing(EvalCodeRule):
         """,
         """
         import torch
+        from .utils import smart_inference_mode  # the project's own no-grad decorator
+        @smart_inference_mode()
+        def evaluate(model, loader):
+            model.eval()
+            return [model(x) for x in loader]
+        """,
+        """
+        import torch
         def validate(model, loader):
             model.eval()
             with torch.inference_mode():
