@@ -141,6 +141,11 @@ TENSOR_FACTORIES = {
     "torch.Tensor", "torch.FloatTensor", "torch.DoubleTensor", "torch.HalfTensor", "torch.LongTensor",
     "torch.IntTensor", "torch.ShortTensor", "torch.ByteTensor", "torch.BoolTensor", "torch.CharTensor",
 }
+# Packages whose objects are never torch modules or tensors, though their networks have `forward()`
+# too: other deep-learning frameworks, and inference runtimes (OpenCV's `cv2.dnn` nets, Caffe's).
+OTHER_RUNTIMES = frozenset({"tensorflow", "keras", "tf_keras", "jax", "flax", "mxnet", "paddle", "oneflow",
+                            "mindspore", "chainer", "cv2", "caffe", "onnxruntime", "openvino", "tensorrt", "ncnn",
+                            "coremltools", "tflite_runtime"})
 # Tensors made in the shape (and dtype) of another one: fresh leaves, like the other factories.
 LIKE_FACTORIES = {f"torch.{name}_like" for name in ("zeros", "ones", "empty", "full", "rand", "randn", "randint")}
 LEGACY_TENSOR_DTYPES = {

@@ -15,7 +15,8 @@ class ForwardCalledDirectly(Rule):
     Finds `model.forward(x)` called on a module: a model, a layer or a criterion (or an object
     named like a model), a submodule from a wrapper's own `forward` (`self.module.forward(x)`), and
     `self.forward(x)` in a module's other methods (a Lightning `training_step`, a `predict`
-    helper). `super().forward(...)` is fine.
+    helper). `super().forward(...)` is fine, and so is `self.forward(...)` in a module's own
+    `__call__` (a framework's base module), or `forward()` on another runtime's network (OpenCV's).
 
     ## Why is this bad?
     `model(x)` runs `__call__`, which runs registered forward hooks and pre-hooks (used by
@@ -69,8 +70,9 @@ class ForwardCalledDirectly(Rule):
         self_name = params[0] if params else None
         if name == self_name:
             # `self.forward(x)` in a module's own training step or helper; inside `forward` it is
-            # a call to the next class of the MRO written oddly, or recursion.
-            return method.name != "forward" and cls.is_module()
+            # a call to the next class of the MRO written oddly, or recursion, and inside `__call__`
+            # the module's own way of being called (a framework's base module).
+            return method.name not in ("forward", "__call__") and cls.is_module()
         value = self.ctx.value(base)
         if value.kind in ("model", "layer", "criterion"):
             return True
@@ -100,6 +102,22 @@ class ForwardCalledDirectly(Rule):
             def forward(ctx, x):
                 return x * x
         y = Square.apply(x)
+        """,
+        """
+        import torch.nn as nn
+        class Module(nn.Module):  # a framework's base module: calling it runs forward, then more
+            def __call__(self, *inputs, **kwargs):
+                outputs = self.forward(*inputs, **kwargs)
+                return self.postprocess(outputs)
+        """,
+        """
+        import cv2
+        class OnnxBackend:
+            def __init__(self, weights):
+                self.net = cv2.dnn.readNetFromONNX(weights)  # OpenCV's network, not a torch module
+            def run(self, blob):
+                self.net.setInput(blob)
+                return self.net.forward()
         """,
         """
         class Scorer:  # not a module: its forward has no hooks to skip
