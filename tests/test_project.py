@@ -135,3 +135,20 @@ def test_a_module_too_large_to_analyse_answers_no_other_file(monkeypatch):
 @given(st.binary(max_size=200) | st.text(alphabet=" \t\n_aZ9.(é#", max_size=200).map(str.encode))
 def test_tokens_are_counted_as_the_pattern_counts_them(source):
     assert project_module.count_tokens(source) == len(re.findall(rb"\w+|[^\w\s]", source))
+
+
+def test_relative_imports_in_a_package_init_name_its_own_submodules(tmp_path):
+    import libcst as cst
+
+    from torchcheck.analysis.import_graph import ImportGraph
+    from torchcheck.analysis.imports import ImportTable
+
+    source = "from .base import Task\nfrom ..utils import helper\n"
+    init = ImportTable(cst.parse_module(source), "pkg.tasks", is_package=True)
+    assert (init.aliases["Task"], init.aliases["helper"]) == ("pkg.tasks.base.Task", "pkg.utils.helper")
+    module = ImportTable(cst.parse_module(source), "pkg.tasks.run")
+    assert (module.aliases["Task"], module.aliases["helper"]) == ("pkg.tasks.base.Task", "pkg.utils.helper")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "__init__.py").write_text(source)
+    graph = ImportGraph({"pkg.tasks": tmp_path / "tasks" / "__init__.py"})
+    assert {"pkg.tasks.base.Task", "pkg.utils.helper"} <= graph.outline("pkg.tasks").imported

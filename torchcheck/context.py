@@ -40,7 +40,7 @@ class FileContext:
         self.module_name = module_name
         self.project = project
         self.config = config
-        self.imports = analysis.imports if analysis is not None else ImportTable(module, module_name)
+        self.imports = analysis.imports if analysis is not None else ImportTable(module, module_name, path.name == "__init__.py")
         self.reports: list[Report] = []
         self.statements: list[cst.CSTNode] = []  # enclosing statements during traversal
         self.functions: list[cst.FunctionDef] = []

@@ -16,6 +16,7 @@ from torchcheck.analysis.calls import (
     receiver,
 )
 from torchcheck.analysis.imports import child_blocks, dotted_name, iter_statements
+from torchcheck.analysis.structure import FunctionInfo
 from torchcheck.walk import descendants
 
 _EVAL_WORD = r"(val|valid|validate|validation|eval|evaluate|evaluation|test|testing|infer|inference|predict)"
@@ -51,11 +52,31 @@ def per_file(predicate):
 
 @per_file
 def trains(ctx, node: cst.CSTNode) -> bool:
-    """Does this code call backward(), step an optimizer or clear gradients? Then it is training, not
-    evaluation (`metric.step(...)` is neither)."""
-    return any(type(n) is cst.Call and (is_backward(ctx, n) or method_name(n) == "zero_grad"
-                                            or method_name(n) == "step" and is_optimizer(ctx, n.func.value))
+    """Does this code call backward() or `torch.autograd.grad`, step an optimizer or clear gradients,
+    or call a function of the tree that differentiates (meta-learning's `learner.adapt(loss)`)? Then
+    it is training, not evaluation (`metric.step(...)` is neither)."""
+    return any(type(n) is cst.Call and (is_backward(ctx, n) or ctx.qualname(n.func) in _DIFFERENTIATING
+                                            or method_name(n) == "zero_grad"
+                                            or method_name(n) == "step" and is_optimizer(ctx, n.func.value)
+                                            or _differentiates(ctx, n))
                for n in descendants(node))
+
+
+_DIFFERENTIATING = ("torch.autograd.grad", "torch.autograd.backward")
+
+
+def _differentiates(ctx, call: cst.Call) -> bool:
+    """Is `call` a call of a function of the tree whose own body calls backward() or `autograd.grad`?"""
+    value = ctx.value(call.func)
+    info = value.info if value.kind == "function" else None
+    if not isinstance(info, FunctionInfo):
+        return False
+    memo = ctx.memo.setdefault("differentiates", {})
+    if info not in memo:
+        imports = info.analysis.imports
+        memo[info] = any(type(n) is cst.Call and (method_name(n) == "backward" or imports.qualname(n.func) in _DIFFERENTIATING)
+                         for n in descendants(info.node))
+    return memo[info]
 
 
 @per_file

@@ -55,7 +55,7 @@ class GradModeQueries:
             elif info.parent is not None and not sites:
                 result = self.entry_grad(info.parent)
             elif not sites:
-                result = GRAD_ON
+                result = GRAD_UNKNOWN if info.overrides() else GRAD_ON
             else:
                 grads = {where.grad_of_call(c, f) for c, f, where in sites}
                 result = GRAD_OFF if grads == {GRAD_OFF} else GRAD_UNKNOWN if GRAD_UNKNOWN in grads else GRAD_ON

@@ -112,16 +112,18 @@ class ImportGraph:
                 text = self.files[name].read_bytes() if name in self.files else b""
             except OSError:
                 text = b""
-            self._outlines[name] = Outline(frozenset(self._imported_names(name, text)),
+            is_package = name in self.files and self.files[name].name == "__init__.py"
+            self._outlines[name] = Outline(frozenset(self._imported_names(name, text, is_package)),
                                            frozenset(m.decode() for m in TOP_LEVEL_DEFINITION.findall(text)))
         return self._outlines[name]
 
     @staticmethod
-    def _imported_names(module: str, text: bytes) -> set[str]:
+    def _imported_names(module: str, text: bytes, is_package: bool = False) -> set[str]:
         """Dotted names a file imports: `import a.b` gives a.b; `from .m import x, y`, inside package
-        p, gives p.m, p.m.x and p.m.y (x may be a submodule)."""
+        p (in one of its modules, or in its `__init__.py`), gives p.m, p.m.x and p.m.y (x may be a
+        submodule)."""
         imported: set[str] = set()
-        package = module.split(".")[:-1]
+        package = module.split(".") if is_package else module.split(".")[:-1]
         for match in IMPORT_LINE.finditer(text):
             if match.group(1):
                 target = match.group(1).decode()

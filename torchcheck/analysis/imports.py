@@ -92,8 +92,9 @@ OTHER_FRAMEWORKS = frozenset({"tensorflow", "keras", "tf_keras", "jax", "flax", 
 class ImportTable:
     """Local name -> qualified name, for every import anywhere in a module."""
 
-    def __init__(self, module: cst.Module, module_name: str = "") -> None:
+    def __init__(self, module: cst.Module, module_name: str = "", is_package: bool = False) -> None:
         self.module_name = module_name
+        self.is_package = is_package  # an `__init__.py`: `from .m import x` is its own submodule m
         self.aliases: dict[str, str] = {}
         self.packages: set[str] = set()  # the top-level packages of its absolute imports
         self._walk(module)
@@ -133,7 +134,8 @@ class ImportTable:
     def _resolve_relative(self, dots: int, module: str) -> str:
         if not dots:
             return module
-        package = self.module_name.split(".")[: -dots] if self.module_name else []
+        parts = self.module_name.split(".") if self.module_name else []
+        package = parts[: max(0, len(parts) - dots + (1 if self.is_package else 0))]
         return ".".join([*package, module] if module else package)
 
     def qualname(self, node: cst.CSTNode) -> str | None:

@@ -212,7 +212,7 @@ class Project(ImportGraph):
                 return None
             self._held += self.tokens(name)
             self._digests[name] = digest
-            self._analyses[name] = FileAnalysis(module, ImportTable(module, name), self, name, cut)
+            self._analyses[name] = FileAnalysis(module, ImportTable(module, name, self.files[name].name == "__init__.py"), self, name, cut)
         return self._analyses[name]
 
     def _cut_plan(self, name: str, source: bytes, digest: str) -> dict:

@@ -224,6 +224,9 @@ class CallSemantics:
             return Value(kind="tuple", items=(values, Value(kind="tensor", graph=False, dtype="int64")))
         if name in api.INDEX_RESULTS:
             return Value(kind="tensor", graph=False, dtype="int64")
+        if name in api.NEW_TENSOR_METHODS:  # `y.new_ones(y.shape)`: a fresh tensor, only its dtype and device are y's
+            given = next((literal(a.value) for a in node.args if a.keyword and a.keyword.value == "requires_grad"), False)
+            return Value(kind="tensor", graph=given if isinstance(given, bool) else None, dtype=base.dtype)
         if name in ("div", "true_divide", "divide") and "rounding_mode" not in kwargs:
             return Value(kind="tensor", graph=graph, source=base.source,
                          dtype=api.result_dtype(base, args[0] if args else UNKNOWN, "/"))

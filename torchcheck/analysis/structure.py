@@ -83,6 +83,12 @@ class FunctionInfo:
         return frozenset(node.attr.value for node in descendants(self.node.body) if type(node) is cst.Attribute
                          and isinstance(node.value, cst.Name) and node.value.value == names[0])
 
+    def overrides(self) -> bool:
+        """A base class of its class (in the tree) defines a method of its name: a hook that the base
+        class's framework calls (`valid_step` of a fairseq task), in the modes it chooses."""
+        return self.cls is not None and self.parent is None and \
+            any(base.method(self.name) is not None for base in self.cls.base_classes())
+
     def decorator_qualnames(self) -> list[str]:
         out = []
         for decorator in self.node.decorators:

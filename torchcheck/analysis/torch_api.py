@@ -146,6 +146,8 @@ TENSOR_FACTORIES = {
 OTHER_RUNTIMES = frozenset({"tensorflow", "keras", "tf_keras", "jax", "flax", "mxnet", "paddle", "oneflow",
                             "mindspore", "chainer", "cv2", "caffe", "onnxruntime", "openvino", "tensorrt", "ncnn",
                             "coremltools", "tflite_runtime"})
+# Tensor methods that make a fresh tensor with the receiver's dtype and device.
+NEW_TENSOR_METHODS = frozenset({"new_ones", "new_zeros", "new_full", "new_empty", "new_tensor"})
 # Tensors made in the shape (and dtype) of another one: fresh leaves, like the other factories.
 LIKE_FACTORIES = {f"torch.{name}_like" for name in ("zeros", "ones", "empty", "full", "rand", "randn", "randint")}
 LEGACY_TENSOR_DTYPES = {

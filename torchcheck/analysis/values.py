@@ -77,7 +77,7 @@ def join(a: Value, b: Value) -> Value:
         activation=a.activation if a.activation == b.activation else None,
         graph=_join_graph(a.graph, b.graph),
         is_loss=a.is_loss and b.is_loss,
-        source=a.source if a.source == b.source else None,
+        source=a.source if a.source == b.source or b.graph is False else b.source if a.graph is False else None,
         dtype=a.dtype if a.dtype == b.dtype else None,
         shape=a.shape if a.shape == b.shape else None,
         image=a.image and b.image,

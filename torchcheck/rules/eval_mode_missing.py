@@ -108,6 +108,8 @@ class EvalModeMissing(EvalCodeRule):
         the caller decides the mode, and we cannot see it."""
         analysis = self.ctx.analysis
         info = analysis.scope.get(node)
+        if info is not None and info.overrides() and not analysis.sites_of(info, cross_file=True):
+            return True  # a framework's hook: the framework sets the mode
         root = receiver.split(".")[0]
         while info is not None and root not in info.param_names():
             info = info.parent

@@ -9,7 +9,7 @@ from torchcheck.analysis.calls import (
     source_evidence,
     stepped_optimizer,
 )
-from torchcheck.analysis.imports import dotted_name
+from torchcheck.analysis.imports import dotted_name, iter_statements
 from torchcheck.rule import FixSpec, Invalid, Replacement, Rule
 from torchcheck.types import FixSafety
 from torchcheck.walk import descendants
@@ -112,6 +112,13 @@ def _reset_with_each_step(ctx, loop: cst.For | cst.While, name: str) -> bool:
     return False
 
 
+def _rebound_each_iteration(loop: cst.For | cst.While, name: str) -> bool:
+    """`self.loss = self._make_empty_loss()` in the loop's own body: what is added to the name is
+    dropped at the next iteration."""
+    return any(type(small) is cst.Assign and any(dotted_name(t.target) == name for t in small.targets)
+               and name not in _names_in(small.value) for small in iter_statements(loop.body))
+
+
 class LossAccumulatedWithoutItem(Rule):
     """
     ## What it does
@@ -141,8 +148,9 @@ class LossAccumulatedWithoutItem(Rule):
     ```
     Summing loss terms and then calling `backward()` on the sum (one graph, used once) is
     correct and not reported, and so is accumulating under `torch.no_grad()`, a sum reset in the
-    block that steps the optimizer (it spans one step's micro-batches), and a loss detached after
-    its `backward()` in the loop.
+    block that steps the optimizer (it spans one step's micro-batches), a sum assigned afresh in
+    the loop's own body (`self.loss = self.empty_loss()`: it spans one iteration), and a loss
+    detached after its `backward()` in the loop.
 
     ## Fix safety
     The fix adds `.item()` for sums and `.detach()` for containers. It is unsafe: the
@@ -212,20 +220,21 @@ class LossAccumulatedWithoutItem(Rule):
         name = dotted_name(accumulator)
         if name is None:
             return
+        loop = self.loops[-1][-1]
         value = self.ctx.value(added)
         graph = self.ctx.analysis.has_graph(value, added)
         already_backpropagated = value.backpropagated and graph is True
         backpropagated = self._backward_facts(self.ctx.functions[-1] if self.ctx.functions else self.ctx.module)[1]
         # A tensor on which this iteration calls backward() carries a graph, whatever produced it.
-        roots = self._backward_facts(self.loops[-1][-1])[0]
+        roots = self._backward_facts(loop)[0]
         backward_evidence = graph is not False and bool(_operands(added) & roots)
         if not backward_evidence and not already_backpropagated and (not value.is_loss or graph is not True):
             return
-        if name in backpropagated or _reset_with_each_step(self.ctx, self.loops[-1][-1], name):
+        if name in backpropagated or _reset_with_each_step(self.ctx, loop, name) or _rebound_each_iteration(loop, name):
             return
         if not backpropagated and not already_backpropagated and not self._outlives_function(name):
             return  # loss terms collected in a helper and handed back for a backward elsewhere
-        if _operands(added) and _operands(added) <= _detached_names(self.loops[-1][-1]) and not self._outlives_function(name):
+        if _operands(added) and _operands(added) <= _detached_names(loop) and not self._outlives_function(name):
             return  # back-propagated here and detached, or else handed back for a backward elsewhere
         shown = short_code(self.ctx, added)
         self.report(
@@ -233,7 +242,7 @@ class LossAccumulatedWithoutItem(Rule):
             f"`{shown}` still holds its autograd graph and is kept in `{name}` across iterations, so every step's"
             f" graph stays in memory; use `{_with_method(shown, added, method)}`",
             FixSpec(f"Use `.{method}()`", (Replacement(added, _with_method(self.ctx.code(added), added, method)),)),
-            related=[*source_evidence(self.ctx, added), (self.loops[-1][-1], f"the loop that adds to `{name}`")],
+            related=[*source_evidence(self.ctx, added), (loop, f"the loop that adds to `{name}`")],
         )
 
     def _outlives_function(self, name: str) -> bool:
@@ -267,6 +276,21 @@ class LossAccumulatedWithoutItem(Rule):
         return self._backward_names[scope]
 
     VALID = [
+        """
+        import torch.nn.functional as F
+        class Strategy:  # the loss is rebuilt at each iteration: its terms never outlive one step
+            def backward(self):
+                self.loss.backward()
+            def training_epoch(self):
+                for self.batch in self.loader:
+                    self.optimizer.zero_grad()
+                    self.loss = self.empty_loss()
+                    out = self.model(self.batch[0])
+                    self.loss += F.cross_entropy(out, self.batch[1])
+                    self.loss += self.alpha * F.mse_loss(out, self.batch[2])
+                    self.backward()
+                    self.optimizer.step()
+        """,
         """
         import torch.nn.functional as F
         def chunked_loss(score, chunks, labels, with_backward):  # back-propagated chunk by chunk, then detached

@@ -96,6 +96,22 @@ class NoGradMissing(EvalCodeRule):
             return [model(x) for x in loader]
         """,
         """
+        import torch.nn as nn
+        from torch.autograd import grad
+        class Learner(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(4, 2)
+            def forward(self, x):
+                return self.fc(x)
+            def adapt(self, loss, lr=0.1):  # meta-learning: a gradient step on the task's support set
+                for p, g in zip(self.parameters(), grad(loss, list(self.parameters()))):
+                    p.data -= lr * g
+        learner = Learner()
+        def evaluate(test_tasks):  # adapting to each test task needs autograd
+            return [learner.adapt(learner(support).pow(2).mean()) or learner(query) for support, query in test_tasks]
+        """,
+        """
         import torch
         from .utils import smart_inference_mode  # the project's own no-grad decorator
         @smart_inference_mode()
