@@ -41,8 +41,8 @@ class LibraryCallSemantics:
             return Value(kind="scheduler", qualname=qualname)
         if qualname.endswith("GradScaler"):
             return Value(kind="scaler", qualname=qualname)
-        if qualname.split(".", 1)[0] in api.OTHER_RUNTIMES:
-            return Value(kind="instance", qualname=qualname)  # `cv2.dnn.readNet(path)`: not a torch module
+        if qualname.split(".", 1)[0] in api.OTHER_RUNTIMES:  # `cv2.dnn.readNet(path)`, `np.mean(losses)`
+            return Value(kind="instance", qualname=qualname, graph=False)  # not a torch module, no autograd graph
         if qualname in api.NO_GRAD_CONTEXTS:
             return Value(kind="grad_ctx", qualname=GRAD_OFF)
         if qualname in api.ENABLE_GRAD_CONTEXTS:

@@ -141,9 +141,9 @@ TENSOR_FACTORIES = {
     "torch.Tensor", "torch.FloatTensor", "torch.DoubleTensor", "torch.HalfTensor", "torch.LongTensor",
     "torch.IntTensor", "torch.ShortTensor", "torch.ByteTensor", "torch.BoolTensor", "torch.CharTensor",
 }
-# Packages whose objects are never torch modules or tensors, though their networks have `forward()`
-# too: other deep-learning frameworks, and inference runtimes (OpenCV's `cv2.dnn` nets, Caffe's).
-OTHER_RUNTIMES = frozenset({"tensorflow", "keras", "tf_keras", "jax", "flax", "mxnet", "paddle", "oneflow",
+# Packages whose objects are never torch modules or tensors: numpy, other deep-learning frameworks,
+# and inference runtimes (OpenCV's `cv2.dnn` nets and Caffe's have a `forward()` too).
+OTHER_RUNTIMES = frozenset({"numpy", "tensorflow", "keras", "tf_keras", "jax", "flax", "mxnet", "paddle", "oneflow",
                             "mindspore", "chainer", "cv2", "caffe", "onnxruntime", "openvino", "tensorrt", "ncnn",
                             "coremltools", "tflite_runtime"})
 # Tensor methods that make a fresh tensor with the receiver's dtype and device.

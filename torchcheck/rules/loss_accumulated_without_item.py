@@ -277,6 +277,18 @@ class LossAccumulatedWithoutItem(Rule):
 
     VALID = [
         """
+        import numpy as np
+        import torch.nn.functional as F
+        def fit(model, loader, optimizer, history):
+            for x, y in loader:
+                loss = F.mse_loss(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                loss = np.mean([loss.item()])  # the name now holds a numpy float
+                history.append(loss)
+        """,
+        """
         import torch.nn.functional as F
         class Strategy:  # the loss is rebuilt at each iteration: its terms never outlive one step
             def backward(self):

@@ -79,13 +79,15 @@ class NoGradMissing(EvalCodeRule):
         return True
 
     def _model_api(self, node: cst.Call) -> bool:
-        """`self(x)` in a module's own method that nothing in the file calls: a method of the model's API (a
-        framework hook such as `predict_step`, a library's `predict`), whose callers choose the grad mode."""
+        """`self(x)` or `self.encoder(x)` in a module's own method that nothing in the file calls: a method of
+        the model's API (a framework hook such as `predict_step`, a library's `predict`), whose callers choose
+        the grad mode."""
         info = self.ctx.analysis.scope.get(node)
         if info is None or info.cls is None or not info.cls.is_module():
             return False
         names = info.param_names()
-        return bool(names) and forward_receiver(node) == names[0] and not self.ctx.analysis.sites_of(info)
+        receiver = forward_receiver(node) or ""
+        return bool(names) and receiver.split(".")[0] == names[0] and not self.ctx.analysis.sites_of(info)
 
     VALID = [
         """
@@ -94,6 +96,18 @@ class NoGradMissing(EvalCodeRule):
         def evaluate(model, loader):
             model.eval()
             return [model(x) for x in loader]
+        """,
+        """
+        import torch.nn as nn
+        class AutoEncoder(nn.Module):  # a library's model: its users call predict() as they see fit
+            def __init__(self, encoder, decoder):
+                super().__init__()
+                self.encoder = encoder
+                self.decoder = decoder
+            def forward(self, x):
+                return self.decoder(self.encoder(x))
+            def predict(self, x):
+                return self.decoder(self.encoder(x))
         """,
         """
         import torch.nn as nn

@@ -20,8 +20,9 @@ class TrainModeNotRestored(Rule):
     directly, or in a function they call, in this file or another — and never switch that model
     back with `model.train()`: not in the loop body, and not in the functions it calls (a
     training function that starts with `model.train()` counts). The model is the one the loop
-    trains: it runs its forward with grad enabled, or an optimizer stepped in the loop updates its
-    parameters.
+    trains: it runs its forward with grad enabled (not in the helper that put it in eval mode,
+    which evaluates it: `predict(best_model)` on a copy), or an optimizer stepped in the loop
+    updates its parameters.
 
     The runtime check of the same name (`torchcheck run`, `torchcheck.watch()`) reports an
     optimizer step taken while the model owning every parameter it steps is entirely in eval
@@ -91,8 +92,9 @@ class TrainModeNotRestored(Rule):
         backward = next((e for e in events if e.kind == "backward"), None)
         if backward is None:
             return
-        trained = {e.receiver for e in events
-                   if e.receiver and (e.kind == "step" or e.kind == "forward" and not e.grad_off)}
+        evaluating = {e.via for e in events if e.kind == "eval" and e.via is not None}  # `self.predict(model)`
+        trained = {e.receiver for e in events if e.receiver and (
+            e.kind == "step" or e.kind == "forward" and not e.grad_off and (e.via is None or e.via not in evaluating))}
         switched_on = [e.receiver for e in events if e.kind == "train"]
         for event in events:
             if event.kind != "eval" or not event.module or event.receiver is None:
@@ -132,6 +134,23 @@ class TrainModeNotRestored(Rule):
         )
 
     VALID = [
+        """
+        import copy
+        import torch.nn as nn
+        import torch.nn.functional as F
+        model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 1))
+        def predict(model, x):  # shows how a copy of the model does: evaluation, not training
+            model.eval()
+            return model(x)
+        def fit(loader, optimizer):
+            for x, y in loader:
+                loss = F.mse_loss(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                best = copy.deepcopy(model)
+                predict(best, x)
+        """,
         """
         def validate(model, loader):
             model.eval()
