@@ -34,7 +34,9 @@ class EvalModeMissing(EvalCodeRule):
     before the call, and not by every caller before it calls the function
     (`model.eval(); evaluate(model, loader)` counts). Models whose class is known and contains no
     Dropout, BatchNorm, InstanceNorm, recurrent or attention layer (so `eval()` changes nothing)
-    are not reported.
+    are not reported. Nor are models whose mode the code cannot see: handed in by callers outside
+    the tree, used in a framework hook (a method overriding its base class's) that nothing in the
+    tree calls, or held by a class that puts them in eval mode in another method (its setup).
 
     ## Why is this bad?
     In train mode, Dropout keeps dropping units and BatchNorm normalises with the current batch's

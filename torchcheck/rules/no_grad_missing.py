@@ -16,8 +16,12 @@ class NoGradMissing(EvalCodeRule):
     Finds evaluation code — a validation/test/inference function (by name, e.g. `validate`,
     `evaluate`, `test`, `predict`, `val_epoch`) or a loop over evaluation data (`val_loader`,
     `test_loader`) — that runs a model with autograd enabled: not under `torch.no_grad()` or
-    `torch.inference_mode()`, not decorated with either, and not called only from places that are.
-    Code that calls `backward()`/`step()` is training, not evaluation, and is skipped.
+    `torch.inference_mode()`, not decorated with either (or with a project's own decorator named
+    like them, `@smart_inference_mode()`), and not called only from places that are. Code that
+    calls `backward()`/`step()`/`torch.autograd.grad`, or a function of the tree that does
+    (meta-learning's `learner.adapt(loss)`), is training, not evaluation, and is skipped. So are a
+    module's own methods and framework hooks (a method overriding its base class's) that nothing
+    in the tree calls: their callers choose the grad mode.
 
     ## Why is this bad?
     With grad enabled, every forward pass records a graph and keeps activations for a backward
