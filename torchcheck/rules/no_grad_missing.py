@@ -87,8 +87,8 @@ class NoGradMissing(EvalCodeRule):
         the model's API (a framework hook such as `predict_step`, a library's `predict`), whose callers choose
         the grad mode."""
         info = self.ctx.analysis.scope.get(node)
-        if info is None or info.cls is None or not info.cls.is_module():
-            return False
+        if info is None or info.cls is None or not (info.cls.is_module() or info.cls.method("forward")):
+            return False  # (a class with a forward on a base from outside the tree, mmengine's `BaseModule`)
         names = info.param_names()
         receiver = forward_receiver(node) or ""
         return bool(names) and receiver.split(".")[0] == names[0] and not self.ctx.analysis.sites_of(info)
@@ -112,6 +112,17 @@ class NoGradMissing(EvalCodeRule):
                 return self.decoder(self.encoder(x))
             def predict(self, x):
                 return self.decoder(self.encoder(x))
+        """,
+        """
+        from mmengine.model import BaseModule  # a module base from outside the tree
+        class Head(BaseModule):
+            def __init__(self, decoder):
+                super().__init__()
+                self.decoder = decoder
+            def forward(self, x):
+                return self.decoder(x)
+            def predict(self, x):
+                return self.decoder(x).argmax(-1)
         """,
         """
         import torch.nn as nn
