@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import libcst as cst
 
+from torchcheck.analysis.torch_api import OTHER_FRAMEWORKS
+
 # Public re-exports: the private module a class lives in is folded into the public path.
 _CANONICAL_PREFIXES = [
     (re.compile(r"^torch\.nn\.modules\.\w+\."), "torch.nn."),
@@ -80,13 +82,6 @@ def child_blocks(stmt: cst.CSTNode) -> list:
     for case in getattr(stmt, "cases", ()):
         blocks.append(case.body)
     return blocks
-
-
-# Deep-learning frameworks other than PyTorch: a module importing one of them and nothing of
-# PyTorch's is written for it (d2l ships `torch.py`, `jax.py`, `mxnet.py` and `tensorflow.py`, where
-# `nn.Module` is flax's and `net(X)` a Gluon block).
-OTHER_FRAMEWORKS = frozenset({"tensorflow", "keras", "tf_keras", "jax", "flax", "haiku", "optax", "equinox", "mxnet",
-                              "paddle", "oneflow", "mindspore", "chainer", "theano", "cntk", "mlx", "tinygrad"})
 
 
 class ImportTable:

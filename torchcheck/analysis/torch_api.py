@@ -141,11 +141,15 @@ TENSOR_FACTORIES = {
     "torch.Tensor", "torch.FloatTensor", "torch.DoubleTensor", "torch.HalfTensor", "torch.LongTensor",
     "torch.IntTensor", "torch.ShortTensor", "torch.ByteTensor", "torch.BoolTensor", "torch.CharTensor",
 }
-# Packages whose objects are never torch modules or tensors: numpy, other deep-learning frameworks,
-# and inference runtimes (OpenCV's `cv2.dnn` nets and Caffe's have a `forward()` too).
-OTHER_RUNTIMES = frozenset({"numpy", "tensorflow", "keras", "tf_keras", "jax", "flax", "mxnet", "paddle", "oneflow",
-                            "mindspore", "chainer", "cv2", "caffe", "onnxruntime", "openvino", "tensorrt", "ncnn",
-                            "coremltools", "tflite_runtime"})
+# Deep-learning frameworks other than PyTorch: a module importing one of them and nothing of
+# PyTorch's is written for it (d2l ships `torch.py`, `jax.py`, `mxnet.py` and `tensorflow.py`, where
+# `nn.Module` is flax's and `net(X)` a Gluon block).
+OTHER_FRAMEWORKS = frozenset({"tensorflow", "keras", "tf_keras", "jax", "flax", "haiku", "optax", "equinox", "mxnet",
+                              "paddle", "oneflow", "mindspore", "chainer", "theano", "cntk", "mlx", "tinygrad"})
+# Packages whose objects are never torch modules or tensors: numpy, the other frameworks, and
+# inference runtimes (OpenCV's `cv2.dnn` nets and Caffe's have a `forward()` too).
+OTHER_RUNTIMES = OTHER_FRAMEWORKS | {"numpy", "cv2", "caffe", "onnxruntime", "openvino", "tensorrt", "ncnn",
+                                     "coremltools", "tflite_runtime"}
 # Tensor methods that make a fresh tensor with the receiver's dtype and device.
 NEW_TENSOR_METHODS = frozenset({"new_ones", "new_zeros", "new_full", "new_empty", "new_tensor"})
 # Tensors made in the shape (and dtype) of another one: fresh leaves, like the other factories.
